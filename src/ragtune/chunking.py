@@ -1,0 +1,163 @@
+"""Chunking with llama-index node parsers. Every chunk keeps its document id and its character span in it.
+
+Registry names: ``sentence`` and ``token`` (fixed token budgets, sentence- or token-aligned), ``markdown`` (one chunk
+per section, long sections split by sentences) and ``semantic`` (split where neighbouring sentences drift apart in
+embedding space, long pieces split by sentences). ``size`` and ``overlap`` are in tokens.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ragtune.types import Chunk, Document
+
+Span = tuple[int, int, dict]  # start, end, metadata
+Splitter = Callable[[Sequence[Document]], dict[str, list[Span]]]
+CHUNKERS: dict[str, Callable[..., Splitter]] = {}
+
+
+def register_chunker(name: str):
+    def deco(factory):
+        CHUNKERS[name] = factory
+        return factory
+
+    return deco
+
+
+def _offline_llama_index() -> None:
+    """Point tiktoken and NLTK at the data llama-index ships, so that nothing is fetched from the network."""
+    spec = importlib.util.find_spec("llama_index.core")
+    if spec and spec.submodule_search_locations:
+        static = Path(next(iter(spec.submodule_search_locations))) / "_static"
+        os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(static / "tiktoken_cache"))
+        os.environ.setdefault("NLTK_DATA", str(static / "nltk_cache"))
+
+
+def _nodes_to_spans(documents: Sequence[Document], nodes, offsets: dict[str, tuple] | None = None) -> dict[str, list[Span]]:
+    """Group parsed nodes by document and turn them into verified character spans of the document text."""
+    by_id = {d.id: d for d in documents}
+    spans: dict[str, list[Span]] = {d.id: [] for d in documents}
+    cursor: dict[str, int] = {}
+    for node in nodes:
+        key = node.ref_doc_id
+        parent_id, base, meta = (key, 0, dict(node.metadata)) if offsets is None else offsets[key]
+        text = by_id[parent_id].text
+        content = node.get_content()
+        start = node.start_char_idx
+        if start is None or text[base + start : base + start + len(content)] != content:
+            found = text.find(content, cursor.get(parent_id, base))
+            start = (found if found >= 0 else text.find(content)) - base
+        if start + base < 0 or not content.strip():
+            continue  # a parser that rewrote the text; never invent a span
+        begin = base + start
+        spans[parent_id].append((begin, begin + len(content), meta))
+        cursor[parent_id] = begin + 1
+    return spans
+
+
+def _parse(parser, documents: Sequence[Document]) -> dict[str, list[Span]]:
+    from llama_index.core import Document as LlamaDocument
+
+    nodes = parser.get_nodes_from_documents([LlamaDocument(text=d.text, id_=d.id) for d in documents])
+    return _nodes_to_spans(documents, nodes)
+
+
+def _refine(spans: dict[str, list[Span]], documents: Sequence[Document], size: int, overlap: int) -> dict[str, list[Span]]:
+    """Split pieces longer than ``size`` tokens with the sentence splitter, keeping document offsets."""
+    from llama_index.core import Document as LlamaDocument
+    from llama_index.core.node_parser import SentenceSplitter
+
+    splitter = SentenceSplitter(chunk_size=size, chunk_overlap=overlap)
+    by_id = {d.id: d for d in documents}
+    pieces, offsets = [], {}
+    for doc_id, doc_spans in spans.items():
+        for i, (start, end, meta) in enumerate(doc_spans):
+            key = f"{doc_id}\0{i}"
+            offsets[key] = (doc_id, start, meta)
+            pieces.append(LlamaDocument(text=by_id[doc_id].text[start:end], id_=key))
+    return _nodes_to_spans(documents, splitter.get_nodes_from_documents(pieces), offsets)
+
+
+@register_chunker("sentence")
+def _sentence(config, embedder=None) -> Splitter:
+    from llama_index.core.node_parser import SentenceSplitter
+
+    parser = SentenceSplitter(chunk_size=config.size, chunk_overlap=config.overlap)
+    return lambda docs: _parse(parser, docs)
+
+
+@register_chunker("token")
+def _token(config, embedder=None) -> Splitter:
+    from llama_index.core.node_parser import TokenTextSplitter
+
+    parser = TokenTextSplitter(chunk_size=config.size, chunk_overlap=config.overlap)
+    return lambda docs: _parse(parser, docs)
+
+
+@register_chunker("markdown")
+def _markdown(config, embedder=None) -> Splitter:
+    from llama_index.core.node_parser import MarkdownNodeParser
+
+    parser = MarkdownNodeParser(include_metadata=True, include_prev_next_rel=False)
+    return lambda docs: _refine(_parse(parser, docs), docs, config.size, config.overlap)
+
+
+@register_chunker("semantic")
+def _semantic(config, embedder=None) -> Splitter:
+    from llama_index.core.node_parser import SemanticSplitterNodeParser
+
+    if embedder is None:
+        raise ValueError("semantic chunking needs an embedder")
+    parser = SemanticSplitterNodeParser(
+        buffer_size=1,
+        breakpoint_percentile_threshold=config.breakpoint_percentile,
+        embed_model=llama_embedding(embedder),
+        include_metadata=False,
+        include_prev_next_rel=False,
+    )
+    return lambda docs: _refine(_parse(parser, docs), docs, config.size, config.overlap)
+
+
+def llama_embedding(embedder):
+    """Expose a ragtune ``CachedEmbedder`` as a llama-index embedding model (cache included)."""
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+    from pydantic import PrivateAttr
+
+    class _Adapter(BaseEmbedding):
+        _inner = PrivateAttr()
+
+        def __init__(self, inner):
+            super().__init__(model_name=inner.model_id, embed_batch_size=4096)
+            self._inner = inner
+
+        def _get_text_embeddings(self, texts):
+            return self._inner.embed_documents(texts).tolist()
+
+        def _get_text_embedding(self, text):
+            return self._get_text_embeddings([text])[0]
+
+        def _get_query_embedding(self, query):
+            return self._inner.embed_queries([query])[0].tolist()
+
+        async def _aget_query_embedding(self, query):
+            return self._get_query_embedding(query)
+
+        async def _aget_text_embedding(self, text):
+            return self._get_text_embedding(text)
+
+    return _Adapter(embedder)
+
+
+def chunk_documents(documents: Sequence[Document], config, embedder=None) -> list[Chunk]:
+    """Split documents into chunks; ids are ``<doc id>#<n>`` in document order."""
+    _offline_llama_index()
+    split = CHUNKERS[config.strategy](config, embedder)
+    spans = split(list(documents)) if documents else {}
+    chunks = []
+    for doc in documents:
+        for n, (start, end, meta) in enumerate(spans.get(doc.id, [])):
+            chunks.append(Chunk(f"{doc.id}#{n}", doc.id, doc.text[start:end], start, end, meta))
+    return chunks

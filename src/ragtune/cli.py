@@ -1,0 +1,200 @@
+"""The ``ragtune`` command line. Each command parses its options and calls library functions; nothing more."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from ragtune.errors import ConfigError, RagtuneError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Measure, compare and promote retrieval-augmented generation configurations on LanceDB.",
+)
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="RagConfig YAML (defaults when omitted)")
+SetOpt = typer.Option(None, "--set", "-s", help="override a config value: KEY=VALUE, e.g. chunking.size=512")
+HomeOpt = typer.Option(None, "--home", help="workspace folder for caches and indexes [env RAGTUNE_HOME, .ragtune]")
+DbOpt = typer.Option(None, "--db", help="LanceDB URI [env RAGTUNE_DB, <home>/lancedb]")
+
+
+def _fail(exc: RagtuneError) -> None:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    raise typer.Exit(2)
+
+
+def load_config(path: Optional[Path], overrides: Optional[list[str]]):
+    from ragtune.config import RagConfig
+
+    config = RagConfig.from_yaml(path) if path else RagConfig()
+    if overrides:
+        pairs = {}
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+            pairs[key.strip()] = yaml.safe_load(value)
+        config = config.with_overrides(pairs)
+    return config
+
+
+def _workspace(home: Optional[Path], db: Optional[str]):
+    from ragtune.engine import Workspace
+
+    ws = Workspace.default()
+    return Workspace(home or ws.home, db or ws.db_uri)
+
+
+def _dataset_path(name: str) -> Path:
+    from ragtune.data import sample_dataset_path
+
+    return sample_dataset_path() if name == "sample" else Path(name)
+
+
+def metrics_table(summary: dict[str, float], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in summary.items():
+        table.add_row(name, f"{value:.2f}" if name.endswith("_ms") else f"{value:.4f}")
+    return table
+
+
+@app.command("eval")
+def eval_cmd(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="BEIR-format folder, a folder with docs/, or 'sample'"),
+    config: Optional[Path] = ConfigOpt,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder for metrics, per-query scores, run, config"),
+    split: str = typer.Option("test", help="qrels split: qrels/<split>.tsv"),
+    queries: Optional[int] = typer.Option(None, help="evaluate only the first N judged queries"),
+    set_: Optional[list[str]] = SetOpt,
+    home: Optional[Path] = HomeOpt,
+    db: Optional[str] = DbOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Index a dataset with a configuration, run its queries and score them against the judgments."""
+    from ragtune.data import load_dataset
+    from ragtune.engine import evaluate
+
+    try:
+        cfg = load_config(config, set_)
+        ds = load_dataset(_dataset_path(dataset), split)
+        if queries:
+            judged = [q.id for q in ds.queries if q.id in ds.qrels or q.id in ds.references]
+            ds = ds.subset(judged[:queries])
+        result = evaluate(cfg, ds, _workspace(home, db), progress=not quiet)
+        if out:
+            result.write(out)
+    except RagtuneError as exc:
+        _fail(exc)
+    title = f"{ds.name} · config {cfg.id}{f' ({cfg.name})' if cfg.name else ''} · {result.extra['queries']} queries"
+    console.print(metrics_table(result.summary, title))
+    idx = result.index
+    console.print(
+        f"index {idx.table}: {idx.chunks} chunks from {idx.documents} documents "
+        f"({'built' if idx.built else 'reused'}); embedded {result.embedding.computed} of "
+        f"{result.embedding.requested} texts, the rest from cache"
+    )
+    if out:
+        console.print(f"wrote {out}/ (metrics.json, per_query.csv, run.trec, config.yaml)")
+
+
+@app.command()
+def index(
+    corpus: str = typer.Option(..., "--corpus", help="BEIR folder, corpus.jsonl, a folder of documents, or 'sample'"),
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    home: Optional[Path] = HomeOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Build (or reuse) the LanceDB table for a corpus under a configuration's chunking and embedder."""
+    from ragtune.data import load_corpus
+    from ragtune.engine import Engine
+
+    try:
+        cfg = load_config(config, set_)
+        _, info = Engine(cfg, _workspace(home, db), progress=True).index(load_corpus(_dataset_path(corpus)))
+    except RagtuneError as exc:
+        _fail(exc)
+    state = "built" if info.built else "up to date"
+    console.print(f"{info.table}: {info.chunks} chunks from {info.documents} documents, {state} ({info.seconds:.1f} s)")
+
+
+@app.command()
+def search(
+    query: str = typer.Argument(..., help="the question or keywords"),
+    config: Optional[Path] = ConfigOpt,
+    corpus: Optional[str] = typer.Option(None, "--corpus", help="corpus to search [the last one indexed with these settings]"),
+    k: Optional[int] = typer.Option(None, "-k", help="results to show [retrieval.top_k]"),
+    chunks: bool = typer.Option(False, "--chunks", help="list chunks rather than documents"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON lines"),
+    set_: Optional[list[str]] = SetOpt,
+    home: Optional[Path] = HomeOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Search an index with a configuration's retrieval (and re-ranking) settings."""
+    from ragtune.data import load_corpus
+    from ragtune.engine import Engine
+
+    try:
+        cfg = load_config(config, set_)
+        ws = _workspace(home, db)
+        engine = Engine(cfg, ws)
+        if corpus:
+            table, _ = engine.index(load_corpus(_dataset_path(corpus)))
+        else:
+            entry = ws.latest_index_for(cfg)
+            if entry is None:
+                raise ConfigError(
+                    "no index matches this config's chunking and embedding settings yet: "
+                    "pass --corpus PATH (or run `ragtune index` or `ragtune eval` first)"
+                )
+            table = engine.open_table(entry["key"])
+        k = k or cfg.retrieval.top_k
+        result = engine.retriever(table).search(query, k)
+        hits = result.chunks(k) if chunks else result.documents(k)
+    except RagtuneError as exc:
+        _fail(exc)
+    if as_json:
+        for h in hits:
+            print(json.dumps({"rank": h.rank, "doc_id": h.doc_id, "chunk_id": h.chunk_id, "score": h.score,
+                              "start": h.start, "end": h.end, "text": h.text}))
+        return
+    table_out = Table(title=f"{query!r} · {cfg.retrieval.mode} · {sum(result.timings_ms.values()):.0f} ms")
+    for col in ("#", "document", "score", "text"):
+        table_out.add_column(col, overflow="fold")
+    for h in hits:
+        snippet = " ".join(h.text.split())
+        table_out.add_row(str(h.rank), h.doc_id, f"{h.score:.4f}", snippet[:160] + ("…" if len(snippet) > 160 else ""))
+    console.print(table_out)
+
+
+@app.command("config")
+def config_cmd(
+    config: Optional[Path] = typer.Argument(None, help="RagConfig YAML (defaults when omitted)"),
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Validate a configuration and print it fully resolved, with its id."""
+    try:
+        cfg = load_config(config, set_)
+    except RagtuneError as exc:
+        _fail(exc)
+    sys.stdout.write(f"# config id: {cfg.id}\n{cfg.to_yaml()}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,234 @@
+"""One validated configuration for a RAG pipeline, serialised as YAML and named by a stable content hash.
+
+Fields that cannot change a result (batch sizes, devices, the display name) are left out of the hash, and
+parameters that do not apply to the chosen option (say, the RRF constant of a linear fusion) are cleared, so that
+configurations that behave the same share one id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ragtune.errors import ConfigError
+
+Device = Literal["auto", "cpu", "cuda"]
+
+#: Fields that do not change results: excluded from every hash.
+RUNTIME_FIELDS = {"name", "batch_size", "device"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChunkingConfig(_Section):
+    strategy: Literal["sentence", "token", "markdown", "semantic"] = "sentence"
+    size: int = Field(256, ge=16, le=8192, description="maximum chunk length in tokens")
+    overlap: int = Field(32, ge=0, description="tokens shared by neighbouring chunks")
+    breakpoint_percentile: int | None = Field(
+        None, ge=50, le=100, description="semantic only: split where sentence distance exceeds this percentile"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ChunkingConfig:
+        if self.overlap >= self.size:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than size ({self.size})")
+        if self.strategy == "semantic" and self.breakpoint_percentile is None:
+            object.__setattr__(self, "breakpoint_percentile", 95)
+        if self.strategy != "semantic":
+            object.__setattr__(self, "breakpoint_percentile", None)
+        return self
+
+
+class EmbeddingConfig(_Section):
+    model: str = Field("minilm", description="embedder registry name, or 'openai:<model>' for an HTTP endpoint")
+    batch_size: int = Field(64, ge=1, le=65536)
+    device: Device = "auto"
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint for 'openai:' models")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+
+    @model_validator(mode="after")
+    def _check(self) -> EmbeddingConfig:
+        from ragtune.embedding import check_embedder_name
+
+        check_embedder_name(self.model)
+        return self
+
+
+class FtsConfig(_Section):
+    language: str = "English"
+    stem: bool = True
+    remove_stop_words: bool = True
+
+
+class RetrievalConfig(_Section):
+    mode: Literal["vector", "fts", "hybrid"] = "hybrid"
+    fusion: Literal["rrf", "linear"] | None = Field("rrf", description="hybrid only")
+    rrf_k: int | None = Field(60, ge=1, description="hybrid rrf only: the RRF constant")
+    weight: float | None = Field(
+        0.7, ge=0.0, le=1.0, description="hybrid linear only: weight of the vector score (1 - weight for BM25)"
+    )
+    top_k: int = Field(10, ge=1, le=10000, description="results returned by a search")
+    candidates: int = Field(100, ge=1, le=10000, description="chunks fetched from the index per query")
+    fts: FtsConfig = FtsConfig()
+    vector_index: Literal["auto", "flat", "hnsw"] = Field(
+        "auto", description="flat: exact search; hnsw: IVF_HNSW_SQ index; auto: hnsw from 20,000 chunks on"
+    )
+
+    @model_validator(mode="after")
+    def _canonical(self) -> RetrievalConfig:
+        if self.mode != "hybrid":
+            object.__setattr__(self, "fusion", None)
+        elif self.fusion is None:
+            object.__setattr__(self, "fusion", "rrf")
+        if self.fusion != "rrf":
+            object.__setattr__(self, "rrf_k", None)
+        elif self.rrf_k is None:
+            object.__setattr__(self, "rrf_k", 60)
+        if self.fusion != "linear":
+            object.__setattr__(self, "weight", None)
+        elif self.weight is None:
+            object.__setattr__(self, "weight", 0.7)
+        return self
+
+
+class RerankConfig(_Section):
+    model: str | None = Field(None, description="reranker registry name, or null for none")
+    depth: int | None = Field(50, ge=1, le=10000, description="candidates the reranker rescores")
+    batch_size: int = Field(32, ge=1, le=65536)
+    device: Device = "auto"
+
+    @model_validator(mode="after")
+    def _check(self) -> RerankConfig:
+        if self.model in (None, "none"):
+            object.__setattr__(self, "model", None)
+            object.__setattr__(self, "depth", None)
+        else:
+            from ragtune.rerank import check_reranker_name
+
+            check_reranker_name(self.model)
+            if self.depth is None:
+                object.__setattr__(self, "depth", 50)
+        return self
+
+
+DEFAULT_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map", "precision@10")
+
+
+class EvaluationConfig(_Section):
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    depth: int = Field(100, ge=1, le=10000, description="ranked results per query that the metrics see")
+    span_k: tuple[int, ...] = Field((5, 10), description="chunk cut-offs for span-level scores")
+
+    @model_validator(mode="after")
+    def _check(self) -> EvaluationConfig:
+        from ragtune.evaluation.metrics import check_metric
+
+        if not self.metrics:
+            raise ValueError("metrics must name at least one metric")
+        for m in self.metrics:
+            check_metric(m)
+        if any(k < 1 for k in self.span_k):
+            raise ValueError("span_k values must be positive")
+        return self
+
+
+class RagConfig(_Section):
+    name: str | None = None
+    chunking: ChunkingConfig = ChunkingConfig()
+    embedding: EmbeddingConfig = EmbeddingConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    rerank: RerankConfig = RerankConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    # -- identity -----------------------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        """A stable 12-hex-digit id: equal for configurations that must give equal results."""
+        return stable_hash(self.model_dump(mode="json"))
+
+    @property
+    def index_settings(self) -> dict[str, Any]:
+        """What an index depends on besides the corpus: chunking, embedder, full-text and ANN settings."""
+        return {
+            "chunking": self.chunking.model_dump(mode="json"),
+            "embedding": self.embedding.model_dump(mode="json"),
+            "fts": self.retrieval.fts.model_dump(mode="json"),
+            "vector_index": self.retrieval.vector_index,
+        }
+
+    def index_key(self, corpus_fingerprint: str) -> str:
+        """Names the index built from this corpus with these index settings."""
+        return stable_hash({"corpus": corpus_fingerprint, **self.index_settings})
+
+    # -- YAML ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, source: str = "config") -> RagConfig:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, source)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RagConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        return cls.from_dict(data, source=str(path))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> RagConfig:
+        """A copy with dotted-key overrides applied, e.g. ``{"chunking.size": 512}``."""
+        data = self.model_dump(mode="json")
+        for dotted, value in overrides.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for p in parents:
+                if not isinstance(node.get(p), dict):
+                    raise ConfigError(f"override {dotted!r}: unknown section {p!r}")
+                node = node[p]
+            node[leaf] = value
+        return RagConfig.from_dict(data, source="overrides")
+
+
+def stable_hash(value: Any, length: int = 12) -> str:
+    """sha256 over canonical JSON, with runtime-only fields and unset values removed."""
+    canonical = json.dumps(_strip(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:length]
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in RUNTIME_FIELDS and v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_strip(v) for v in value]
+    return value
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = err.get("input")
+        shown = "" if err["type"] == "extra_forbidden" or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {loc}: {msg}{shown}")
+    return "\n".join(lines)

@@ -1,0 +1,324 @@
+"""Loading corpora, queries and relevance judgments.
+
+Two shapes of input:
+
+- a BEIR folder: ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (``_id``, ``text``),
+  ``qrels/<split>.tsv`` (``query-id``, ``corpus-id``, ``score``; header optional; graded scores kept), and
+  optionally ``references.jsonl`` (span judgments: ``query-id``, ``corpus-id``, ``start``, ``end``);
+- a folder of the user's own documents (Markdown, plain text, HTML, PDF), optionally with ``queries.jsonl`` and
+  ``qrels/`` beside a ``docs/`` folder.
+
+Malformed input is an error naming file and line; duplicate ids are an error; empty documents are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+from ragtune.errors import BackendError, DataError
+from ragtune.types import Document, Query, Span
+
+TEXT_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".html": "html", ".htm": "html"}
+DOC_SUFFIXES = {**TEXT_SUFFIXES, ".pdf": "pdf"}
+
+
+@dataclass
+class Corpus:
+    documents: list[Document]
+    skipped_empty: int = 0
+    source: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        return corpus_fingerprint(self.documents)
+
+
+@dataclass
+class Dataset:
+    name: str
+    corpus: Corpus
+    queries: list[Query]
+    qrels: dict[str, dict[str, int]]
+    references: dict[str, list[Span]] = field(default_factory=dict)
+
+    @property
+    def documents(self) -> list[Document]:
+        return self.corpus.documents
+
+    def subset(self, query_ids: list[str]) -> Dataset:
+        keep = set(query_ids)
+        return Dataset(
+            self.name,
+            self.corpus,
+            [q for q in self.queries if q.id in keep],
+            {q: r for q, r in self.qrels.items() if q in keep},
+            {q: r for q, r in self.references.items() if q in keep},
+        )
+
+
+def corpus_fingerprint(documents: list[Document]) -> str:
+    h = hashlib.sha256()
+    for doc in sorted(documents, key=lambda d: d.id):
+        h.update(doc.id.encode("utf-8") + b"\0" + hashlib.sha256(doc.text.encode("utf-8")).digest())
+    return h.hexdigest()[:16]
+
+
+# -- JSONL ---------------------------------------------------------------------------------------------------------
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yields (line number, object); blank lines are passed over."""
+    try:
+        handle = path.open(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    with handle:
+        try:
+            for lineno, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                if not isinstance(obj, dict):
+                    raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+                yield lineno, obj
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _field(obj: dict, name: str, path: Path, lineno: int, kind: type = str, required: bool = True) -> Any:
+    if name not in obj:
+        if not required:
+            return None
+        raise DataError(f"{path}:{lineno}: missing field {name!r}")
+    value = obj[name]
+    if kind is str and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # numeric ids are common in BEIR files
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise DataError(f"{path}:{lineno}: field {name!r} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+class _Ids:
+    def __init__(self, path: Path):
+        self.path, self.seen = path, {}
+
+    def check(self, ident: str, lineno: int) -> None:
+        if not ident:
+            raise DataError(f"{self.path}:{lineno}: empty id")
+        if ident in self.seen:
+            raise DataError(f"{self.path}:{lineno}: duplicate id {ident!r} (first seen on line {self.seen[ident]})")
+        self.seen[ident] = lineno
+
+
+def load_beir_corpus(path: Path, include_title: bool = True) -> Corpus:
+    """Titles are prepended to the text (``title\\n\\n``); ``metadata['body_offset']`` says by how much."""
+    docs, skipped, ids = [], 0, _Ids(path)
+    for lineno, obj in read_jsonl(path):
+        ident = _field(obj, "_id", path, lineno)
+        ids.check(ident, lineno)
+        text = _field(obj, "text", path, lineno)
+        title = _field(obj, "title", path, lineno, required=False) or ""
+        meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        if not text.strip():
+            skipped += 1
+            continue
+        prefix = f"{title}\n\n" if include_title and title.strip() else ""
+        docs.append(Document(ident, prefix + text, {**meta, "title": title, "body_offset": len(prefix)}))
+    return Corpus(docs, skipped, str(path))
+
+
+def load_queries(path: Path) -> list[Query]:
+    queries, ids = [], _Ids(path)
+    for lineno, obj in read_jsonl(path):
+        ident = _field(obj, "_id", path, lineno)
+        ids.check(ident, lineno)
+        text = _field(obj, "text", path, lineno)
+        if not text.strip():
+            raise DataError(f"{path}:{lineno}: query {ident!r} has empty text")
+        meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        queries.append(Query(ident, text, meta))
+    return queries
+
+
+def load_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """TREC-style judgments as ``{query: {doc: grade}}``; a header line is recognised and skipped."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    qrels: dict[str, dict[str, int]] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        cols = line.rstrip("\n").split("\t") if "\t" in line else line.split()
+        if len(cols) == 4:  # TREC qrels: query, iteration, doc, grade
+            cols = [cols[0], cols[2], cols[3]]
+        if len(cols) != 3:
+            raise DataError(f"{path}:{lineno}: expected 3 tab-separated columns (query-id, corpus-id, score)")
+        qid, did, grade = (c.strip() for c in cols)
+        try:
+            value = int(float(grade))
+        except ValueError:
+            if lineno == 1:
+                continue  # header
+            raise DataError(f"{path}:{lineno}: score must be an integer, got {grade!r}") from None
+        qrels.setdefault(qid, {})[did] = value
+    return qrels
+
+
+def load_references(path: Path, documents: dict[str, Document]) -> dict[str, list[Span]]:
+    refs: dict[str, list[Span]] = {}
+    for lineno, obj in read_jsonl(path):
+        qid = _field(obj, "query-id", path, lineno)
+        did = _field(obj, "corpus-id", path, lineno)
+        start = _field(obj, "start", path, lineno, int)
+        end = _field(obj, "end", path, lineno, int)
+        doc = documents.get(did)
+        if doc is None:
+            raise DataError(f"{path}:{lineno}: corpus-id {did!r} is not in the corpus")
+        offset = doc.metadata.get("body_offset", 0)
+        if not 0 <= start < end <= len(doc.text) - offset:
+            raise DataError(f"{path}:{lineno}: span [{start}, {end}) is outside document {did!r}")
+        refs.setdefault(qid, []).append(Span(did, start + offset, end + offset))
+    return refs
+
+
+# -- folders of the user's own documents ----------------------------------------------------------------------------
+
+
+class _HtmlText(HTMLParser):
+    BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "table", "ul"}
+    SKIP = {"script", "style", "head", "noscript", "template"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title = ""
+        self._skip = 0
+        self._in_title = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "title":
+            self._in_title = True
+        if tag in self.SKIP:
+            self._skip += 1
+        elif tag in self.BLOCK:
+            self.parts.append("\n")
+        if tag == "li":
+            self.parts.append("- ")
+
+    def handle_endtag(self, tag):
+        if tag == "title":
+            self._in_title = False
+        if tag in self.SKIP:
+            self._skip = max(0, self._skip - 1)
+        elif tag in self.BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title += data
+        if not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(html: str) -> tuple[str, str]:
+    parser = _HtmlText()
+    parser.feed(html)
+    parser.close()
+    text = "".join(parser.parts)
+    text = re.sub(r"[ \t]+", " ", text)
+    text = re.sub(r" *\n *", "\n", text)
+    text = re.sub(r"\n{3,}", "\n\n", text).strip()
+    return text, parser.title.strip()
+
+
+def _pdf_text(path: Path) -> str:
+    try:
+        from pypdf import PdfReader
+    except ImportError:
+        raise BackendError(f"{path}: reading PDF needs pypdf (pip install 'ragtune[pdf]')") from None
+    try:
+        return "\n\n".join((page.extract_text() or "") for page in PdfReader(path).pages)
+    except Exception as exc:  # pypdf raises many types on broken files
+        raise DataError(f"{path}: cannot read PDF ({exc})") from None
+
+
+def read_document(path: Path, ident: str) -> Document:
+    kind = DOC_SUFFIXES[path.suffix.lower()]
+    if kind == "pdf":
+        text, title = _pdf_text(path), path.stem
+    else:
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        if kind == "html":
+            text, title = html_to_text(raw)
+        else:
+            text = raw
+            heading = re.search(r"^#\s+(.+)$", raw, re.M) if kind == "markdown" else None
+            title = heading.group(1).strip() if heading else path.stem
+    return Document(ident, text, {"source": str(path), "format": kind, "title": title})
+
+
+def load_folder(folder: Path) -> Corpus:
+    """Every supported file below ``folder``; the id is the relative path without its suffix."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder")
+    docs, skipped, seen = [], 0, {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in DOC_SUFFIXES):
+        ident = path.relative_to(folder).with_suffix("").as_posix()
+        if ident in seen:
+            raise DataError(f"{path}: duplicate document id {ident!r} (also {seen[ident]})")
+        seen[ident] = path
+        doc = read_document(path, ident)
+        if not doc.text.strip():
+            skipped += 1
+            continue
+        docs.append(doc)
+    if not docs and not skipped:
+        raise DataError(f"{folder}: no documents found (looked for {', '.join(sorted(DOC_SUFFIXES))})")
+    return Corpus(docs, skipped, str(folder))
+
+
+# -- entry points ---------------------------------------------------------------------------------------------------
+
+
+def load_corpus(path: str | Path) -> Corpus:
+    """A BEIR folder, a ``corpus.jsonl`` file, a dataset folder with ``docs/``, or a plain folder of documents."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".jsonl":
+        return load_beir_corpus(path)
+    if (path / "corpus.jsonl").is_file():
+        return load_beir_corpus(path / "corpus.jsonl")
+    if (path / "docs").is_dir():
+        return load_folder(path / "docs")
+    if path.is_dir():
+        return load_folder(path)
+    raise DataError(f"{path}: no such dataset or document folder")
+
+
+def load_dataset(path: str | Path, split: str = "test") -> Dataset:
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"{path}: dataset folder not found")
+    corpus = load_corpus(path)
+    queries = load_queries(path / "queries.jsonl")
+    qrels = load_qrels(path / "qrels" / f"{split}.tsv")
+    refs_path = path / "references.jsonl"
+    refs = load_references(refs_path, {d.id: d for d in corpus.documents}) if refs_path.is_file() else {}
+    return Dataset(path.resolve().name, corpus, queries, qrels, refs)
+
+
+def sample_dataset_path() -> Path:
+    """The sample corpus shipped with ragtune: a fictional company's handbook with questions and judgments."""
+    return Path(__file__).parent / "sample"

