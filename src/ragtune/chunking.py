@@ -112,7 +112,7 @@ def _semantic(config, embedder=None) -> Splitter:
     if embedder is None:
         raise ValueError("semantic chunking needs an embedder")
     parser = SemanticSplitterNodeParser(
-        buffer_size=1,
+        buffer_size=0,  # compare sentences themselves: a window smears the breakpoint one sentence late
         breakpoint_percentile_threshold=config.breakpoint_percentile,
         embed_model=llama_embedding(embedder),
         include_metadata=False,
@@ -130,7 +130,7 @@ def llama_embedding(embedder):
         _inner = PrivateAttr()
 
         def __init__(self, inner):
-            super().__init__(model_name=inner.model_id, embed_batch_size=4096)
+            super().__init__(model_name=inner.model_id, embed_batch_size=2048)
             self._inner = inner
 
         def _get_text_embeddings(self, texts):

