@@ -19,8 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Measure, compare and promote retrieval-augmented generation configurations on LanceDB.",
 )
-console = Console(stderr=False)
-err = Console(stderr=True)
+console = Console()
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="RagConfig YAML (defaults when omitted)")
 SetOpt = typer.Option(None, "--set", "-s", help="override a config value: KEY=VALUE, e.g. chunking.size=512")
@@ -29,7 +28,7 @@ DbOpt = typer.Option(None, "--db", help="LanceDB URI [env RAGTUNE_DB, <home>/lan
 
 
 def _fail(exc: RagtuneError) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    typer.secho(f"error: {exc}", err=True, fg="red")
     raise typer.Exit(2)
 
 

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+from ragtune import store
+from ragtune.config import FtsConfig, RagConfig
+from ragtune.engine import Engine
+from ragtune.types import Chunk
+
+
+def tiny(n=20, dim=8):
+    rng = np.random.default_rng(0)
+    chunks = [Chunk(f"d{i}#0", f"d{i}", f"text number {i} about apples", 0, 10) for i in range(n)]
+    vecs = rng.normal(size=(n, dim)).astype("float32")
+    return chunks, vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+def test_built_index_is_complete_and_reopened(fresh_workspace):
+    db = fresh_workspace.db
+    chunks, vecs = tiny()
+    table = store.build_index(db, "k1", chunks, vecs, FtsConfig(), metadata={"corpus": "tiny"})
+    assert table.count_rows() == 20
+    assert store.COMPLETE_TAG in table.tags.list()
+    assert any(i.index_type == "FTS" for i in table.list_indices())
+    assert table.schema.metadata[b"corpus"] == b"tiny"
+    again = store.open_index(db, "k1")
+    assert again is not None and again.version == table.version
+    assert store.open_index(db, "other") is None
+
+
+def test_incomplete_leftover_is_dropped_not_searched(fresh_workspace):
+    db = fresh_workspace.db
+    chunks, vecs = tiny()
+    store.build_index(db, "k2", chunks, vecs, FtsConfig())
+    # what a build killed before its last step leaves behind: a table without the completion tag
+    db.open_table(store.table_name("k2")).tags.delete(store.COMPLETE_TAG)
+    assert store.open_index(db, "k2") is None
+    assert store.table_name("k2") not in store._table_names(db)
+
+
+def test_failed_build_leaves_no_table(fresh_workspace, monkeypatch):
+    db = fresh_workspace.db
+    chunks, vecs = tiny()
+
+    class Boom(Exception):
+        pass
+
+    def fail(*args, **kwargs):
+        raise Boom("index build failed")
+
+    monkeypatch.setattr("lancedb.table.LanceTable.create_index", fail)
+    with pytest.raises(Boom):
+        store.build_index(db, "k3", chunks, vecs, FtsConfig())
+    assert store.table_name("k3") not in store._table_names(db)
+
+
+def test_engine_reuses_an_index_and_rebuilds_when_inputs_change(sample, fresh_workspace):
+    from ragtune.data import Corpus
+
+    cfg = RagConfig.from_dict({"chunking": {"size": 128, "overlap": 16}})
+    corpus = Corpus(sample.documents[:5], source="five")
+    engine = Engine(cfg, fresh_workspace)
+    _, first = engine.index(corpus)
+    assert first.built and first.chunks > 5
+    computed = engine.embedder.stats.computed
+    assert computed == first.chunks
+    _, second = Engine(cfg, fresh_workspace).index(corpus)
+    assert not second.built and second.key == first.key
+    # another retrieval mode shares the table; another chunking builds a new one, from cached texts where equal
+    _, third = Engine(cfg.with_overrides({"retrieval.mode": "fts"}), fresh_workspace).index(corpus)
+    assert not third.built
+    changed = Corpus(sample.documents[:6], source="six")
+    e2 = Engine(cfg, fresh_workspace)
+    _, fourth = e2.index(changed)
+    assert fourth.built and fourth.key != first.key
+    assert e2.embedder.stats.computed == fourth.chunks - first.chunks  # only the new document's chunks
+
+
+def test_any_lancedb_uri_is_accepted(sample, tmp_path):
+    from ragtune.data import Corpus
+    from ragtune.engine import Workspace
+
+    ws = Workspace(tmp_path / "home", db_uri=f"file://{tmp_path}/elsewhere")
+    _, info = Engine(RagConfig(), ws).index(Corpus(sample.documents[:3], source="three"))
+    assert info.built
+    assert (tmp_path / "elsewhere" / f"{info.table}.lance").is_dir()
