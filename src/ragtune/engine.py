@@ -27,6 +27,7 @@ from ragtune.errors import DataError
 from ragtune.evaluation import evaluate_run, span_qrels, span_scores, trec_run_lines
 from ragtune.rerank import make_reranker
 from ragtune.retrieval import Retriever
+from ragtune.types import Hit
 
 
 @dataclass
@@ -152,7 +153,8 @@ class EvalResult:
     dataset: str
     summary: dict[str, float]
     per_query: pd.DataFrame
-    run: dict[str, list[str]]
+    run: dict[str, list[str]]  # document ids per query, best first
+    hits: dict[str, list[Hit]]  # chunk hits per query, best first
     index: IndexInfo
     embedding: EmbedStats
     extra: dict = field(default_factory=dict)
@@ -223,7 +225,7 @@ def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = 
     summary["latency_p50_ms"] = percentile(per_query["latency_ms"], 50)
     summary["latency_p95_ms"] = percentile(per_query["latency_ms"], 95)
     return EvalResult(
-        config, dataset.name, summary, per_query, doc_run, info, engine.embedder.stats,
+        config, dataset.name, summary, per_query, doc_run, chunk_run, info, engine.embedder.stats,
         {"queries": len(judged), "queries_without_judgments": len(dataset.queries) - len(judged),
          "documents_skipped_empty": dataset.corpus.skipped_empty},
     )
