@@ -11,7 +11,6 @@ STAMP  := $(VENV)/.installed
 
 export PLOOMBER_STATS_ENABLED := false
 export PLOOMBER_VERSION_CHECK_DISABLED := 1
-export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE := 1
 
 .PHONY: install run test lab clean

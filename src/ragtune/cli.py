@@ -101,11 +101,11 @@ def eval_cmd(
     idx = result.index
     console.print(
         f"index {idx.table}: {idx.chunks} chunks from {idx.documents} documents "
-        f"({'built' if idx.built else 'reused'}); embedded {result.embedding.computed} of "
-        f"{result.embedding.requested} texts, the rest from cache"
+        f"({'built' if idx.built else 'reused'}); embedded {result.embedding.computed} new texts, "
+        f"{result.embedding.requested - result.embedding.computed} from the cache"
     )
     if out:
-        console.print(f"wrote {out}/ (metrics.json, per_query.csv, run.trec, config.yaml)")
+        console.print(f"wrote {out}/ (metrics.json, per_query.csv and .parquet, run.trec, config.yaml)")
 
 
 @app.command()
@@ -176,6 +176,93 @@ def search(
         snippet = " ".join(h.text.split())
         table_out.add_row(str(h.rank), h.doc_id, f"{h.score:.4f}", snippet[:160] + ("…" if len(snippet) > 160 else ""))
     console.print(table_out)
+
+
+@app.command()
+def sweep(
+    spec: Path = typer.Argument(..., help="sweep spec YAML (experiments/*.yaml)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="sweep folder [experiments/out/<name>]"),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="configurations run in parallel"),
+    shard: str = typer.Option("1/1", "--shard", help="run shard i of n: the grid split the same way on every runner"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="override the spec's dataset"),
+    queries: Optional[int] = typer.Option(None, help="override: only the first N judged queries"),
+    in_process: bool = typer.Option(False, "--in-process", help="call the evaluation directly, not via papermill"),
+    home: Optional[Path] = HomeOpt,
+) -> None:
+    """Run every configuration of a sweep spec (resumable), then collect results.parquet and summary.parquet."""
+    from ragtune.sweep import SweepSpec, parse_shard, run_sweep
+
+    try:
+        sweep_spec = SweepSpec.from_yaml(spec).with_overrides(str(spec), dataset=dataset, queries=queries)
+        report = run_sweep(sweep_spec, out, workers, parse_shard(shard), "inprocess" if in_process else "papermill",
+                           home or _workspace(None, None).home)
+    except RagtuneError as exc:
+        _fail(exc)
+    counts = {s: report.count(s) for s in ("done", "skipped", "failed")}
+    console.print(f"sweep {sweep_spec.name} shard {shard}: {counts['done']} run, {counts['skipped']} already complete, "
+                  f"{counts['failed']} failed -> {report.out}/results.parquet")
+    for o in report.outcomes:
+        if o.status == "failed":
+            console.print(f"  [red]failed[/] {o.config_id}: {o.error} (see {report.out}/configs/{o.config_id}/failed.json)")
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def merge(
+    folders: list[Path] = typer.Argument(..., help="sweep folders to join (the shards of one sweep)"),
+    out: Path = typer.Option(..., "--out", "-o", help="the merged sweep folder"),
+) -> None:
+    """Join the folders of a sharded sweep into one."""
+    from ragtune.sweep import merge as merge_folders
+
+    try:
+        summary, _ = merge_folders(folders, out)
+    except RagtuneError as exc:
+        _fail(exc)
+    console.print(f"{out}: {int((summary['status'] == 'done').sum())} completed configurations")
+
+
+@app.command("compare")
+def compare_cmd(
+    folders: list[Path] = typer.Argument(..., help="one sweep folder, or several (shards)"),
+    metric: Optional[str] = typer.Option(None, help="metric to compare [the spec's primary metric]"),
+    baseline: Optional[str] = typer.Option(None, help="baseline config id [the spec's baseline]"),
+    test: str = typer.Option("randomization", help="paired test: randomization | t-test"),
+    alpha: float = typer.Option(0.05, help="significance level after Holm's correction"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="where leaderboard and plots go [<sweep>/compare]"),
+) -> None:
+    """Leaderboard with bootstrap intervals, paired significance tests against the baseline, Holm-corrected."""
+    from ragtune.compare import compare_sweeps
+
+    try:
+        comp, plots = compare_sweeps(folders, metric, baseline, test, alpha, out)
+    except RagtuneError as exc:
+        _fail(exc)
+    table = Table(title=f"{comp.metric} · baseline {comp.baseline} · {comp.test}, Holm-corrected", title_justify="left")
+    for col in ("config", "name", "mean", "95% CI", "delta", "p (Holm)", "d", "p95 ms"):
+        table.add_column(col, justify="left" if col in ("config", "name") else "right")
+    for cid, row in comp.table.iterrows():
+        mark = " (baseline)" if row["baseline"] else (" *" if row["significant"] else "")
+        table.add_row(cid + mark, str(row["name"]), f"{row['mean']:.4f}", f"{row['ci_low']:.3f}-{row['ci_high']:.3f}",
+                      f"{row['delta']:+.4f}", "" if row["baseline"] else f"{row['p_holm']:.4f}",
+                      f"{row['effect_size']:.2f}", f"{row['latency_p95_ms']:.1f}")
+    console.print(table)
+    console.print(comp.verdict())
+    console.print(f"wrote leaderboard.csv and {len(plots)} plots to {next(iter(plots.values())).parent if plots else out}")
+
+
+@app.command()
+def lab(
+    port: int = typer.Option(8888, help="port to serve on"),
+    no_browser: bool = typer.Option(False, "--no-browser", help="do not open a browser"),
+) -> None:
+    """Open JupyterLab on the project's notebooks (jupytext: the .py notebooks open as notebooks)."""
+    from ragtune.lab import lab_command
+
+    import os
+
+    os.execvp(*lab_command(port, no_browser))
 
 
 @app.command("config")

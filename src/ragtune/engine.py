@@ -5,10 +5,12 @@ Notebooks, the CLI and pipeline tasks call these functions; they hold no logic o
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -52,6 +54,18 @@ class Workspace:
             Path(uri).mkdir(parents=True, exist_ok=True)
         return store.connect(uri)
 
+    @contextmanager
+    def lock(self, name: str):
+        """An exclusive lock between processes on this machine (held while a table is built)."""
+        path = self.home / "locks" / f"{name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     # The catalog remembers which corpus each index came from, so `ragtune search` needs no corpus argument.
     @property
     def _catalog_path(self) -> Path:
@@ -64,9 +78,10 @@ class Workspace:
             return {}
 
     def remember(self, info: IndexInfo) -> None:
-        entries = self.catalog()
-        entries[info.key] = {**asdict(info), "used_at": datetime.now(timezone.utc).isoformat()}
-        atomic_write_text(self._catalog_path, json.dumps(entries, indent=1))
+        with self.lock("catalog"):
+            entries = self.catalog()
+            entries[info.key] = {**asdict(info), "used_at": datetime.now(timezone.utc).isoformat()}
+            atomic_write_text(self._catalog_path, json.dumps(entries, indent=1))
 
     def latest_index_for(self, config: RagConfig) -> dict | None:
         settings = stable_hash(config.index_settings)
@@ -109,16 +124,17 @@ class Engine:
             raise DataError(f"{corpus.source}: the corpus has no non-empty documents")
         start = time.perf_counter()
         key = self.config.index_key(corpus.fingerprint)
-        table = store.open_index(self.workspace.db, key)
-        built = table is None
-        if built:
-            chunks = chunk_documents(corpus.documents, self.config.chunking, self.embedder)
-            vectors = self._embed_chunks([c.text for c in chunks])
-            meta = {"ragtune_index_key": key, "corpus": corpus.source, "fingerprint": corpus.fingerprint}
-            table = store.build_index(
-                self.workspace.db, key, chunks, vectors, self.config.retrieval.fts,
-                self.config.retrieval.vector_index, meta,
-            )
+        with self.workspace.lock(f"index-{key}"):  # parallel sweep workers build each table once
+            table = store.open_index(self.workspace.db, key)
+            built = table is None
+            if built:
+                chunks = chunk_documents(corpus.documents, self.config.chunking, self.embedder)
+                vectors = self._embed_chunks([c.text for c in chunks])
+                meta = {"ragtune_index_key": key, "corpus": corpus.source, "fingerprint": corpus.fingerprint}
+                table = store.build_index(
+                    self.workspace.db, key, chunks, vectors, self.config.retrieval.fts,
+                    self.config.retrieval.vector_index, meta,
+                )
         info = IndexInfo(
             key, store.table_name(key), stable_hash(self.config.index_settings), corpus.source, corpus.fingerprint,
             len(corpus.documents), table.count_rows(), built, round(time.perf_counter() - start, 3),
@@ -178,6 +194,7 @@ class EvalResult:
             (tmp / "config.yaml").write_text(f"# config id: {self.config.id}\n{self.config.to_yaml()}", "utf-8")
             (tmp / "metrics.json").write_text(json.dumps(self.to_json(), indent=2), "utf-8")
             self.per_query.to_csv(tmp / "per_query.csv")
+            self.per_query.to_parquet(tmp / "per_query.parquet")
             (tmp / "run.trec").write_text("\n".join(trec_run_lines(self.run, self.config.id)) + "\n", "utf-8")
 
         atomic_write_dir(out, fill)

@@ -1,0 +1,68 @@
+"""Retrieval quality on the shared benchmark subsets.
+
+msmarco (TREC DL 2019 judgments): nDCG@10 and recall@100 for BM25, each embedder, hybrid RRF, hybrid linear, and
+hybrid + cross-encoder. chunking (answer spans): span recall, precision and IoU at 5 chunks for several chunkings.
+
+    python benchmarks/quality.py [--skip-rerank]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from _common import dataset_path, machine
+from ragtune.config import RagConfig
+from ragtune.data import load_dataset
+from ragtune.engine import Workspace, evaluate
+
+MSMARCO = {
+    "BM25": {"retrieval": {"mode": "fts"}},
+    "vector minilm": {"retrieval": {"mode": "vector"}},
+    "vector bge-small": {"embedding": {"model": "bge-small"}, "retrieval": {"mode": "vector"}},
+    "hybrid RRF (minilm)": {"retrieval": {"mode": "hybrid", "fusion": "rrf"}},
+    "hybrid linear 0.7 (minilm)": {"retrieval": {"mode": "hybrid", "fusion": "linear", "weight": 0.7}},
+    "hybrid RRF + cross-encoder@50": {"retrieval": {"mode": "hybrid"}, "rerank": {"model": "cross-encoder", "depth": 50}},
+}
+CHUNKING = {
+    "sentence 128/16": {"strategy": "sentence", "size": 128, "overlap": 16},
+    "sentence 256/32": {"strategy": "sentence", "size": 256, "overlap": 32},
+    "token 256/32": {"strategy": "token", "size": 256, "overlap": 32},
+    "sentence 512/64": {"strategy": "sentence", "size": 512, "overlap": 64},
+    "semantic (p95, max 512)": {"strategy": "semantic", "size": 512, "overlap": 0},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip-rerank", action="store_true")
+    args = ap.parse_args()
+    print(f"# {machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Workspace(Path(tmp))
+        ds = load_dataset(dataset_path("msmarco"))
+        print(f"\nmsmarco: {len(ds.documents)} passages, {sum(1 for q in ds.queries if q.id in ds.qrels)} judged queries")
+        print("| config | nDCG@10 | recall@100 | MRR@10 | p50 ms | seconds |\n|---|---|---|---|---|---|")
+        for name, overrides in MSMARCO.items():
+            if args.skip_rerank and "rerank" in overrides:
+                continue
+            t0 = time.perf_counter()
+            cfg = RagConfig.from_dict({"chunking": {"size": 512, "overlap": 0}, **overrides})
+            s = evaluate(cfg, ds, ws).summary
+            print(f"| {name} | {s['ndcg@10']:.4f} | {s['recall@100']:.4f} | {s['mrr@10']:.4f} | "
+                  f"{s['latency_p50_ms']:.1f} | {time.perf_counter() - t0:.0f} |", flush=True)
+        ds = load_dataset(dataset_path("chunking"))
+        print(f"\nchunking: {len(ds.documents)} documents, {len(ds.queries)} queries, vector search (minilm), 5 chunks")
+        print("| chunking | chunks | span recall@5 | span precision@5 | span IoU@5 | chunk nDCG@10 |\n|---|---|---|---|---|---|")
+        for name, chunking in CHUNKING.items():
+            cfg = RagConfig.from_dict({"chunking": chunking, "retrieval": {"mode": "vector"}})
+            res = evaluate(cfg, ds, ws)
+            s = res.summary
+            print(f"| {name} | {res.index.chunks} | {s['span_recall@5']:.4f} | {s['span_precision@5']:.4f} | "
+                  f"{s['span_iou@5']:.4f} | {s['chunk_ndcg@10']:.4f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

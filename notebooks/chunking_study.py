@@ -1,0 +1,55 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chunking study
+#
+# How text is cut decides what the retriever can find: chunks that are too long dilute the match, chunks that are
+# too short lose context. This study crosses chunking strategy (sentence-aligned, token windows, Markdown sections),
+# chunk size and overlap under dense retrieval, with everything else fixed, and tests each against the baseline.
+
+# %% tags=["parameters"]
+spec_path = "../experiments/chunking.yaml"
+dataset = None  # another dataset folder than the spec's
+queries = None  # only the first N judged queries
+out = None  # sweep folder; default experiments/out/<name>-notebook
+home = None  # workspace folder (caches, LanceDB); default .ragtune
+runner = "inprocess"  # or "papermill": one executed notebook per configuration, as `ragtune sweep` does
+workers = 1
+tracking_mode = None  # offline | online | disabled
+
+# %%
+from pathlib import Path
+
+from IPython.display import Image, display
+
+from ragtune.compare import compare_sweeps
+from ragtune.sweep import SweepSpec, run_sweep
+
+spec = SweepSpec.from_yaml(spec_path)
+spec = spec.with_overrides(dataset=dataset, queries=queries,
+                           tracking={**spec.tracking.model_dump(), "mode": tracking_mode or spec.tracking.mode})
+out = Path(out or Path(spec_path).parent / "out" / f"{spec.name}-notebook")
+print(f"{len(spec.expand())} configurations on {spec.dataset} -> {out}")
+report = run_sweep(spec, out, workers=workers, runner=runner, home=Path(home) if home else None)
+print({s: report.count(s) for s in ("done", "skipped", "failed")})
+
+# %%
+comparison, plots = compare_sweeps([out])
+print(comparison.verdict())
+comparison.table[["name", "mean", "ci_low", "ci_high", "delta", "p_holm", "effect_size", "latency_p95_ms"]].round(4)
+
+# %%
+for name in ("metric_vs_chunk_size", "pareto"):
+    if name in plots:
+        display(Image(filename=str(plots[name])))

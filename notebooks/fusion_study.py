@@ -1,0 +1,70 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Hybrid fusion study
+#
+# Hybrid search runs a vector search and a BM25 search and fuses the two lists. Reciprocal rank fusion (RRF)
+# uses ranks only, with a constant k; the linear combination mixes normalised scores with a weight on the vector
+# side. The baseline is BM25 alone.
+
+# %% tags=["parameters"]
+spec_path = "../experiments/fusion.yaml"
+dataset = None  # another dataset folder than the spec's
+queries = None  # only the first N judged queries
+out = None  # sweep folder; default experiments/out/<name>-notebook
+home = None  # workspace folder (caches, LanceDB); default .ragtune
+runner = "inprocess"  # or "papermill": one executed notebook per configuration, as `ragtune sweep` does
+workers = 1
+tracking_mode = None  # offline | online | disabled
+
+# %%
+from pathlib import Path
+
+from IPython.display import Image, display
+
+from ragtune.compare import compare_sweeps
+from ragtune.sweep import SweepSpec, run_sweep
+
+spec = SweepSpec.from_yaml(spec_path)
+spec = spec.with_overrides(dataset=dataset, queries=queries,
+                           tracking={**spec.tracking.model_dump(), "mode": tracking_mode or spec.tracking.mode})
+out = Path(out or Path(spec_path).parent / "out" / f"{spec.name}-notebook")
+print(f"{len(spec.expand())} configurations on {spec.dataset} -> {out}")
+report = run_sweep(spec, out, workers=workers, runner=runner, home=Path(home) if home else None)
+print({s: report.count(s) for s in ("done", "skipped", "failed")})
+
+# %%
+comparison, plots = compare_sweeps([out])
+print(comparison.verdict())
+comparison.table[["name", "mean", "ci_low", "ci_high", "delta", "p_holm", "effect_size", "latency_p95_ms"]].round(4)
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from ragtune.sweep import read_results
+
+summary, _ = read_results([out])
+board = comparison.table.join(summary.set_index("config_id")[["param.retrieval.fusion", "param.retrieval.rrf_k",
+                                                               "param.retrieval.weight"]])
+fig, axes = plt.subplots(1, 2, figsize=(9, 3), sharey=True)
+for ax, (fusion, param) in zip(axes, (("rrf", "param.retrieval.rrf_k"), ("linear", "param.retrieval.weight"))):
+    part = board[board["param.retrieval.fusion"] == fusion].sort_values(param)
+    ax.errorbar(part[param], part["mean"], yerr=[part["mean"] - part["ci_low"], part["ci_high"] - part["mean"]],
+                marker="o", capsize=3)
+    ax.set_xlabel(param.split(".")[-1])
+    ax.set_title(fusion)
+axes[0].set_ylabel(comparison.metric)
+plt.tight_layout()
+plt.show()

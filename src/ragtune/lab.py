@@ -1,0 +1,42 @@
+"""JupyterLab on the project's notebooks.
+
+The notebooks live in git as jupytext percent scripts (``notebooks/*.py``: reviewable diffs, no outputs). Before Lab
+starts, each gets its paired ``.ipynb`` (git-ignored); jupytext keeps the pair in sync when Lab saves. Ploomber's
+Jupyter server extension breaks Lab's file browser (HTTP 500), so it is switched off for this server.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+def sync_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
+    """Write ``name.ipynb`` for every ``name.py`` notebook that has none or an older one; returns what was written."""
+    import jupytext
+
+    written = []
+    for script in sorted(folder.glob("*.py")):
+        target = script.with_suffix(".ipynb")
+        if target.exists() and target.stat().st_mtime >= script.stat().st_mtime:
+            continue
+        notebook = jupytext.read(script)
+        notebook.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
+        jupytext.write(notebook, target)
+        written.append(target)
+    return written
+
+
+def lab_command(port: int = 8888, no_browser: bool = False, folder: Path = NOTEBOOKS) -> tuple[str, list[str]]:
+    """(program, argv) that starts JupyterLab on ``folder``; for ``os.execvp``."""
+    sync_notebooks(folder)
+    argv = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={folder}", f"--port={port}",
+            "--ServerApp.jpserver_extensions=ploomber=False"]
+    if no_browser:
+        argv.append("--no-browser")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        argv.append("--allow-root")
+    return sys.executable, argv
