@@ -21,6 +21,8 @@
 spec_path = "../experiments/rerank.yaml"
 dataset = None  # another dataset folder than the spec's
 queries = None  # only the first N judged queries
+grid = None  # replace the spec's grid, e.g. {"chunking.size": [128, 256]}
+configs = None  # replace the spec's explicit configs
 out = None  # sweep folder; default experiments/out/<name>-notebook
 home = None  # workspace folder (caches, LanceDB); default .ragtune
 runner = "inprocess"  # or "papermill": one executed notebook per configuration, as `ragtune sweep` does
@@ -36,7 +38,7 @@ from ragtune.compare import compare_sweeps
 from ragtune.sweep import SweepSpec, run_sweep
 
 spec = SweepSpec.from_yaml(spec_path)
-spec = spec.with_overrides(dataset=dataset, queries=queries,
+spec = spec.with_overrides(dataset=dataset, queries=queries, grid=grid, configs=configs,
                            tracking={**spec.tracking.model_dump(), "mode": tracking_mode or spec.tracking.mode})
 out = Path(out or Path(spec_path).parent / "out" / f"{spec.name}-notebook")
 print(f"{len(spec.expand())} configurations on {spec.dataset} -> {out}")

@@ -19,7 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Measure, compare and promote retrieval-augmented generation configurations on LanceDB.",
 )
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="RagConfig YAML (defaults when omitted)")
 SetOpt = typer.Option(None, "--set", "-s", help="override a config value: KEY=VALUE, e.g. chunking.size=512")
@@ -244,7 +244,7 @@ def compare_cmd(
         table.add_column(col, justify="left" if col in ("config", "name") else "right")
     for cid, row in comp.table.iterrows():
         mark = " (baseline)" if row["baseline"] else (" *" if row["significant"] else "")
-        table.add_row(cid + mark, str(row["name"]), f"{row['mean']:.4f}", f"{row['ci_low']:.3f}-{row['ci_high']:.3f}",
+        table.add_row(cid + mark, str(row["name"]).split("/", 1)[-1], f"{row['mean']:.4f}", f"{row['ci_low']:.3f}-{row['ci_high']:.3f}",
                       f"{row['delta']:+.4f}", "" if row["baseline"] else f"{row['p_holm']:.4f}",
                       f"{row['effect_size']:.2f}", f"{row['latency_p95_ms']:.1f}")
     console.print(table)

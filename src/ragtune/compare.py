@@ -163,74 +163,6 @@ def compare(
     return Comparison(metric, baseline, test, alpha, table, winner)
 
 
-# -- plots ------------------------------------------------------------------------------------------------------
-
-
-def plot_comparison(comp: Comparison, summary: pd.DataFrame, results: pd.DataFrame, out: Path) -> dict[str, Path]:
-    """Metric against chunk size (when chunk size varies), per-query scores against the baseline, and the
-    quality/latency Pareto front. Returns {name: PNG path}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    table = comp.table
-    done = summary[summary["status"] == "done"].set_index("config_id")
-
-    size_col = "param.chunking.size"
-    if size_col in done.columns and done[size_col].nunique() > 1:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        frame = table.join(done[[size_col, "param.chunking.strategy"]])
-        for strategy, grp in frame.groupby("param.chunking.strategy"):
-            grp = grp.groupby(size_col).agg(mean=("mean", "max"), low=("ci_low", "max"), high=("ci_high", "max"))
-            ax.errorbar(grp.index, grp["mean"], yerr=[grp["mean"] - grp["low"], grp["high"] - grp["mean"]],
-                        marker="o", capsize=3, label=str(strategy))
-        ax.set_xlabel("chunk size (tokens)")
-        ax.set_ylabel(f"{comp.metric} (best config per size, 95% CI)")
-        ax.legend(title="chunking")
-        ax.set_title(f"{comp.metric} against chunk size")
-        paths["metric_vs_chunk_size"] = _save(fig, out / "metric_vs_chunk_size.png")
-
-    challenger = comp.winner or next((c for c in table.index if c != comp.baseline), None)
-    if challenger is not None:
-        scores = results.pivot_table(index="query_id", columns="config_id", values=comp.metric, aggfunc="first")
-        fig, ax = plt.subplots(figsize=(4.5, 4.5))
-        ax.scatter(scores[comp.baseline], scores[challenger], alpha=0.6, s=18)
-        ax.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--")
-        ax.set_xlabel(f"baseline {comp.baseline}")
-        ax.set_ylabel(f"{'winner' if comp.winner else 'best'} {challenger}")
-        ax.set_title(f"per-query {comp.metric}")
-        paths["per_query_vs_baseline"] = _save(fig, out / "per_query_vs_baseline.png")
-
-    if table["latency_p95_ms"].notna().any():
-        fig, ax = plt.subplots(figsize=(6, 4))
-        front = pareto_front(table["mean"], table["latency_p95_ms"])
-        ax.scatter(table["latency_p95_ms"], table["mean"], c=np.where(front, "tab:red", "tab:blue"), s=24)
-        pts = table[front].sort_values("latency_p95_ms")
-        ax.plot(pts["latency_p95_ms"], pts["mean"], color="tab:red", linewidth=1, label="Pareto front")
-        for cid, row in pts.iterrows():
-            ax.annotate(str(cid), (row["latency_p95_ms"], row["mean"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_xlabel("latency p95 (ms, log)")
-        ax.set_ylabel(comp.metric)
-        ax.legend()
-        ax.set_title("quality against latency")
-        paths["pareto"] = _save(fig, out / "pareto.png")
-    return paths
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 # -- one call for the CLI and the notebook ----------------------------------------------------------------------
 
 
@@ -260,6 +192,8 @@ def compare_sweeps(folders: list[Path], metric: str | None = None, baseline: str
     out.mkdir(parents=True, exist_ok=True)
     comp.table.to_csv(out / "leaderboard.csv")
     (out / "verdict.txt").write_text(comp.verdict() + "\n", encoding="utf-8")
+    from ragtune.plots import plot_comparison
+
     paths = plot_comparison(comp, summary, results, out)
     if track and spec is not None:
         from ragtune.tracking import log_sweep_summary

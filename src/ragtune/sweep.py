@@ -220,6 +220,7 @@ def run_config(
     """Evaluate one configuration and write its result folder; what the sweep notebook calls, and the in-process
     runner too. Returns the ``EvalResult``."""
     from ragtune.engine import Workspace, evaluate
+    from ragtune.plots import plot_eval
     from ragtune.tracking import log_eval
 
     cfg = RagConfig.from_dict(yaml.safe_load(config_yaml), source="config")
@@ -227,8 +228,10 @@ def run_config(
     ws = Workspace(Path(home)) if home else Workspace.default()
     result = evaluate(cfg, ds, ws)
     out = Path(out_dir)
+    images = plot_eval(result, out / "plots")
     # runs land in <sweep folder>/wandb/ (or <out_dir>/wandb/ outside a sweep)
-    run_id = log_eval(result, out.parent.parent if sweep else out, group=sweep, mode=tracking_mode, project=project)
+    run_id = log_eval(result, out.parent.parent if sweep else out, group=sweep, mode=tracking_mode, project=project,
+                      images=images)
     if run_id:
         result.extra["wandb_run"] = run_id
     result.write(out / "result")

@@ -1,0 +1,96 @@
+"""Plots (matplotlib, saved as PNG): per configuration, and for a comparison of configurations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ragtune.compare import Comparison, pareto_front
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_eval(result, out: Path) -> dict[str, Path]:
+    """Per-query distribution of the first metric, and per-query latency. Returns {name: PNG path}."""
+    plt = _pyplot()
+    out.mkdir(parents=True, exist_ok=True)
+    metric = result.config.evaluation.metrics[0]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    result.per_query[metric].plot.hist(ax=axes[0], bins=20, color="tab:blue")
+    axes[0].set_xlabel(metric)
+    axes[0].set_title(f"{metric} per query")
+    result.per_query["latency_ms"].plot.hist(ax=axes[1], bins=20, color="tab:orange")
+    axes[1].set_xlabel("latency (ms)")
+    axes[1].set_title("latency per query")
+    return {"per_query_plot": _save(fig, out / "per_query.png")}
+
+# -- plots ------------------------------------------------------------------------------------------------------
+
+
+def plot_comparison(comp: Comparison, summary: pd.DataFrame, results: pd.DataFrame, out: Path) -> dict[str, Path]:
+    """Metric against chunk size (when chunk size varies), per-query scores against the baseline, and the
+    quality/latency Pareto front. Returns {name: PNG path}."""
+    plt = _pyplot()
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    table = comp.table
+    done = summary[summary["status"] == "done"].set_index("config_id")
+
+    size_col = "param.chunking.size"
+    if size_col in done.columns and done[size_col].nunique() > 1:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        frame = table.join(done[[size_col, "param.chunking.strategy"]])
+        for strategy, grp in frame.groupby("param.chunking.strategy"):
+            best = grp.loc[grp.groupby(size_col)["mean"].idxmax()].sort_values(size_col)  # best config per size
+            ax.errorbar(best[size_col], best["mean"], yerr=[best["mean"] - best["ci_low"], best["ci_high"] - best["mean"]],
+                        marker="o", capsize=3, label=str(strategy))
+        ax.set_xlabel("chunk size (tokens)")
+        ax.set_ylabel(f"{comp.metric} (best config per size, 95% CI)")
+        ax.legend(title="chunking")
+        ax.set_title(f"{comp.metric} against chunk size")
+        paths["metric_vs_chunk_size"] = _save(fig, out / "metric_vs_chunk_size.png")
+
+    challenger = comp.winner or next((c for c in table.index if c != comp.baseline), None)
+    if challenger is not None:
+        scores = results.pivot_table(index="query_id", columns="config_id", values=comp.metric, aggfunc="first")
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        ax.scatter(scores[comp.baseline], scores[challenger], alpha=0.6, s=18)
+        ax.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--")
+        ax.set_xlabel(f"baseline {comp.baseline}")
+        ax.set_ylabel(f"{'winner' if comp.winner else 'best'} {challenger}")
+        ax.set_title(f"per-query {comp.metric}")
+        paths["per_query_vs_baseline"] = _save(fig, out / "per_query_vs_baseline.png")
+
+    if table["latency_p95_ms"].notna().any():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        front = pareto_front(table["mean"], table["latency_p95_ms"])
+        ax.scatter(table["latency_p95_ms"], table["mean"], c=np.where(front, "tab:red", "tab:blue"), s=24)
+        pts = table[front].sort_values("latency_p95_ms")
+        ax.plot(pts["latency_p95_ms"], pts["mean"], color="tab:red", linewidth=1, label="Pareto front")
+        for cid, row in pts.iterrows():
+            ax.annotate(str(cid), (row["latency_p95_ms"], row["mean"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("latency p95 (ms, log)")
+        ax.set_ylabel(comp.metric)
+        ax.legend()
+        ax.set_title("quality against latency")
+        paths["pareto"] = _save(fig, out / "pareto.png")
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    plt = _pyplot()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
