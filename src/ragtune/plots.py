@@ -10,21 +10,19 @@ import pandas as pd
 from ragtune.compare import Comparison, pareto_front
 
 
-def _pyplot():
-    import matplotlib
+def _figure(width: float, height: float, ncols: int = 1):
+    """A figure outside pyplot: no global backend state is touched (a notebook's inline backend keeps working)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots(1, ncols)
 
 
 def plot_eval(result, out: Path) -> dict[str, Path]:
     """Per-query distribution of the first metric, and per-query latency. Returns {name: PNG path}."""
-    plt = _pyplot()
     out.mkdir(parents=True, exist_ok=True)
     metric = result.config.evaluation.metrics[0]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    fig, axes = _figure(9, 3, ncols=2)
     result.per_query[metric].plot.hist(ax=axes[0], bins=20, color="tab:blue")
     axes[0].set_xlabel(metric)
     axes[0].set_title(f"{metric} per query")
@@ -39,7 +37,6 @@ def plot_eval(result, out: Path) -> dict[str, Path]:
 def plot_comparison(comp: Comparison, summary: pd.DataFrame, results: pd.DataFrame, out: Path) -> dict[str, Path]:
     """Metric against chunk size (when chunk size varies), per-query scores against the baseline, and the
     quality/latency Pareto front. Returns {name: PNG path}."""
-    plt = _pyplot()
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     table = comp.table
@@ -47,7 +44,7 @@ def plot_comparison(comp: Comparison, summary: pd.DataFrame, results: pd.DataFra
 
     size_col = "param.chunking.size"
     if size_col in done.columns and done[size_col].nunique() > 1:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = _figure(6, 4)
         frame = table.join(done[[size_col, "param.chunking.strategy"]])
         for strategy, grp in frame.groupby("param.chunking.strategy"):
             best = grp.loc[grp.groupby(size_col)["mean"].idxmax()].sort_values(size_col)  # best config per size
@@ -62,7 +59,7 @@ def plot_comparison(comp: Comparison, summary: pd.DataFrame, results: pd.DataFra
     challenger = comp.winner or next((c for c in table.index if c != comp.baseline), None)
     if challenger is not None:
         scores = results.pivot_table(index="query_id", columns="config_id", values=comp.metric, aggfunc="first")
-        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        fig, ax = _figure(4.5, 4.5)
         ax.scatter(scores[comp.baseline], scores[challenger], alpha=0.6, s=18)
         ax.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--")
         ax.set_xlabel(f"baseline {comp.baseline}")
@@ -71,7 +68,7 @@ def plot_comparison(comp: Comparison, summary: pd.DataFrame, results: pd.DataFra
         paths["per_query_vs_baseline"] = _save(fig, out / "per_query_vs_baseline.png")
 
     if table["latency_p95_ms"].notna().any():
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = _figure(6, 4)
         front = pareto_front(table["mean"], table["latency_p95_ms"])
         ax.scatter(table["latency_p95_ms"], table["mean"], c=np.where(front, "tab:red", "tab:blue"), s=24)
         pts = table[front].sort_values("latency_p95_ms")
@@ -89,8 +86,6 @@ def plot_comparison(comp: Comparison, summary: pd.DataFrame, results: pd.DataFra
 
 
 def _save(fig, path: Path) -> Path:
-    plt = _pyplot()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
