@@ -30,11 +30,12 @@ def sync_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
     return written
 
 
-def lab_command(port: int = 8888, no_browser: bool = False, folder: Path = NOTEBOOKS) -> tuple[str, list[str]]:
-    """(program, argv) that starts JupyterLab on ``folder``; for ``os.execvp``."""
+def lab_command(port: int = 8888, no_browser: bool = False, folder: Path = NOTEBOOKS,
+                extra: list[str] | None = None) -> tuple[str, list[str]]:
+    """(program, argv) that starts JupyterLab on ``folder``; for ``os.execvp`` or ``subprocess``."""
     sync_notebooks(folder)
     argv = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={folder}", f"--port={port}",
-            "--ServerApp.jpserver_extensions=ploomber=False"]
+            "--ServerApp.jpserver_extensions=ploomber=False", *(extra or [])]
     if no_browser:
         argv.append("--no-browser")
     if hasattr(os, "geteuid") and os.geteuid() == 0:

@@ -1,0 +1,82 @@
+"""JupyterLab end to end in a real headless browser (Debian's chromium driven by Playwright): open the quickstart
+notebook, run all cells, and find its result table and plot in the page."""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ragtune.lab import NOTEBOOKS, lab_command
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab_server(tmp_path, workspace):
+    folder = tmp_path / "notebooks"
+    shutil.copytree(NOTEBOOKS, folder, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+    port = free_port()
+    program, argv = lab_command(port, no_browser=True, folder=folder,
+                                extra=["--IdentityProvider.token=", "--ServerApp.password=", "--ip=127.0.0.1"])
+    env = {**os.environ, "RAGTUNE_HOME": str(workspace.home)}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/contents/", timeout=2) as resp:
+                    assert resp.status == 200  # the file browser's API works (Ploomber's extension is off)
+                    break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("JupyterLab did not start")
+                time.sleep(0.5)
+        yield base, folder
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; `make test` does)")
+def test_quickstart_runs_in_jupyterlab(lab_server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    base, folder = lab_server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{base}/lab/tree/quickstart.ipynb")
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+            page.click(".lm-MenuBar-itemLabel:text-is('Run')", timeout=10_000)  # the Run menu
+            page.click(".lm-Menu-itemLabel:text-is('Run All Cells')", timeout=10_000)
+            try:
+                # JupyterLab renders only the cells in view: the outputs are attached as the run scrolls down
+                page.wait_for_selector(".jp-OutputArea-output img", state="attached", timeout=300_000)  # the chart
+                page.wait_for_selector(".jp-OutputArea-output table", state="attached", timeout=60_000)  # results
+            finally:
+                page.screenshot(path=str(tmp_path / "quickstart.png"))  # kept by pytest for a look on failure
+            tables = page.inner_text(".jp-Notebook")
+            assert "ndcg@10" in tables and "hybrid + rerank" in tables
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+            assert not page.query_selector(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] .ansi-red-fg")
+        finally:
+            browser.close()
+    assert (tmp_path / "quickstart.png").stat().st_size > 10_000
