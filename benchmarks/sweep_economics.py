@@ -18,7 +18,6 @@ from pathlib import Path
 from _common import dataset_path, machine
 from ragtune.cache import EmbeddingCache
 from ragtune.chunking import chunk_documents
-from ragtune.config import RagConfig
 from ragtune.data import load_dataset
 from ragtune.embedding import CachedEmbedder, make_embedder
 from ragtune.sweep import SweepSpec, run_sweep

@@ -31,33 +31,23 @@ workers = 1
 tracking_mode = None  # offline | online | disabled
 
 # %%
-from pathlib import Path
-
 from IPython.display import Image, display
 
-from ragtune.compare import compare_sweeps
-from ragtune.sweep import SweepSpec, run_sweep
+from ragtune.study import run_study
 
-spec = SweepSpec.from_yaml(spec_path)
-spec = spec.with_overrides(dataset=dataset, queries=queries, grid=grid, configs=configs,
-                           tracking={**spec.tracking.model_dump(), "mode": tracking_mode or spec.tracking.mode})
-out = Path(out or Path(spec_path).parent / "out" / f"{spec.name}-notebook")
-print(f"{len(spec.expand())} configurations on {spec.dataset} -> {out}")
-report = run_sweep(spec, out, workers=workers, runner=runner, home=Path(home) if home else None)
-print({s: report.count(s) for s in ("done", "skipped", "failed")})
-
-# %%
-comparison, plots = compare_sweeps([out])
+study = run_study(spec_path, out, runner, workers, home, tracking_mode, dataset=dataset, queries=queries,
+                  grid=grid, configs=configs)
+comparison, plots = study.comparison, study.plots
+print({s: study.report.count(s) for s in ("done", "skipped", "failed")})
 print(comparison.verdict())
-comparison.table[["name", "mean", "ci_low", "ci_high", "delta", "p_holm", "effect_size", "latency_p95_ms"]].round(4)
+study.leaderboard()
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
 
 from ragtune.sweep import read_results
 
-summary, _ = read_results([out])
+summary, _ = read_results([study.out])
 board = comparison.table.join(summary.set_index("config_id")[["param.retrieval.fusion", "param.retrieval.rrf_k",
                                                                "param.retrieval.weight"]])
 fig, axes = plt.subplots(1, 2, figsize=(9, 3), sharey=True)
@@ -70,3 +60,7 @@ for ax, (fusion, param) in zip(axes, (("rrf", "param.retrieval.rrf_k"), ("linear
 axes[0].set_ylabel(comparison.metric)
 plt.tight_layout()
 plt.show()
+
+# %%
+if "pareto" in plots:
+    display(Image(filename=str(plots["pareto"])))

@@ -30,10 +30,10 @@ from pathlib import Path
 import pandas as pd
 
 from ragtune.config import RagConfig
+from ragtune.data import load_dataset
 from ragtune.engine import Workspace, evaluate
-from ragtune.sweep import load_dataset_for
 
-ds = load_dataset_for(dataset, queries=queries)
+ds = load_dataset(dataset, queries=queries)
 workspace = Workspace(Path(home)) if home else Workspace.default()
 print(f"{ds.name}: {len(ds.documents)} documents, {len(ds.queries)} queries")
 

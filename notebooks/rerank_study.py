@@ -30,25 +30,16 @@ workers = 1
 tracking_mode = None  # offline | online | disabled
 
 # %%
-from pathlib import Path
-
 from IPython.display import Image, display
 
-from ragtune.compare import compare_sweeps
-from ragtune.sweep import SweepSpec, run_sweep
+from ragtune.study import run_study
 
-spec = SweepSpec.from_yaml(spec_path)
-spec = spec.with_overrides(dataset=dataset, queries=queries, grid=grid, configs=configs,
-                           tracking={**spec.tracking.model_dump(), "mode": tracking_mode or spec.tracking.mode})
-out = Path(out or Path(spec_path).parent / "out" / f"{spec.name}-notebook")
-print(f"{len(spec.expand())} configurations on {spec.dataset} -> {out}")
-report = run_sweep(spec, out, workers=workers, runner=runner, home=Path(home) if home else None)
-print({s: report.count(s) for s in ("done", "skipped", "failed")})
-
-# %%
-comparison, plots = compare_sweeps([out])
+study = run_study(spec_path, out, runner, workers, home, tracking_mode, dataset=dataset, queries=queries,
+                  grid=grid, configs=configs)
+comparison, plots = study.comparison, study.plots
+print({s: study.report.count(s) for s in ("done", "skipped", "failed")})
 print(comparison.verdict())
-comparison.table[["name", "mean", "ci_low", "ci_high", "delta", "p_holm", "effect_size", "latency_p95_ms"]].round(4)
+study.leaderboard()
 
 # %%
 if "pareto" in plots:

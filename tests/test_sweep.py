@@ -104,22 +104,24 @@ def test_papermill_sweep_end_to_end(papermill_sweep):
 
 def test_offline_wandb_runs_hold_config_metrics_and_table(papermill_sweep):
     spec, report = papermill_sweep
-    runs = sorted((report.out / "wandb").glob("offline-run-*"))
-    assert len(runs) == 4
+    runs = {d: read_run(d) for d in sorted((report.out / "wandb").glob("offline-run-*"))}
+    evals = {d: r for d, r in runs.items() if r["run"].job_type == "eval"}
+    assert len(evals) == 4
     summary = pd.read_parquet(report.out / "summary.parquet").set_index("config_id")
-    for run_dir in runs:
-        run = read_run(run_dir)
+    for run_dir, run in evals.items():
         assert run["run"].run_group == "small" and run["run"].project == "ragtune"
         cid = run["config"]["config_id"]
         assert run["config"]["retrieval"]["mode"] == summary.loc[cid, "param.retrieval.mode"]
         assert run["summary"]["ndcg@10"] == pytest.approx(summary.loc[cid, "ndcg@10"])
         assert "latency_p95_ms" in run["summary"] and run["summary"]["queries"] == 10
         assert run["history"]["per_query._type"] == "table-file" and run["history"]["per_query.nrows"] == 10
-        assert run["history"]["per_query.path"].endswith(".table.json")
+        assert run["history"]["per_query_plot._type"] == "image-file"
         table = next((run_dir / "files" / "media" / "table").glob("per_query*.table.json"))
         data = json.loads(table.read_text())
         assert len(data["data"]) == 10 and "ndcg@10" in data["columns"]
         assert summary.loc[cid, "wandb_run"] == run["run"].run_id
+    (sweep_run,) = [r for r in runs.values() if r["run"].job_type == "sweep"]
+    assert sweep_run["run"].run_group == "small" and "small-results" in sweep_run["artifacts"]
 
 
 def test_rerun_skips_completed_configs(papermill_sweep, workspace):

@@ -7,7 +7,9 @@ embedding space, long pieces split by sentences). ``size`` and ``overlap`` are i
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -58,10 +60,17 @@ def _nodes_to_spans(documents: Sequence[Document], nodes, offsets: dict[str, tup
     return spans
 
 
+def _quiet_parse(parser, documents) -> list:
+    """llama-index prints a warning for chunk sizes under about 50 tokens, on the grounds that metadata may fill
+    them; ragtune gives its splitters no metadata, so the warning does not apply and is kept off stdout."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return parser.get_nodes_from_documents(documents)
+
+
 def _parse(parser, documents: Sequence[Document]) -> dict[str, list[Span]]:
     from llama_index.core import Document as LlamaDocument
 
-    nodes = parser.get_nodes_from_documents([LlamaDocument(text=d.text, id_=d.id) for d in documents])
+    nodes = _quiet_parse(parser, [LlamaDocument(text=d.text, id_=d.id) for d in documents])
     return _nodes_to_spans(documents, nodes)
 
 
@@ -78,7 +87,7 @@ def _refine(spans: dict[str, list[Span]], documents: Sequence[Document], size: i
             key = f"{doc_id}\0{i}"
             offsets[key] = (doc_id, start, meta)
             pieces.append(LlamaDocument(text=by_id[doc_id].text[start:end], id_=key))
-    return _nodes_to_spans(documents, splitter.get_nodes_from_documents(pieces), offsets)
+    return _nodes_to_spans(documents, _quiet_parse(splitter, pieces), offsets)
 
 
 @register_chunker("sentence")

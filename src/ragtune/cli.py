@@ -54,12 +54,6 @@ def _workspace(home: Optional[Path], db: Optional[str]):
     return Workspace(home or ws.home, db or ws.db_uri)
 
 
-def _dataset_path(name: str) -> Path:
-    from ragtune.data import sample_dataset_path
-
-    return sample_dataset_path() if name == "sample" else Path(name)
-
-
 def metrics_table(summary: dict[str, float], title: str) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
@@ -87,10 +81,7 @@ def eval_cmd(
 
     try:
         cfg = load_config(config, set_)
-        ds = load_dataset(_dataset_path(dataset), split)
-        if queries:
-            judged = [q.id for q in ds.queries if q.id in ds.qrels or q.id in ds.references]
-            ds = ds.subset(judged[:queries])
+        ds = load_dataset(dataset, split, queries)
         result = evaluate(cfg, ds, _workspace(home, db), progress=not quiet)
         if out:
             result.write(out)
@@ -122,7 +113,7 @@ def index(
 
     try:
         cfg = load_config(config, set_)
-        _, info = Engine(cfg, _workspace(home, db), progress=True).index(load_corpus(_dataset_path(corpus)))
+        _, info = Engine(cfg, _workspace(home, db), progress=True).index(load_corpus(corpus))
     except RagtuneError as exc:
         _fail(exc)
     state = "built" if info.built else "up to date"
@@ -150,7 +141,7 @@ def search(
         ws = _workspace(home, db)
         engine = Engine(cfg, ws)
         if corpus:
-            table, _ = engine.index(load_corpus(_dataset_path(corpus)))
+            table, _ = engine.index(load_corpus(corpus))
         else:
             entry = ws.latest_index_for(cfg)
             if entry is None:
@@ -250,6 +241,33 @@ def compare_cmd(
     console.print(table)
     console.print(comp.verdict())
     console.print(f"wrote leaderboard.csv and {len(plots)} plots to {next(iter(plots.values())).parent if plots else out}")
+
+
+@app.command()
+def promote(
+    folder: Path = typer.Argument(..., help="a sweep folder (experiments/out/<name>)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show the decision and the diff, write nothing"),
+    alpha: float = typer.Option(0.05, help="significance level"),
+    test: str = typer.Option("randomization", help="paired test: randomization | t-test"),
+    home: Optional[Path] = HomeOpt,
+) -> None:
+    """Freeze a sweep's winner as the production config (only if it beats the current one), with provenance and a
+    regression test."""
+    from ragtune.promote import promote as run_promote
+
+    try:
+        decision = run_promote(folder, dry_run, alpha, test, workspace=_workspace(home, None))
+    except RagtuneError as exc:
+        _fail(exc)
+    console.print(decision.reason, highlight=False)
+    if decision.diff:
+        console.print(decision.diff, highlight=False, markup=False)
+    if decision.written:
+        p = decision.provenance
+        console.print(f"promoted {p['config_id']} as release v{p['version']}: src/ragtune/production/release/, "
+                      "tests/test_production_regression.py")
+    elif decision.promote:
+        console.print("dry run: nothing written")
 
 
 @app.command()

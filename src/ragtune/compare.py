@@ -196,7 +196,7 @@ def compare_sweeps(folders: list[Path], metric: str | None = None, baseline: str
 
     paths = plot_comparison(comp, summary, results, out)
     if track and spec is not None:
-        from ragtune.tracking import log_sweep_summary
+        from ragtune.tracking import log_comparison
 
-        log_sweep_summary(folders[0], spec.name, spec.tracking.mode, spec.tracking.project, paths)
+        log_comparison(folders[0], spec.name, comp.table, paths, spec.tracking.mode, spec.tracking.project)
     return comp, paths

@@ -53,6 +53,11 @@ class Dataset:
     def documents(self) -> list[Document]:
         return self.corpus.documents
 
+    def judged(self) -> list[Query]:
+        """The queries that can be scored: a relevant judgment (grade > 0) or a reference span."""
+        return [q for q in self.queries
+                if any(g > 0 for g in self.qrels.get(q.id, {}).values()) or q.id in self.references]
+
     def subset(self, query_ids: list[str]) -> Dataset:
         keep = set(query_ids)
         return Dataset(
@@ -295,8 +300,9 @@ def load_folder(folder: Path) -> Corpus:
 
 
 def load_corpus(path: str | Path) -> Corpus:
-    """A BEIR folder, a ``corpus.jsonl`` file, a dataset folder with ``docs/``, or a plain folder of documents."""
-    path = Path(path)
+    """A BEIR folder, a ``corpus.jsonl`` file, a dataset folder with ``docs/``, a plain folder of documents, or
+    ``"sample"``."""
+    path = resolve_dataset(path)
     if path.is_file() and path.suffix == ".jsonl":
         return load_beir_corpus(path)
     if (path / "corpus.jsonl").is_file():
@@ -308,16 +314,23 @@ def load_corpus(path: str | Path) -> Corpus:
     raise DataError(f"{path}: no such dataset or document folder")
 
 
-def load_dataset(path: str | Path, split: str = "test") -> Dataset:
-    path = Path(path)
+def load_dataset(path: str | Path, split: str = "test", queries: int | None = None) -> Dataset:
+    """A dataset folder, or ``"sample"`` for the shipped sample; ``queries`` keeps the first N judged queries."""
+    path = resolve_dataset(path)
     if not path.is_dir():
         raise DataError(f"{path}: dataset folder not found")
     corpus = load_corpus(path)
-    queries = load_queries(path / "queries.jsonl")
+    query_list = load_queries(path / "queries.jsonl")
     qrels = load_qrels(path / "qrels" / f"{split}.tsv")
     refs_path = path / "references.jsonl"
     refs = load_references(refs_path, {d.id: d for d in corpus.documents}) if refs_path.is_file() else {}
-    return Dataset(path.resolve().name, corpus, queries, qrels, refs)
+    dataset = Dataset(path.resolve().name, corpus, query_list, qrels, refs)
+    return dataset.subset([q.id for q in dataset.judged()[:queries]]) if queries else dataset
+
+
+def resolve_dataset(name: str | Path) -> Path:
+    """``"sample"`` names the shipped sample; anything else is a path."""
+    return sample_dataset_path() if str(name) == "sample" else Path(name)
 
 
 def sample_dataset_path() -> Path:

@@ -210,7 +210,7 @@ def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = 
     engine = Engine(config, workspace, progress)
     table, info = engine.index(dataset.corpus)
     retriever = engine.retriever(table)
-    judged = [q for q in dataset.queries if any(g > 0 for g in dataset.qrels.get(q.id, {}).values()) or q.id in dataset.references]
+    judged = dataset.judged()
     if not judged:
         raise DataError(f"{dataset.name}: no query has a relevance judgment (qrels) or reference span")
 

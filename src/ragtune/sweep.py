@@ -113,9 +113,9 @@ class SweepSpec(BaseModel):
             raise ConfigError(f"{source}: notebook {self.notebook_path()} not found")
 
     def dataset_path(self, source: str = "sweep spec") -> Path:
-        from ragtune.data import sample_dataset_path
+        from ragtune.data import resolve_dataset
 
-        path = sample_dataset_path() if self.dataset == "sample" else Path(self.dataset)
+        path = resolve_dataset(self.dataset)
         if not path.is_dir():
             raise ConfigError(f"{source}: dataset {self.dataset!r} not found (no folder {path.resolve()})")
         return path
@@ -196,16 +196,6 @@ def result_dir(out: Path, config_id: str) -> Path:
     return out / "configs" / config_id / "result"
 
 
-def load_dataset_for(dataset: str, split: str = "test", queries: int | None = None):
-    from ragtune.data import load_dataset, sample_dataset_path
-
-    ds = load_dataset(sample_dataset_path() if dataset == "sample" else Path(dataset), split)
-    if queries:
-        judged = [q.id for q in ds.queries if q.id in ds.qrels or q.id in ds.references]
-        ds = ds.subset(judged[:queries])
-    return ds
-
-
 def run_config(
     config_yaml: str,
     dataset: str,
@@ -219,12 +209,13 @@ def run_config(
 ):
     """Evaluate one configuration and write its result folder; what the sweep notebook calls, and the in-process
     runner too. Returns the ``EvalResult``."""
+    from ragtune.data import load_dataset
     from ragtune.engine import Workspace, evaluate
     from ragtune.plots import plot_eval
     from ragtune.tracking import log_eval
 
     cfg = RagConfig.from_dict(yaml.safe_load(config_yaml), source="config")
-    ds = load_dataset_for(dataset, split, queries)
+    ds = load_dataset(dataset, split, queries)
     ws = Workspace(Path(home)) if home else Workspace.default()
     result = evaluate(cfg, ds, ws)
     out = Path(out_dir)
@@ -341,6 +332,9 @@ def run_sweep(
     if bar is not None:
         bar.close()
     collect(out)
+    from ragtune.tracking import log_sweep_results
+
+    log_sweep_results(out, spec.name, spec.tracking.mode, spec.tracking.project)
     return report
 
 

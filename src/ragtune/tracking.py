@@ -53,30 +53,45 @@ def log_eval(result, directory: Path, group: str | None = None, mode: str | None
         run.finish()
 
 
-def log_sweep_summary(out: Path, group: str, mode: str | None = None, project: str = "ragtune",
-                      images: dict[str, Path] | None = None) -> str | None:
-    """One run for the sweep as a whole: the leaderboard, plots, and results.parquet as an artifact."""
+def log_sweep_results(out: Path, group: str, mode: str | None = None, project: str = "ragtune") -> str | None:
+    """One run for the sweep as a whole: its summary table, and results.parquet + summary.parquet as an artifact."""
+    import pandas as pd
+
+    out = Path(out)
+    tables = {}
+    if (out / "summary.parquet").is_file():
+        tables["summary"] = pd.read_parquet(out / "summary.parquet")
+    files = [out / n for n in ("results.parquet", "summary.parquet") if (out / n).is_file()]
+    return _log_run(out, group, "sweep", f"{group}/results", mode, project, tables, {}, files)
+
+
+def log_comparison(out: Path, group: str, leaderboard, images: dict[str, Path], mode: str | None = None,
+                   project: str = "ragtune") -> str | None:
+    """The comparison of a sweep: its leaderboard and plots."""
+    return _log_run(Path(out), group, "compare", f"{group}/compare", mode, project,
+                    {"leaderboard": leaderboard.reset_index()}, images, [])
+
+
+def _log_run(directory: Path, group: str, job_type: str, name: str, mode: str | None, project: str,
+             tables: dict, images: dict[str, Path], files: list[Path]) -> str | None:
     mode = resolve_mode(mode)
     if mode == "disabled":
         return None
     os.environ.setdefault("WANDB_SILENT", "true")
-    import pandas as pd
     import wandb
 
-    out = Path(out)
-    run = wandb.init(project=project, group=group, job_type="compare", name=f"{group}/compare",
-                     dir=str(out), mode=mode, reinit="create_new")
+    run = wandb.init(project=project, group=group, job_type=job_type, name=name, dir=str(directory), mode=mode,
+                     reinit="create_new")
     try:
-        leaderboard = out / "compare" / "leaderboard.csv"
-        if leaderboard.is_file():
-            run.log({"leaderboard": wandb.Table(dataframe=pd.read_csv(leaderboard))})
-        for name, path in (images or {}).items():
-            run.log({name: wandb.Image(str(path))})
-        artifact = wandb.Artifact(f"{group}-results", type="sweep-results")
-        for name in ("results.parquet", "summary.parquet"):
-            if (out / name).is_file():
-                artifact.add_file(str(out / name))
-        run.log_artifact(artifact)
+        for key, frame in tables.items():
+            run.log({key: wandb.Table(dataframe=frame)})
+        for key, path in images.items():
+            run.log({key: wandb.Image(str(path))})
+        if files:
+            artifact = wandb.Artifact(f"{group}-results", type="sweep-results")
+            for path in files:
+                artifact.add_file(str(path))
+            run.log_artifact(artifact)
         return run.id
     finally:
         run.finish()
