@@ -136,3 +136,18 @@ def test_sample_dataset_is_consistent(sample):
         assert set(rel) <= ids, qid
         assert max(rel.values()) == 2
     assert {q.id for q in sample.queries} == set(sample.qrels)
+
+
+def test_pdf_documents_are_read(tmp_path):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 2))
+    fig.text(0.05, 0.5, "Parental leave lasts twenty weeks.")
+    fig.savefig(tmp_path / "policy.pdf")  # a real PDF with a text layer
+    corpus = load_folder(tmp_path)
+    (doc,) = corpus.documents
+    assert doc.id == "policy" and doc.metadata["format"] == "pdf"
+    assert "Parental leave lasts twenty weeks." in doc.text
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    with pytest.raises(DataError, match="broken.pdf: cannot read PDF"):
+        load_folder(tmp_path)
