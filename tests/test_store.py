@@ -34,7 +34,7 @@ def test_incomplete_leftover_is_dropped_not_searched(fresh_workspace):
     # what a build killed before its last step leaves behind: a table without the completion tag
     db.open_table(store.table_name("k2")).tags.delete(store.COMPLETE_TAG)
     assert store.open_index(db, "k2") is None
-    assert store.table_name("k2") not in store._table_names(db)
+    assert store.table_name("k2") not in store.table_names(db)
 
 
 def test_failed_build_leaves_no_table(fresh_workspace, monkeypatch):
@@ -50,7 +50,7 @@ def test_failed_build_leaves_no_table(fresh_workspace, monkeypatch):
     monkeypatch.setattr("lancedb.table.LanceTable.create_index", fail)
     with pytest.raises(Boom):
         store.build_index(db, "k3", chunks, vecs, FtsConfig())
-    assert store.table_name("k3") not in store._table_names(db)
+    assert store.table_name("k3") not in store.table_names(db)
 
 
 def test_engine_reuses_an_index_and_rebuilds_when_inputs_change(sample, fresh_workspace):

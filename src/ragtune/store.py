@@ -33,7 +33,7 @@ def table_name(index_key: str) -> str:
     return f"chunks_{index_key}"
 
 
-def _table_names(db) -> list[str]:
+def table_names(db) -> list[str]:
     names, token = [], None
     while True:
         page = db.list_tables(page_token=token)
@@ -46,7 +46,7 @@ def _table_names(db) -> list[str]:
 def open_index(db, index_key: str):
     """The complete table for this key, or None. An incomplete leftover is dropped."""
     name = table_name(index_key)
-    if name not in _table_names(db):
+    if name not in table_names(db):
         return None
     try:
         table = db.open_table(name)
@@ -70,7 +70,7 @@ def build_index(
 ):
     """Write chunks and vectors, build the full-text (and, if due, ANN) index, then mark the table complete."""
     name = table_name(index_key)
-    if name in _table_names(db):
+    if name in table_names(db):
         db.drop_table(name)
     dim = int(vectors.shape[1])
     schema = pa.schema(
@@ -107,7 +107,7 @@ def build_index(
             table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ")
         table.tags.create(COMPLETE_TAG, table.version)
     except BaseException:
-        if name in _table_names(db):
+        if name in table_names(db):
             db.drop_table(name)
         raise
     return table

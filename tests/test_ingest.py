@@ -1,0 +1,62 @@
+"""Incremental ingestion: only new and changed documents are embedded, deleted ones disappear, search follows."""
+
+from dataclasses import replace
+
+import pytest
+
+from ragtune.config import RagConfig
+from ragtune.data import Corpus
+from ragtune.engine import Engine
+from ragtune.ingest import sync
+from ragtune.types import Document
+
+
+@pytest.fixture
+def setup(sample, fresh_workspace):
+    config = RagConfig.from_dict({"chunking": {"size": 128, "overlap": 16}})
+    engine = Engine(config, fresh_workspace)
+    return config, engine, fresh_workspace.db, list(sample.documents)
+
+
+def ids_in(table) -> set[str]:
+    return set(table.to_arrow().column("doc_id").to_pylist())
+
+
+def test_full_then_unchanged_then_incremental(setup):
+    config, engine, db, docs = setup
+    table, first = sync(config, Corpus(docs), db, "production", engine.embedder)
+    assert sorted(first.added) == sorted(d.id for d in docs) and first.chunks_embedded == table.count_rows()
+    version = table.version
+
+    table, again = sync(config, Corpus(docs), db, "production", engine.embedder)
+    assert not again.stale and again.unchanged == len(docs) and again.chunks_embedded == 0
+    assert table.version == version  # nothing was written
+
+    vacation = next(d for d in docs if d.id == "hr/vacation")
+    edited = replace(vacation, text=vacation.text.replace("25 days", "27 days"))
+    new = Document("hr/sabbatical", "# Sabbatical\n\nAfter five years, employees may take a three-month sabbatical.")
+    dropped = "company/meetings"
+    changed_docs = [edited if d.id == "hr/vacation" else d for d in docs if d.id != dropped] + [new]
+    before = {d: n for d, n in _chunk_counts(table).items()}
+    table, inc = sync(config, Corpus(changed_docs), db, "production", engine.embedder)
+    assert inc.added == ["hr/sabbatical"] and inc.changed == ["hr/vacation"] and inc.removed == [dropped]
+    assert inc.unchanged == len(docs) - 2
+    after = _chunk_counts(table)
+    assert inc.chunks_embedded == after["hr/sabbatical"] + after["hr/vacation"]  # exactly those were (re)embedded
+    assert dropped not in after and after["hr/vacation"] == before["hr/vacation"]
+    assert ids_in(table) == {d.id for d in changed_docs}
+
+    retriever = engine.retriever(table)
+    fts = Engine(config.with_overrides({"retrieval.mode": "fts"}), engine.workspace).retriever(table)
+    assert fts.search("three-month sabbatical", 3).documents(1)[0].doc_id == "hr/sabbatical"
+    assert retriever.search("sabbatical after five years", 3).documents(1)[0].doc_id == "hr/sabbatical"
+    texts = [h.text for h in fts.search("vacation days per calendar year", 5).chunks(5)]
+    assert any("27 days" in t for t in texts) and not any("25 days" in t for t in texts)
+    assert all(h.doc_id != dropped for h in fts.search("meeting-free Wednesdays agenda", 10).hits)
+
+
+def _chunk_counts(table) -> dict[str, int]:
+    counts = {}
+    for d in table.to_arrow().column("doc_id").to_pylist():
+        counts[d] = counts.get(d, 0) + 1
+    return counts
