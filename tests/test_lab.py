@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from ragtune.lab import NOTEBOOKS, lab_command
+from ragtune.lab import NOTEBOOKS, kernel_env, lab_command
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -28,7 +28,7 @@ def lab_server(tmp_path, workspace):
     port = free_port()
     program, argv = lab_command(port, no_browser=True, folder=folder,
                                 extra=["--IdentityProvider.token=", "--ServerApp.password=", "--ip=127.0.0.1"])
-    env = {**os.environ, "RAGTUNE_HOME": str(workspace.home)}
+    env = {**kernel_env(), "RAGTUNE_HOME": str(workspace.home)}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -63,7 +63,8 @@ def test_quickstart_runs_in_jupyterlab(lab_server, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{base}/lab/tree/quickstart.ipynb")
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+            # Run All is only honoured once the kernel is connected: wait for the status bar to say so
+            page.wait_for_selector("text=Python 3 (ipykernel) | Idle", timeout=120_000)
             page.click(".lm-MenuBar-itemLabel:text-is('Run')", timeout=10_000)  # the Run menu
             page.click(".lm-Menu-itemLabel:text-is('Run All Cells')", timeout=10_000)
             try:
@@ -74,7 +75,7 @@ def test_quickstart_runs_in_jupyterlab(lab_server, tmp_path):
                 page.screenshot(path=str(tmp_path / "quickstart.png"))  # kept by pytest for a look on failure
             tables = page.inner_text(".jp-Notebook")
             assert "ndcg@10" in tables and "hybrid + rerank" in tables
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+            page.wait_for_selector("text=Python 3 (ipykernel) | Idle", timeout=120_000)
             assert not page.query_selector(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] .ansi-red-fg")
         finally:
             browser.close()

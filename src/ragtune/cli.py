@@ -276,11 +276,12 @@ def lab(
     no_browser: bool = typer.Option(False, "--no-browser", help="do not open a browser"),
 ) -> None:
     """Open JupyterLab on the project's notebooks (jupytext: the .py notebooks open as notebooks)."""
-    from ragtune.lab import lab_command
-
     import os
 
-    os.execvp(*lab_command(port, no_browser))
+    from ragtune.lab import kernel_env, lab_command
+
+    program, argv = lab_command(port, no_browser)
+    os.execvpe(program, argv, kernel_env())
 
 
 @app.command("config")

@@ -170,18 +170,13 @@ def compare_sweeps(folders: list[Path], metric: str | None = None, baseline: str
                    test: str = "randomization", alpha: float = 0.05, out: Path | None = None,
                    track: bool = True) -> tuple[Comparison, dict[str, Path]]:
     """Read one or more sweep folders (shards of one sweep, say), compare, write leaderboard and plots."""
-    import yaml
-
     from ragtune.sweep import SweepSpec, read_results
 
     folders = [Path(f) for f in folders]
     summary, results = read_results(folders)
     if summary.empty:
         raise RagtuneError(f"no results in {', '.join(map(str, folders))}")
-    spec = None
-    spec_path = folders[0] / "spec.yaml"
-    if spec_path.is_file():
-        spec = SweepSpec.model_validate(yaml.safe_load(spec_path.read_text()))
+    spec = SweepSpec.of_folder(folders[0])
     metric = metric or (spec.primary_metric if spec else "ndcg@10")
     if baseline is None:
         if spec is None:

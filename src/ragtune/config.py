@@ -181,14 +181,7 @@ class RagConfig(_Section):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RagConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_yaml(path, "config file"), source=str(path))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -205,6 +198,17 @@ class RagConfig(_Section):
                 node = node[p]
             node[leaf] = value
         return RagConfig.from_dict(data, source="overrides")
+
+
+def read_yaml(path: str | Path, what: str = "file") -> Any:
+    """The parsed YAML of ``path``; a missing file or bad YAML is a ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 
 
 def stable_hash(value: Any, length: int = 12) -> str:

@@ -30,9 +30,19 @@ def sync_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
     return written
 
 
+def kernel_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment whose ``python`` is this interpreter. Jupyter's ``python3`` kernel spec runs ``python`` from
+    PATH, which outside an activated virtual environment is another Python, without ragtune."""
+    env = dict(os.environ if base is None else base)
+    bindir = str(Path(sys.executable).parent)
+    if not env.get("PATH", "").startswith(bindir + os.pathsep):
+        env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    return env
+
+
 def lab_command(port: int = 8888, no_browser: bool = False, folder: Path = NOTEBOOKS,
                 extra: list[str] | None = None) -> tuple[str, list[str]]:
-    """(program, argv) that starts JupyterLab on ``folder``; for ``os.execvp`` or ``subprocess``."""
+    """(program, argv) that starts JupyterLab on ``folder``; run it with ``kernel_env()``."""
     sync_notebooks(folder)
     argv = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={folder}", f"--port={port}",
             "--ServerApp.jpserver_extensions=ploomber=False", *(extra or [])]

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from ragtune.compare import bootstrap_ci, compare, randomization_test
 from ragtune.config import RagConfig
@@ -40,10 +39,10 @@ class Decision:
 
 
 def _spec(folder: Path) -> SweepSpec:
-    path = folder / "spec.yaml"
-    if not path.is_file():
+    spec = SweepSpec.of_folder(folder)
+    if spec is None:
         raise RagtuneError(f"{folder}: no spec.yaml: not a sweep folder written by `ragtune sweep`")
-    return SweepSpec.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    return spec
 
 
 def _production_scores(release: Release, spec: SweepSpec, results: pd.DataFrame, workspace: Workspace | None) -> pd.DataFrame:

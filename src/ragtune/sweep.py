@@ -20,7 +20,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -33,7 +32,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ragtune.config import RagConfig, format_validation_error
+from ragtune.config import RagConfig, format_validation_error, read_yaml
 from ragtune.errors import ConfigError, RagtuneError
 
 DEFAULT_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "evaluate_config.py"
@@ -74,13 +73,7 @@ class SweepSpec(BaseModel):
     # -- loading ------------------------------------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, path: str | Path) -> SweepSpec:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: sweep spec not found")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        data = read_yaml(path, "sweep spec")
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping")
         try:
@@ -89,6 +82,12 @@ class SweepSpec(BaseModel):
             raise ConfigError(format_validation_error(exc, str(path))) from None
         spec.check(source=str(path))
         return spec
+
+    @classmethod
+    def of_folder(cls, folder: Path) -> SweepSpec | None:
+        """The spec a sweep folder was run with (its ``spec.yaml``), or None when it has none."""
+        path = Path(folder) / "spec.yaml"
+        return cls.model_validate(read_yaml(path, "sweep spec")) if path.is_file() else None
 
     def with_overrides(self, source: str = "sweep spec", **changes: Any) -> SweepSpec:
         """A validated copy with top-level fields replaced (``None`` values are ignored)."""
@@ -275,10 +274,9 @@ def _execute_notebook(source: Path, output: Path, params: dict) -> None:
     import jupytext
     import papermill
 
-    # the kernel is started as `python` from PATH: make sure that is this environment's interpreter
-    bindir = str(Path(sys.executable).parent)
-    if not os.environ.get("PATH", "").startswith(bindir + os.pathsep):
-        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    from ragtune.lab import kernel_env
+
+    os.environ["PATH"] = kernel_env()["PATH"]  # the kernel must be this environment's interpreter
     notebook = jupytext.read(source)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     papermill.execute_notebook(notebook, str(output), parameters=params, progress_bar=False,
