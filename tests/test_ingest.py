@@ -60,3 +60,26 @@ def _chunk_counts(table) -> dict[str, int]:
     for d in table.to_arrow().column("doc_id").to_pylist():
         counts[d] = counts.get(d, 0) + 1
     return counts
+
+
+def test_serving_reads_the_published_version_until_the_next_publication(setup, monkeypatch):
+    from ragtune.ingest import open_published, publish
+
+    config, engine, db, docs = setup
+    assert open_published(db, "production") is None
+    table, _ = sync(config, Corpus(docs[:10]), db, "production", engine.embedder)
+    v1 = publish(table)
+    table, _ = sync(config, Corpus(docs[:12]), db, "production", engine.embedder)  # synced, not yet published
+    served = open_published(db, "production")
+    assert served.version == v1 and ids_in(served) == {d.id for d in docs[:10]}
+    # a sync that dies midway (after its deletes, before its adds) changes nothing that is served
+    monkeypatch.setattr("lancedb.table.LanceTable.add", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
+    changed = [replace(d, text=d.text + " Revised.") for d in docs[:12]]
+    with pytest.raises(RuntimeError, match="killed"):
+        sync(config, Corpus(changed), db, "production", engine.embedder)
+    assert ids_in(open_published(db, "production")) == {d.id for d in docs[:10]}
+    monkeypatch.undo()
+    table, fresh = sync(config, Corpus(changed), db, "production", engine.embedder)  # the next sync completes
+    assert sorted(fresh.added + fresh.changed) == sorted(d.id for d in changed)
+    v2 = publish(table)
+    assert v2 > v1 and ids_in(open_published(db, "production")) == {d.id for d in docs[:12]}

@@ -126,3 +126,28 @@ def _index(table, config) -> None:
     table.create_index("text", config=FTS(language=fts.language, stem=fts.stem,
                                           remove_stop_words=fts.remove_stop_words), replace=True)
     table.optimize()
+
+
+PUBLISHED = "published"
+
+
+def publish(table, tag: str = PUBLISHED) -> int:
+    """Point ``tag`` at the table's current version (what serving reads); returns that version."""
+    version = table.version
+    if tag in table.tags.list():
+        table.tags.update(tag, version)
+    else:
+        table.tags.create(tag, version)
+    return version
+
+
+def open_published(db, name: str, tag: str = PUBLISHED):
+    """The table as last published: a read-only view of the tagged version, or None before the first publication.
+    A sync or a publication that died midway leaves this view where it was."""
+    if name not in store.table_names(db):
+        return None
+    table = db.open_table(name)
+    if tag not in table.tags.list():
+        return None
+    table.checkout(tag)
+    return table
