@@ -175,3 +175,35 @@ def test_openai_backend_failures_are_clear(server, monkeypatch):
     FakeEmbeddings.behaviour = ["missing"]
     with pytest.raises(BackendError, match="sent 2 texts, got 1 vectors"):
         openai_embedder(server).encode(["x", "y"])
+
+
+def test_fp16_vectors_agree_with_fp32(minilm):
+    half = make_embedder(EmbeddingConfig(model="minilm", device="cpu", precision="fp16"))
+    texts = TEXTS + [f"Sentence {i} about the weather, taxes and cats." for i in range(20)]
+    a, b = minilm.encode(texts), half.encode(texts)
+    assert b.dtype == np.float32
+    assert (a * b).sum(axis=1).min() >= 0.999
+
+
+def test_out_of_memory_halves_the_batch_and_retries(monkeypatch):
+    import torch
+
+    emb = make_embedder(EmbeddingConfig(model="minilm", device="cpu", batch_size=16))
+    expected = emb.encode(TEXTS * 3)
+    real = emb.model.encode
+    sizes = []
+
+    def tight(texts, batch_size, **kw):  # a device that fits at most 4 texts at once
+        sizes.append(batch_size)
+        if batch_size > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(texts, batch_size=batch_size, **kw)
+
+    monkeypatch.setattr(emb.model, "encode", tight)
+    got = emb.encode(TEXTS * 3)
+    assert sizes == [16, 8, 4] and emb.batch_size == 4
+    assert np.allclose(got, expected, atol=1e-5)
+
+    monkeypatch.setattr(emb.model, "encode", lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("oom")))
+    with pytest.raises(BackendError, match="out of GPU memory even at batch size 1"):
+        emb.encode(TEXTS)

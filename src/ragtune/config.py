@@ -20,7 +20,7 @@ from ragtune.errors import ConfigError
 Device = Literal["auto", "cpu", "cuda"]
 
 #: Fields that do not change results: excluded from every hash.
-RUNTIME_FIELDS = {"name", "batch_size", "device"}
+RUNTIME_FIELDS = {"name", "batch_size", "device", "precision"}
 
 
 class _Section(BaseModel):
@@ -48,8 +48,11 @@ class ChunkingConfig(_Section):
 
 class EmbeddingConfig(_Section):
     model: str = Field("minilm", description="embedder registry name, or 'openai:<model>' for an HTTP endpoint")
-    batch_size: int = Field(64, ge=1, le=65536)
+    batch_size: int = Field(64, ge=1, le=65536, description="the starting batch; halved on CUDA out-of-memory")
     device: Device = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="auto: fp16 on CUDA, fp32 on the CPU (fp16 and fp32 vectors agree to cosine >= 0.999)"
+    )
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint for 'openai:' models")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
 

@@ -86,8 +86,9 @@ class Embedder:
 
 
 class SentenceTransformerEmbedder(Embedder):
-    def __init__(self, path: str, model_id: str, device: str = "auto", batch_size: int = 64):
+    def __init__(self, path: str, model_id: str, device: str = "auto", batch_size: int = 64, precision: str = "auto"):
         self.path, self.model_id, self.device, self.batch_size = path, model_id, device, batch_size
+        self.precision = precision
 
     @cached_property
     def model(self):
@@ -97,15 +98,40 @@ class SentenceTransformerEmbedder(Embedder):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        return SentenceTransformer(self.path, device=resolve_device(self.device))
+        device = resolve_device(self.device)
+        model = SentenceTransformer(self.path, device=device)
+        dtype = resolve_precision(self.precision, device)
+        return model if dtype is None else model.to(dtype)
 
     def load(self) -> None:
         self.model
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        return self.model.encode(
-            texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
-        )
+        """Encode with the current batch size; on CUDA out-of-memory halve it, free the cache and retry (the smaller
+        size is kept for later calls), so a large corpus slows down instead of killing the sweep."""
+        import torch
+
+        oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+        while True:
+            try:
+                vecs = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                                         normalize_embeddings=True, show_progress_bar=False)
+                return np.asarray(vecs, dtype=np.float32)
+            except oom:
+                if self.batch_size == 1:
+                    raise BackendError(f"{self.model_id}: out of GPU memory even at batch size 1") from None
+                self.batch_size = max(1, self.batch_size // 2)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+
+
+def resolve_precision(precision: str, device: str):
+    """The torch dtype to cast a model to, or None for fp32. ``auto``: fp16 on CUDA, fp32 elsewhere."""
+    import torch
+
+    if precision == "auto":
+        precision = "fp16" if device == "cuda" else "fp32"
+    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
 @register_embedder("minilm")
@@ -119,6 +145,7 @@ def _minilm(config) -> Embedder:
         model_id="sentence-transformers/all-MiniLM-L6-v2",
         device=config.device,
         batch_size=config.batch_size,
+        precision=config.precision,
     )
 
 
