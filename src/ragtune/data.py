@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,9 @@ class Corpus:
     skipped_empty: int = 0
     source: str = ""
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
+        """Hash of every (id, text): computed once, so do not change ``documents`` after reading it."""
         return corpus_fingerprint(self.documents)
 
 

@@ -250,8 +250,8 @@ def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = 
 
 def _span_metrics(config: RagConfig, dataset: Dataset, table, chunk_run) -> pd.DataFrame:
     """Span recall/precision/IoU at each cut-off, and ranking metrics where a chunk overlapping a reference counts."""
-    spans = table.to_arrow().select(["id", "doc_id", "start", "end"]).to_pylist()
-    all_chunks = [(r["id"], r["doc_id"], r["start"], r["end"]) for r in spans]
+    all_chunks = [(r["id"], r["doc_id"], r["start"], r["end"])
+                  for r in store.read_columns(table, ["id", "doc_id", "start", "end"])]
     rows, chunk_qrels = {}, {}
     for qid, refs in dataset.references.items():
         if qid not in chunk_run:

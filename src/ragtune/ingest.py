@@ -61,7 +61,7 @@ def _state(table) -> dict[str, tuple[str, str]]:
     """doc id -> (content hash, ingested at) of what the table holds."""
     if table is None:
         return {}
-    data = table.to_arrow().select(["doc_id", "doc_hash", "ingested_at"]).to_pylist()
+    data = store.read_columns(table, ["doc_id", "doc_hash", "ingested_at"])
     return {r["doc_id"]: (r["doc_hash"], r["ingested_at"]) for r in data}
 
 
@@ -107,7 +107,8 @@ def sync(config, corpus: Corpus, db, name: str, embedder) -> tuple[object, Fresh
         _index(table, config)
     if table is not None:
         fresh.version = table.version
-        stamps = [t for _, t in _state(table).values()]
+        kept = [held[i][1] for i in docs if i in held and i not in fresh.changed]
+        stamps = kept + ([now] if chunks else [])
         fresh.oldest = min(stamps) if stamps else None
     fresh.seconds = time.perf_counter() - start
     return table, fresh

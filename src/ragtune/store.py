@@ -43,6 +43,12 @@ def table_names(db) -> list[str]:
             return names
 
 
+def read_columns(table, columns: list[str]) -> list[dict]:
+    """All rows of ``table`` (at its checked-out version), only ``columns``: a scan that leaves the vectors on disk,
+    where ``table.to_arrow()`` would load them all."""
+    return table.search().select(columns).limit(max(1, table.count_rows())).to_arrow().to_pylist()
+
+
 def open_index(db, index_key: str):
     """The complete table for this key, or None. An incomplete leftover is dropped."""
     name = table_name(index_key)

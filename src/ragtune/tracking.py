@@ -21,36 +21,13 @@ def resolve_mode(mode: str | None = None) -> str:
 def log_eval(result, directory: Path, group: str | None = None, mode: str | None = None,
              project: str = "ragtune", images: dict[str, Path] | None = None) -> str | None:
     """Log config, summary metrics, the per-query table and any images; returns the run id (None when disabled)."""
-    mode = resolve_mode(mode)
-    if mode == "disabled":
-        return None
-    os.environ.setdefault("WANDB_SILENT", "true")
-    import wandb
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     cfg = result.config
-    run = wandb.init(
-        project=project,
-        group=group,
-        job_type="eval",
-        name=cfg.name or cfg.id,
-        config={"config_id": cfg.id, "dataset": result.dataset, **cfg.model_dump(mode="json")},
-        tags=[result.dataset],
-        dir=str(directory),
-        mode=mode,
-        reinit="create_new",
-    )
-    try:
-        run.summary.update({**result.summary, "queries": len(result.per_query),
-                            "embedded_texts": result.embedding.computed, "index_built": result.index.built})
-        table = result.per_query.reset_index()
-        run.log({"per_query": wandb.Table(dataframe=table)})
-        for name, path in (images or {}).items():
-            run.log({name: wandb.Image(str(path))})
-        return run.id
-    finally:
-        run.finish()
+    summary = {**result.summary, "queries": len(result.per_query), "embedded_texts": result.embedding.computed,
+               "index_built": result.index.built}
+    return _log_run(Path(directory), group, "eval", cfg.name or cfg.id, mode, project,
+                    {"per_query": result.per_query.reset_index()}, images or {}, [],
+                    config={"config_id": cfg.id, "dataset": result.dataset, **cfg.model_dump(mode="json")},
+                    summary=summary, tags=[result.dataset])
 
 
 def log_sweep_results(out: Path, group: str, mode: str | None = None, project: str = "ragtune") -> str | None:
@@ -72,17 +49,21 @@ def log_comparison(out: Path, group: str, leaderboard, images: dict[str, Path], 
                     {"leaderboard": leaderboard.reset_index()}, images, [])
 
 
-def _log_run(directory: Path, group: str, job_type: str, name: str, mode: str | None, project: str,
-             tables: dict, images: dict[str, Path], files: list[Path]) -> str | None:
+def _log_run(directory: Path, group: str | None, job_type: str, name: str, mode: str | None, project: str,
+             tables: dict, images: dict[str, Path], files: list[Path], config: dict | None = None,
+             summary: dict | None = None, tags: list[str] | None = None) -> str | None:
     mode = resolve_mode(mode)
     if mode == "disabled":
         return None
     os.environ.setdefault("WANDB_SILENT", "true")
     import wandb
 
-    run = wandb.init(project=project, group=group, job_type=job_type, name=name, dir=str(directory), mode=mode,
-                     reinit="create_new")
+    directory.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(project=project, group=group, job_type=job_type, name=name, config=config, tags=tags,
+                     dir=str(directory), mode=mode, reinit="create_new")
     try:
+        if summary:
+            run.summary.update(summary)
         for key, frame in tables.items():
             run.log({key: wandb.Table(dataframe=frame)})
         for key, path in images.items():
