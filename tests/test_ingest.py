@@ -63,23 +63,52 @@ def _chunk_counts(table) -> dict[str, int]:
 
 
 def test_serving_reads_the_published_version_until_the_next_publication(setup, monkeypatch):
-    from ragtune.ingest import open_published, publish
+    from ragtune.publish import open_published, publish, published
 
     config, engine, db, docs = setup
-    assert open_published(db, "production") is None
+    ws = engine.workspace
+    assert open_published(ws) is None
     table, _ = sync(config, Corpus(docs[:10]), db, "production", engine.embedder)
-    v1 = publish(table)
+    v1 = publish(ws, table)["version"]
     table, _ = sync(config, Corpus(docs[:12]), db, "production", engine.embedder)  # synced, not yet published
-    served = open_published(db, "production")
+    served = open_published(ws)
     assert served.version == v1 and ids_in(served) == {d.id for d in docs[:10]}
     # a sync that dies midway (after its deletes, before its adds) changes nothing that is served
     monkeypatch.setattr("lancedb.table.LanceTable.add", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
     changed = [replace(d, text=d.text + " Revised.") for d in docs[:12]]
     with pytest.raises(RuntimeError, match="killed"):
         sync(config, Corpus(changed), db, "production", engine.embedder)
-    assert ids_in(open_published(db, "production")) == {d.id for d in docs[:10]}
+    assert ids_in(open_published(ws)) == {d.id for d in docs[:10]}
     monkeypatch.undo()
     table, fresh = sync(config, Corpus(changed), db, "production", engine.embedder)  # the next sync completes
     assert sorted(fresh.added + fresh.changed) == sorted(d.id for d in changed)
-    v2 = publish(table)
-    assert v2 > v1 and ids_in(open_published(db, "production")) == {d.id for d in docs[:12]}
+    v2 = publish(ws, table)["version"]
+    assert v2 > v1 and ids_in(open_published(ws)) == {d.id for d in docs[:12]}
+    # each publication tags its version (kept by LanceDB's clean-up) and drops the previous tag
+    assert [t for t in table.tags.list() if t.startswith("published-")] == [f"published-v{v2}"]
+
+
+def test_damaged_publication_record_is_a_clear_error(fresh_workspace):
+    from ragtune.errors import DataError
+    from ragtune.publish import published
+
+    fresh_workspace.home.mkdir(parents=True)
+    (fresh_workspace.home / "published.json").write_text("{not json")
+    with pytest.raises(DataError, match="published.json: damaged publication record"):
+        published(fresh_workspace)
+
+
+def test_unindexed_rows_are_detected_and_reindex_covers_them(setup):
+    from ragtune.ingest import needs_index, reindex
+
+    config, engine, db, docs = setup
+    table, _ = sync(config, Corpus(docs[:5]), db, "production", engine.embedder, index=False)
+    assert needs_index(table)
+    reindex(table, config)
+    assert not needs_index(table)
+    table, _ = sync(config, Corpus(docs[:8]), db, "production", engine.embedder, index=False)
+    assert needs_index(table)  # new rows are invisible to full-text search until the index is rebuilt
+    reindex(table, config)
+    fts = Engine(config.with_overrides({"retrieval.mode": "fts"}), engine.workspace).retriever(table)
+    query = " ".join(docs[7].text.split()[:15])
+    assert docs[7].id in [h.doc_id for h in fts.search(query, 10).documents(3)]

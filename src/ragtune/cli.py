@@ -297,6 +297,84 @@ def config_cmd(
     sys.stdout.write(f"# config id: {cfg.id}\n{cfg.to_yaml()}")
 
 
+pipeline_app = typer.Typer(no_args_is_help=True, help="The production pipeline (pipeline.yaml): status and scheduling.")
+app.add_typer(pipeline_app, name="pipeline")
+RepoOpt = typer.Option(Path("."), "--repo", help="the repo root holding pipeline.yaml")
+
+
+@pipeline_app.command("status")
+def pipeline_status(home: Optional[Path] = HomeOpt, out: Path = typer.Option(Path("runs/production"), "--out",
+                    help="the pipeline's product folder (env.yaml: out)")) -> None:
+    """What is published, and how fresh the last ingest was."""
+    from ragtune.publish import published
+
+    try:
+        record = published(_workspace(home, None))
+    except RagtuneError as exc:
+        _fail(exc)
+    if record is None:
+        console.print("nothing published yet: run `ploomber build`")
+        raise typer.Exit(1)
+    console.print(f"published: {record['table']} v{record['version']} (release v{record.get('release')}, config "
+                  f"{record.get('config_id')}) at {record['published_at']}", highlight=False)
+    ingested = out / "ingest.json"
+    if ingested.is_file():
+        fresh = json.loads(ingested.read_text(encoding="utf-8"))
+        console.print(f"last ingest: {fresh['documents']} documents, {fresh['added']} added, {fresh['changed']} "
+                      f"changed, {fresh['removed']} removed, oldest ingested {fresh['oldest_document_ingested_at']}",
+                      highlight=False)
+
+
+@pipeline_app.command("schedule")
+def pipeline_schedule(
+    cron: Optional[str] = typer.Option(None, "--cron", help='crontab schedule, e.g. "0 2 * * *" (02:00 daily)'),
+    install: bool = typer.Option(False, "--install", help="add the entry to your crontab (replacing an earlier one)"),
+    systemd: Optional[Path] = typer.Option(None, "--systemd", help="write a systemd service and timer into this folder"),
+    on_calendar: str = typer.Option("*-*-* 02:00:00", help="systemd OnCalendar= for --systemd"),
+    repo: Path = RepoOpt,
+    home: str = typer.Option(".ragtune", "--home", help="workspace (env.yaml: home), holds the build lock"),
+) -> None:
+    """Run `ploomber build` on a schedule: print (or --install) a crontab entry, or write systemd units."""
+    from ragtune.production import schedule as sched
+
+    repo = repo.resolve()
+    try:
+        if systemd is not None:
+            for name, text in sched.systemd_units(on_calendar, repo, home).items():
+                systemd.mkdir(parents=True, exist_ok=True)
+                (systemd / name).write_text(text, encoding="utf-8")
+                console.print(f"wrote {systemd / name}")
+            console.print("enable: copy them to ~/.config/systemd/user/ and run "
+                          "`systemctl --user enable --now ragtune-pipeline.timer`")
+            return
+        if cron is None:
+            raise ConfigError("give --cron SCHEDULE (crontab) or --systemd FOLDER")
+        entry = sched.cron_entry(cron, repo, home)
+        if install:
+            sched.install_cron(entry, repo)
+            console.print("installed in your crontab:")
+        sys.stdout.write(entry + "\n")
+    except RagtuneError as exc:
+        _fail(exc)
+
+
+@pipeline_app.command("export-airflow")
+def pipeline_export_airflow(
+    out: Path = typer.Option(..., "--out", "-o", help="the DAG file to write (into Airflow's dags/ folder)"),
+    cron: Optional[str] = typer.Option(None, "--cron", help="the DAG's schedule (crontab syntax); none: manual"),
+    repo: Path = RepoOpt,
+) -> None:
+    """An Airflow DAG running each Ploomber task as one operator, wired like pipeline.yaml."""
+    from ragtune.engine import atomic_write_text
+    from ragtune.production.schedule import airflow_dag
+
+    try:
+        atomic_write_text(out, airflow_dag(repo.resolve(), cron))
+    except RagtuneError as exc:
+        _fail(exc)
+    console.print(f"wrote {out}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -205,10 +205,17 @@ def percentile(values, q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else 0.0
 
 
-def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = None, progress: bool = False) -> EvalResult:
-    """Run every judged query of ``dataset`` through ``config`` and score the results."""
+def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = None, progress: bool = False,
+             table=None) -> EvalResult:
+    """Run every judged query of ``dataset`` through ``config`` and score the results. The index is built from the
+    dataset's corpus, unless ``table`` names one already built (the production table, at the version to test)."""
     engine = Engine(config, workspace, progress)
-    table, info = engine.index(dataset.corpus)
+    if table is None:
+        table, info = engine.index(dataset.corpus)
+    else:
+        info = IndexInfo(table.name, table.name, stable_hash(config.index_settings), dataset.corpus.source,
+                         f"{table.name}@v{table.version}", len(store.distinct(table, "doc_id")), table.count_rows(),
+                         False, 0.0)
     retriever = engine.retriever(table)
     judged = dataset.judged()
     if not judged:

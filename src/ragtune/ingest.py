@@ -2,7 +2,8 @@
 hash; new and changed documents are chunked and embedded, deleted ones removed, unchanged ones left alone.
 
 Readers should not follow the table's latest version while it is being synced: a sync is several commits (delete,
-add, optimise). Serving reads a published version (a tag) instead, so a sync that dies midway is never served.
+add, re-index). Serving reads a published version instead (``ragtune.publish``), so a sync that dies midway is never
+served.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
-from ragtune import store
+from ragtune import faults, store
 from ragtune.chunking import chunk_documents
 from ragtune.data import Corpus
 
@@ -69,8 +70,9 @@ def _quote(ids: list[str]) -> str:
     return ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
 
 
-def sync(config, corpus: Corpus, db, name: str, embedder) -> tuple[object, Freshness]:
-    """Bring table ``name`` in line with ``corpus`` under ``config``; returns (table, freshness)."""
+def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) -> tuple[object, Freshness]:
+    """Bring table ``name`` in line with ``corpus`` under ``config``; returns (table, freshness). With
+    ``index=False`` the search indexes are left to a later ``reindex`` (the pipeline's separate index step)."""
     start = time.perf_counter()
     table = db.open_table(name) if name in store.table_names(db) else None
     held = _state(table)
@@ -93,6 +95,7 @@ def sync(config, corpus: Corpus, db, name: str, embedder) -> tuple[object, Fresh
     if table is not None and gone:
         for i in range(0, len(gone), 500):
             table.delete(f"doc_id IN ({_quote(gone[i:i + 500])})")
+        faults.checkpoint("ingest.deleted")
     if chunks:
         rows = pa.Table.from_pylist(
             [{"id": c.id, "doc_id": c.doc_id, "text": c.text, "start": c.start, "end": c.end, "vector": v.tolist(),
@@ -103,8 +106,8 @@ def sync(config, corpus: Corpus, db, name: str, embedder) -> tuple[object, Fresh
             table = db.create_table(name, rows)
         else:
             table.add(rows)
-    if table is not None and (fresh.stale or not _has_fts(table)):
-        _index(table, config)
+    if index and table is not None and needs_index(table):
+        reindex(table, config)
     if table is not None:
         fresh.version = table.version
         kept = [held[i][1] for i in docs if i in held and i not in fresh.changed]
@@ -114,41 +117,25 @@ def sync(config, corpus: Corpus, db, name: str, embedder) -> tuple[object, Fresh
     return table, fresh
 
 
-def _has_fts(table) -> bool:
-    return any(i.index_type == "FTS" for i in table.list_indices())
+def needs_index(table) -> bool:
+    """True when rows were written after the last full-text index build (or none was built)."""
+    fts = [i for i in table.list_indices() if i.index_type == "FTS"]
+    if not fts:
+        return True
+    stats = table.index_stats(fts[0].name)
+    return stats is None or stats.num_unindexed_rows > 0
 
 
-def _index(table, config) -> None:
-    """Rebuild the full-text index over the current rows and compact; small tables rebuild in well under a
-    second, and a rebuilt index never misses rows added since the last one."""
+def reindex(table, config) -> None:
+    """Rebuild the full-text index over the current rows, build or refresh the ANN index when the table is large
+    enough, and compact. A rebuilt full-text index never misses rows added since the last one; small tables
+    rebuild in well under a second."""
     from lancedb.index import FTS
 
     fts = config.retrieval.fts
     table.create_index("text", config=FTS(language=fts.language, stem=fts.stem,
                                           remove_stop_words=fts.remove_stop_words), replace=True)
+    mode = config.retrieval.vector_index
+    if mode == "hnsw" or (mode == "auto" and table.count_rows() >= store.ANN_MIN_ROWS):
+        table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ", replace=True)
     table.optimize()
-
-
-PUBLISHED = "published"
-
-
-def publish(table, tag: str = PUBLISHED) -> int:
-    """Point ``tag`` at the table's current version (what serving reads); returns that version."""
-    version = table.version
-    if tag in table.tags.list():
-        table.tags.update(tag, version)
-    else:
-        table.tags.create(tag, version)
-    return version
-
-
-def open_published(db, name: str, tag: str = PUBLISHED):
-    """The table as last published: a read-only view of the tagged version, or None before the first publication.
-    A sync or a publication that died midway leaves this view where it was."""
-    if name not in store.table_names(db):
-        return None
-    table = db.open_table(name)
-    if tag not in table.tags.list():
-        return None
-    table.checkout(tag)
-    return table

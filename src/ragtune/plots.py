@@ -31,6 +31,21 @@ def plot_eval(result, out: Path) -> dict[str, Path]:
     axes[1].set_title("latency per query")
     return {"per_query_plot": _save(fig, out / "per_query.png")}
 
+def plot_gate(checks: list[dict], path: Path) -> Path:
+    """Each gated metric as a bar, its floor as a black tick; a failing metric in red."""
+    fig, ax = _figure(6, 0.5 * len(checks) + 1.2)
+    names = [c["metric"] for c in checks]
+    values = [c["value"] or 0.0 for c in checks]
+    ax.barh(names, values, color=["tab:green" if c["passed"] else "tab:red" for c in checks])
+    ax.scatter([c["floor"] for c in checks], names, marker="|", s=400, color="black", label="floor", zorder=3)
+    ax.set_xlim(0, max([1.0, *values, *(c["floor"] for c in checks)]) * 1.05)
+    ax.invert_yaxis()
+    ax.legend(loc="lower right")
+    ax.set_title("evaluation gate: metric against its promoted floor")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _save(fig, path)
+
+
 # -- plots ------------------------------------------------------------------------------------------------------
 
 

@@ -49,6 +49,10 @@ def read_columns(table, columns: list[str]) -> list[dict]:
     return table.search().select(columns).limit(max(1, table.count_rows())).to_arrow().to_pylist()
 
 
+def distinct(table, column: str) -> set:
+    return {r[column] for r in read_columns(table, [column])}
+
+
 def open_index(db, index_key: str):
     """The complete table for this key, or None. An incomplete leftover is dropped."""
     name = table_name(index_key)

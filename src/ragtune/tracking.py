@@ -49,6 +49,14 @@ def log_comparison(out: Path, group: str, leaderboard, images: dict[str, Path], 
                     {"leaderboard": leaderboard.reset_index()}, images, [])
 
 
+def log_pipeline(directory: Path, summary: dict, per_query, images: dict[str, Path], config: dict,
+                 mode: str | None = None, project: str = "ragtune") -> str | None:
+    """One run per production build: freshness, gate and metrics in the summary, per-query scores, the gate plot."""
+    return _log_run(Path(directory), "production", "pipeline", f"production/v{config.get('release')}", mode, project,
+                    {"per_query": per_query.reset_index()}, images, [], config=config, summary=summary,
+                    tags=["production"])
+
+
 def _log_run(directory: Path, group: str | None, job_type: str, name: str, mode: str | None, project: str,
              tables: dict, images: dict[str, Path], files: list[Path], config: dict | None = None,
              summary: dict | None = None, tags: list[str] | None = None) -> str | None:
