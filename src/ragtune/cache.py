@@ -63,3 +63,25 @@ class EmbeddingCache:
         if model is None:
             return con.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
         return con.execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", (model,)).fetchone()[0]
+
+
+class ResponseCache:
+    """Replies of hosted models (generations at temperature 0, judge verdicts) by the hash of their request: a rerun
+    of the same evaluation makes no calls. SQLite in WAL mode, like the embedding cache."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._conn() as con:
+            con.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
+
+    _conn = EmbeddingCache._conn
+
+    def get(self, key: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, key: str, value: str) -> None:
+        with self._conn() as con:
+            con.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)", (key, value))

@@ -20,7 +20,7 @@ from ragtune.errors import ConfigError
 Device = Literal["auto", "cpu", "cuda"]
 
 #: Fields that do not change results: excluded from every hash.
-RUNTIME_FIELDS = {"name", "batch_size", "device", "precision"}
+RUNTIME_FIELDS = {"name", "batch_size", "device", "precision", "timeout", "retries"}
 
 
 class _Section(BaseModel):
@@ -121,6 +121,49 @@ class RerankConfig(_Section):
         return self
 
 
+class GenerationConfig(_Section):
+    """How answers are written from the retrieved chunks. Absent (null) in a config: retrieval only."""
+
+    backend: str = Field("extractive", description="extractive (offline) or openai:<model> (any OpenAI-compatible "
+                                                   "endpoint: vLLM, llama.cpp server, Ollama, OpenAI)")
+    prompt: str = Field("answer-v1", description="prompt template: a name in ragtune/prompts/ or a file path")
+    context_k: int = Field(5, ge=1, le=100, description="retrieved chunks given to the generator")
+    max_sentences: int | None = Field(3, ge=1, le=50, description="extractive: sentences in an answer")
+    max_tokens: int = Field(256, ge=1, le=32768, description="openai: completion budget")
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    base_url: str | None = Field(None, description="openai: endpoint [env OPENAI_BASE_URL, https://api.openai.com/v1]")
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = Field(60.0, gt=0, description="seconds per request")
+    retries: int = Field(2, ge=0, le=10, description="retries on timeouts and 429/5xx, with exponential backoff")
+    price_input_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens (cost per query)")
+    price_output_per_mtok: float = Field(0.0, ge=0, description="USD per million completion tokens")
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerationConfig:
+        from ragtune.generation import check_generator_name
+
+        check_generator_name(self.backend)
+        if self.backend != "extractive":
+            object.__setattr__(self, "max_sentences", None)
+        return self
+
+
+class JudgeConfig(_Section):
+    """An LLM judge of answers (faithfulness, relevance), beside the offline scores. Absent: offline scores only."""
+
+    backend: str = Field(..., description="openai:<model> on any OpenAI-compatible endpoint")
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = Field(60.0, gt=0)
+    retries: int = Field(2, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _check(self) -> JudgeConfig:
+        if not self.backend.startswith("openai:") or len(self.backend) <= len("openai:"):
+            raise ValueError(f"judge backend {self.backend!r}: expected openai:<model>")
+        return self
+
+
 DEFAULT_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map", "precision@10")
 
 
@@ -128,6 +171,7 @@ class EvaluationConfig(_Section):
     metrics: tuple[str, ...] = DEFAULT_METRICS
     depth: int = Field(100, ge=1, le=10000, description="ranked results per query that the metrics see")
     span_k: tuple[int, ...] = Field((5, 10), description="chunk cut-offs for span-level scores")
+    judge: JudgeConfig | None = Field(None, description="LLM judge of answers; null: offline answer scores only")
 
     @model_validator(mode="after")
     def _check(self) -> EvaluationConfig:
@@ -148,6 +192,7 @@ class RagConfig(_Section):
     embedding: EmbeddingConfig = EmbeddingConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     rerank: RerankConfig = RerankConfig()
+    generation: GenerationConfig | None = None
     evaluation: EvaluationConfig = EvaluationConfig()
 
     # -- identity -----------------------------------------------------------------------------------------

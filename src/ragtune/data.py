@@ -154,7 +154,8 @@ def load_queries(path: Path) -> list[Query]:
         if not text.strip():
             raise DataError(f"{path}:{lineno}: query {ident!r} has empty text")
         meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-        queries.append(Query(ident, text, meta))
+        answer = _field(obj, "answer", path, lineno, required=False)
+        queries.append(Query(ident, text, meta, answer))
     return queries
 
 

@@ -29,7 +29,8 @@ from ragtune.errors import DataError
 from ragtune.evaluation import evaluate_run, span_qrels, span_scores, trec_run_lines
 from ragtune.rerank import make_reranker
 from ragtune.retrieval import Retriever
-from ragtune.types import Hit
+from ragtune.evaluation.slices import metadata_columns
+from ragtune.types import Answer, Hit
 
 
 @dataclass
@@ -118,6 +119,27 @@ class Engine:
     def reranker(self):
         return make_reranker(self.config.rerank)
 
+    @cached_property
+    def responses(self):
+        from ragtune.cache import ResponseCache
+
+        return ResponseCache(self.workspace.home / "responses.sqlite")
+
+    @cached_property
+    def generator(self):
+        """The configuration's answer generator (None when it has no ``generation`` section)."""
+        from ragtune.generation import make_generator
+
+        gen = self.config.generation
+        return None if gen is None else make_generator(gen, self.embedder, self.responses)
+
+    @cached_property
+    def judge(self):
+        from ragtune.evaluation.judge import Judge
+
+        cfg = self.config.evaluation.judge
+        return None if cfg is None else Judge(cfg, self.responses)
+
     def index(self, corpus: Corpus):
         """Open the table for this corpus and these settings, building it if it does not exist yet."""
         if not corpus.documents:
@@ -174,6 +196,7 @@ class EvalResult:
     index: IndexInfo
     embedding: EmbedStats
     extra: dict = field(default_factory=dict)
+    answers: dict[str, Answer] = field(default_factory=dict)  # generated answers per query (with generation)
 
     def to_json(self) -> dict:
         return {
@@ -196,9 +219,25 @@ class EvalResult:
             self.per_query.to_csv(tmp / "per_query.csv")
             self.per_query.to_parquet(tmp / "per_query.parquet")
             (tmp / "run.trec").write_text("\n".join(trec_run_lines(self.run, self.config.id)) + "\n", "utf-8")
+            if self.answers:
+                (tmp / "answers.jsonl").write_text("".join(
+                    json.dumps({"query_id": qid, "query": self.per_query.at[qid, "query"], "answer": a.text,
+                                "citations": list(a.citations), "model": a.model, "prompt": a.prompt,
+                                "usage": a.usage, "notice": a.notice}) + "\n"
+                    for qid, a in self.answers.items()), "utf-8")
+            slices = self.slices()
+            if not slices.empty:
+                slices.to_csv(tmp / "slices.csv", index=False)
 
         atomic_write_dir(out, fill)
         return out
+
+    def slices(self, metric: str | None = None) -> pd.DataFrame:
+        """Per-slice scores of ``metric`` (default: the first configured metric) for every metadata key of the
+        queries, each flagged when significantly below the other queries."""
+        from ragtune.evaluation.slices import slice_report
+
+        return slice_report(self.per_query, metric or self.config.evaluation.metrics[0])
 
 
 def percentile(values, q: float) -> float:
@@ -235,24 +274,92 @@ def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = 
         chunk_run[q.id] = res.chunks(depth)
         rows.append({"query_id": q.id, **res.timings_ms})
 
-    per_query = pd.DataFrame(rows).set_index("query_id")
-    per_query["latency_ms"] = per_query.sum(axis=1)
+    timings = pd.DataFrame(rows).set_index("query_id")
+    answers, answer_scores = {}, None
+    if engine.generator is not None:
+        answers, answer_scores = _answer(engine, dataset, judged, chunk_run, vectors, progress)
+        timings["generate_ms"] = answer_scores.pop("generate_ms")
+    timings["latency_ms"] = timings.sum(axis=1)
     scores = evaluate_run(dataset.qrels, doc_run, config.evaluation.metrics)
     parts = [scores]
     if dataset.references:
         parts.append(_span_metrics(config, dataset, table, chunk_run))
-    per_query = pd.concat([*parts, per_query], axis=1).loc[[q.id for q in judged]]
+    if answer_scores is not None:
+        parts.append(answer_scores)
+    per_query = pd.concat([*parts, timings], axis=1).loc[[q.id for q in judged]]
     per_query.insert(0, "query", [q.text for q in judged])
+    meta = metadata_columns(judged)
+    if not meta.empty:
+        per_query = per_query.join(meta)
 
-    quality_cols = [c for c in per_query.columns if c != "query" and not c.endswith("_ms")]
-    summary = {c: float(per_query[c].mean()) for c in quality_cols}
-    summary["latency_p50_ms"] = percentile(per_query["latency_ms"], 50)
-    summary["latency_p95_ms"] = percentile(per_query["latency_ms"], 95)
-    return EvalResult(
-        config, dataset.name, summary, per_query, doc_run, chunk_run, info, engine.embedder.stats,
-        {"queries": len(judged), "queries_without_judgments": len(dataset.queries) - len(judged),
-         "documents_skipped_empty": dataset.corpus.skipped_empty},
-    )
+    summary = summarize(per_query)
+    extra = {"queries": len(judged), "queries_without_judgments": len(dataset.queries) - len(judged),
+             "documents_skipped_empty": dataset.corpus.skipped_empty}
+    if answers:
+        extra["generation"] = {"backend": config.generation.backend, "prompt": engine.generator.prompt_version,
+                               "degraded_answers": sum(a.degraded for a in answers.values())}
+        if engine.judge is not None:
+            extra["generation"]["judge_calls"] = engine.judge.calls
+    return EvalResult(config, dataset.name, summary, per_query, doc_run, chunk_run, info, engine.embedder.stats,
+                      extra, answers)
+
+
+#: per-query columns that are counts, not scores to average
+COUNT_COLUMNS = {"claims", "unsupported_claims", "prompt_tokens", "completion_tokens", "judge_unmeasured"}
+
+
+def summarize(per_query: pd.DataFrame) -> dict[str, float]:
+    """Means of the scores (NaN = unmeasured, left out of the mean and counted), p50/p95 of every stage's latency,
+    token and cost totals per query."""
+    numeric = per_query.select_dtypes("number")
+    summary = {}
+    for c in numeric.columns:
+        if c.endswith("_ms") or c in COUNT_COLUMNS or c == "cost_usd":
+            continue
+        summary[c] = float(numeric[c].mean()) if numeric[c].notna().any() else float("nan")
+        if numeric[c].isna().any():
+            summary[f"{c}_unmeasured"] = int(numeric[c].isna().sum())
+    for c in (c for c in numeric.columns if c.endswith("_ms")):
+        stage = "latency" if c == "latency_ms" else c[: -len("_ms")]
+        summary[f"{stage}_p50_ms"] = percentile(numeric[c], 50)
+        summary[f"{stage}_p95_ms"] = percentile(numeric[c], 95)
+    if "cost_usd" in numeric:
+        summary["cost_per_query_usd"] = float(numeric["cost_usd"].mean())
+        summary["tokens_per_query"] = float((numeric["prompt_tokens"] + numeric["completion_tokens"]).mean())
+    if "judge_unmeasured" in numeric:
+        summary["judge_unmeasured"] = int(numeric["judge_unmeasured"].sum())
+    return summary
+
+
+def _answer(engine: Engine, dataset: Dataset, judged, chunk_run, vectors, progress: bool):
+    """Generate an answer for every judged query from its top chunks, score it, time it, price it."""
+    from ragtune.evaluation.answers import AnswerScorer
+    from ragtune.generation import answer
+    from ragtune.text import split_sentences
+
+    gen = engine.config.generation
+    scorer, judge = AnswerScorer(engine.embedder), engine.judge
+    qvecs = vectors if vectors is not None else engine.embedder.embed_queries([q.text for q in judged])
+    answers, rows = {}, {}
+    items = enumerate(judged)
+    if progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(items, total=len(judged), desc="answers", unit="q")
+    for i, q in items:
+        hits = chunk_run[q.id][: gen.context_k]
+        t0 = time.perf_counter()
+        ans = answer(engine.generator, q.text, hits, query_vector=qvecs[i])
+        elapsed = (time.perf_counter() - t0) * 1000
+        row = scorer.score(q.text, ans, hits, dataset.qrels.get(q.id), q.answer, qvecs[i])
+        if judge is not None and not ans.degraded:
+            row.update(judge.score(q.text, ans.text, split_sentences(ans.text), hits))
+        tokens_in, tokens_out = int(ans.usage.get("prompt_tokens", 0)), int(ans.usage.get("completion_tokens", 0))
+        row.update({"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "degraded": float(ans.degraded),
+                    "cost_usd": (tokens_in * gen.price_input_per_mtok + tokens_out * gen.price_output_per_mtok) / 1e6,
+                    "generate_ms": elapsed})
+        answers[q.id], rows[q.id] = ans, row
+    return answers, pd.DataFrame.from_dict(rows, orient="index")
 
 
 def _span_metrics(config: RagConfig, dataset: Dataset, table, chunk_run) -> pd.DataFrame:

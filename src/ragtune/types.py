@@ -17,9 +17,12 @@ class Document:
 
 @dataclass(frozen=True)
 class Query:
+    """A question; ``answer`` is its reference answer where the dataset has one (for answer correctness)."""
+
     id: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    answer: str | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,20 @@ class Hit:
 
 @dataclass(frozen=True)
 class Answer:
+    """A generated answer: ``citations`` are chunk ids (marker [n] in the text names ``citations[n - 1]``, except in
+    an OpenAI answer, where [n] names the n-th passage of the prompt); ``usage`` counts prompt and completion tokens;
+    a non-empty ``notice`` says the answer is degraded (the generator failed and the passages stand in)."""
+
     text: str
     citations: tuple[str, ...] = ()
     usage: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
+    model: str = ""
+    prompt: str = ""
+    notice: str = ""
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.notice)
 
 
 @dataclass(frozen=True)
