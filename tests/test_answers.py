@@ -248,6 +248,7 @@ def test_evaluate_with_extractive_answers_on_the_sample(sample, workspace, tmp_p
                                   "generation": {"backend": "extractive", "price_input_per_mtok": 1.0}})
     result = evaluate(config, sample, workspace)
     pq = result.per_query
+    assert pq.index.name == "query_id"  # sweeps join per-query results on it
     for col in ("faithfulness", "hallucination", "answer_relevance", "context_precision", "context_utilization",
                 "generate_ms", "meta.topic"):
         assert col in pq, col

@@ -41,6 +41,7 @@ def test_quickstart_runs_headless(tmp_path, workspace):
 STUDIES = {
     "chunking_study": {"grid": {"chunking.size": [64, 128], "chunking.strategy": ["sentence"]}},
     "embedding_study": {},
+    "generation_study": {"grid": {"generation.context_k": [1, 3], "generation.max_sentences": [2]}},
     "fusion_study": {"configs": [{"retrieval.mode": "vector"}, {"retrieval.mode": "hybrid", "retrieval.rrf_k": 10},
                                  {"retrieval.mode": "hybrid", "retrieval.fusion": "linear", "retrieval.weight": 0.5}]},
     "rerank_study": {"grid": {"rerank.model": [None, "cross-encoder"], "rerank.depth": [5]}},

@@ -95,8 +95,17 @@ def eval_cmd(
         f"({'built' if idx.built else 'reused'}); embedded {result.embedding.computed} new texts, "
         f"{result.embedding.requested - result.embedding.computed} from the cache"
     )
+    gen = result.extra.get("generation")
+    if gen:
+        console.print(f"answers: {gen['backend']} (prompt {gen['prompt']}), {gen['degraded_answers']} degraded"
+                      + (f", {gen['judge_calls']} judge calls" if "judge_calls" in gen else ""), highlight=False)
+    for metric in (cfg.evaluation.metrics[0], *(["faithfulness"] if gen else [])):
+        for _, row in result.slices(metric).query("flagged").iterrows():
+            console.print(f"[red]slice below the rest[/]: {row['key']}={row['value']} ({row['queries']} queries) "
+                          f"{metric} {row['mean']:.4f} vs {row['rest_mean']:.4f} (Holm p {row['p_holm']:.4f})")
     if out:
-        console.print(f"wrote {out}/ (metrics.json, per_query.csv and .parquet, run.trec, config.yaml)")
+        console.print(f"wrote {out}/ (metrics.json, per_query.csv and .parquet, run.trec, config.yaml"
+                      + (", answers.jsonl" if gen else "") + ", slices.csv where queries carry metadata)")
 
 
 @app.command()

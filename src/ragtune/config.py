@@ -195,6 +195,14 @@ class RagConfig(_Section):
     generation: GenerationConfig | None = None
     evaluation: EvaluationConfig = EvaluationConfig()
 
+    @property
+    def quality_metrics(self) -> tuple[str, ...]:
+        """The higher-is-better scores an evaluation of this config reports: its retrieval metrics, and the answer
+        metrics when it generates answers. Any of them can be a sweep's primary metric and gets a promotion floor."""
+        from ragtune.evaluation.answers import ANSWER_METRICS
+
+        return self.evaluation.metrics + (ANSWER_METRICS if self.generation is not None else ())
+
     # -- identity -----------------------------------------------------------------------------------------
     @property
     def id(self) -> str:
@@ -241,6 +249,8 @@ class RagConfig(_Section):
             node = data
             *parents, leaf = dotted.split(".")
             for p in parents:
+                if p in node and node[p] is None:  # an optional section that is off (generation, judge): turn it on
+                    node[p] = {}
                 if not isinstance(node.get(p), dict):
                     raise ConfigError(f"override {dotted!r}: unknown section {p!r}")
                 node = node[p]

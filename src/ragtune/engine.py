@@ -286,7 +286,7 @@ def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = 
         parts.append(_span_metrics(config, dataset, table, chunk_run))
     if answer_scores is not None:
         parts.append(answer_scores)
-    per_query = pd.concat([*parts, timings], axis=1).loc[[q.id for q in judged]]
+    per_query = pd.concat([*parts, timings], axis=1).loc[[q.id for q in judged]].rename_axis("query_id")
     per_query.insert(0, "query", [q.text for q in judged])
     meta = metadata_columns(judged)
     if not meta.empty:

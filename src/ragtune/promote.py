@@ -116,7 +116,7 @@ def provenance_for(candidate: RagConfig, per_query: pd.DataFrame, row: pd.Series
         "metrics": metrics,
         "latency_ms": {"p50": float(np.percentile(per_query["latency_ms"], 50)),
                        "p95": float(np.percentile(per_query["latency_ms"], 95))},
-        "floors": floors(metrics, candidate.evaluation.metrics, len(per_query)),
+        "floors": floors(metrics, candidate.quality_metrics, len(per_query)),
     }
 
 

@@ -102,9 +102,10 @@ class SweepSpec(BaseModel):
     def check(self, source: str = "sweep spec") -> None:
         """Everything that can be checked before any work: configs, metrics, dataset, notebook."""
         configs = self.expand(source)
-        if self.primary_metric not in self.base_config(source).evaluation.metrics:
+        allowed = self.base_config(source).quality_metrics
+        if self.primary_metric not in allowed:
             raise ConfigError(f"{source}: primary_metric {self.primary_metric!r} is not among the metrics "
-                              f"{list(self.base_config(source).evaluation.metrics)}")
+                              f"{list(allowed)} (answer metrics need a generation section in the base config)")
         if not configs:
             raise ConfigError(f"{source}: the sweep is empty (give grid values or configs)")
         self.dataset_path(source)

@@ -33,6 +33,8 @@ from ragtune.types import Answer, Hit
 #: (both low, about 0.2-0.3) and a restatement (both high, 0.8 and above).
 SUPPORT_THRESHOLD = 0.6
 NAN = math.nan
+#: higher is better; ``hallucination`` (a rate, lower is better) is reported beside them
+ANSWER_METRICS = ("faithfulness", "answer_relevance")
 
 
 @dataclass(frozen=True)
