@@ -255,6 +255,9 @@ def test_evaluate_with_extractive_answers_on_the_sample(sample, workspace, tmp_p
     assert result.summary["faithfulness"] == pytest.approx(pq["faithfulness"].mean())
     assert result.summary["faithfulness"] > 0.95  # extractive answers are sentences of the context
     assert "generate_p95_ms" in result.summary and result.summary["cost_per_query_usd"] == 0.0
+    assert all(q.answer for q in sample.queries) and pq["answer_f1"].notna().all()  # the sample's reference answers
+    assert result.summary["answer_f1"] == pytest.approx(np.mean([token_f1(result.answers[q].text, a) for q, a in
+                                                                 ((q.id, q.answer) for q in sample.judged())]))
     assert (pq["latency_ms"] >= pq["generate_ms"]).all()
     out = result.write(tmp_path / "run")
     lines = [json.loads(x) for x in (out / "answers.jsonl").read_text().splitlines()]

@@ -151,3 +151,55 @@ def test_pdf_documents_are_read(tmp_path):
     (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
     with pytest.raises(DataError, match="broken.pdf: cannot read PDF"):
         load_folder(tmp_path)
+
+
+# -- question/answer sets -----------------------------------------------------------------------------------------
+
+
+def test_qa_jsonl_judged_against_a_corpus_by_its_contexts(tmp_path, sample):
+    from ragtune.data import load_dataset
+
+    vacation = next(d for d in sample.documents if d.id == "hr/vacation").text
+    # a context copied with its line breaks collapsed, as it would be from a rendered page
+    context = " ".join(vacation[vacation.index("Up to"):vacation.index("expire.") + 7].split())
+    path = tmp_path / "qa.jsonl"
+    path.write_text(json.dumps({"id": "carry", "question": "Can I carry vacation over?", "answer": "Up to five days.",
+                                "contexts": [context], "metadata": {"topic": "people"}}) + "\n"
+                    + json.dumps({"question": "Unrelated?", "contexts": ["not in any document"]}) + "\n")
+    ds = load_dataset(path, corpus="sample")
+    assert [q.id for q in ds.queries] == ["carry", "2"] and ds.queries[0].answer == "Up to five days."
+    assert ds.qrels == {"carry": {"hr/vacation": 1}} and [q.id for q in ds.judged()] == ["carry"]
+    (span,) = ds.references["carry"]
+    assert " ".join(vacation[span.start:span.end].split()) == context and span.doc_id == "hr/vacation"
+    assert ds.queries[0].metadata == {"topic": "people"}
+
+
+def test_labelled_rag_dataset_json_without_a_corpus(tmp_path):
+    from ragtune.data import load_dataset
+
+    path = tmp_path / "rag_dataset.json"
+    examples = [{"query": "Who?", "query_by": {"model_name": "gpt-4", "type": "ai"},
+                 "reference_contexts": ["Ada wrote the first program.", "She worked with Babbage."],
+                 "reference_answer": "Ada.", "reference_answer_by": {"model_name": None, "type": "human"}},
+                {"query": "When?", "reference_contexts": ["Ada wrote the first program."], "reference_answer": "1843"}]
+    path.write_text(json.dumps({"examples": examples}))
+    ds = load_dataset(path)
+    assert len(ds.documents) == 2 and [q.answer for q in ds.queries] == ["Ada.", "1843"]
+    first = next(d.id for d in ds.documents if d.text.startswith("Ada"))
+    assert ds.qrels["1"] == {first: 1, next(d.id for d in ds.documents if d.id != first): 1}
+    assert ds.qrels["2"] == {first: 1}
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("bad.jsonl", '{"question": "q", "contexts": "one"}\n', r"bad.jsonl:1: field 'contexts' must be a list"),
+    ("bad.jsonl", '{"contexts": []}\n', r"bad.jsonl:1: missing field 'question'"),
+    ("bad.json", '{"data": []}', r"bad.json: expected a LabelledRagDataset object with an 'examples' list"),
+    ("bad.json", '{"examples": [{"reference_answer": "x"}]}', r"bad.json: example 1: missing 'query' text"),
+    ("bad.json", '{"examples": [', r"bad.json: not valid JSON"),
+])
+def test_bad_qa_sets_name_file_and_place(tmp_path, name, content, message):
+    from ragtune.data import load_dataset
+
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_dataset(tmp_path / name)

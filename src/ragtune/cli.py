@@ -65,7 +65,10 @@ def metrics_table(summary: dict[str, float], title: str) -> Table:
 
 @app.command("eval")
 def eval_cmd(
-    dataset: str = typer.Option(..., "--dataset", "-d", help="BEIR-format folder, a folder with docs/, or 'sample'"),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="BEIR-format folder, a folder with docs/, 'sample', "
+                                "or a question/answer set (.jsonl ours, .json llama-index LabelledRagDataset)"),
+    corpus: Optional[str] = typer.Option(None, "--corpus", help="for a question/answer set: the documents it is "
+                                         "about (default: its contexts)"),
     config: Optional[Path] = ConfigOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder for metrics, per-query scores, run, config"),
     split: str = typer.Option("test", help="qrels split: qrels/<split>.tsv"),
@@ -81,7 +84,7 @@ def eval_cmd(
 
     try:
         cfg = load_config(config, set_)
-        ds = load_dataset(dataset, split, queries)
+        ds = load_dataset(dataset, split, queries, corpus)
         result = evaluate(cfg, ds, _workspace(home, db), progress=not quiet)
         if out:
             result.write(out)

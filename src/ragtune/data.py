@@ -317,9 +317,14 @@ def load_corpus(path: str | Path) -> Corpus:
     raise DataError(f"{path}: no such dataset or document folder")
 
 
-def load_dataset(path: str | Path, split: str = "test", queries: int | None = None) -> Dataset:
-    """A dataset folder, or ``"sample"`` for the shipped sample; ``queries`` keeps the first N judged queries."""
+def load_dataset(path: str | Path, split: str = "test", queries: int | None = None,
+                 corpus: str | Path | None = None) -> Dataset:
+    """A dataset folder, ``"sample"`` for the shipped sample, or a question/answer set file (.jsonl, .json: see
+    ``load_qa_set``) judged against ``corpus``; ``queries`` keeps the first N judged queries."""
     path = resolve_dataset(path)
+    if path.is_file() and path.suffix in (".jsonl", ".json"):
+        dataset = load_qa_set(path, load_corpus(corpus) if corpus else None)
+        return dataset.subset([q.id for q in dataset.judged()[:queries]]) if queries else dataset
     if not path.is_dir():
         raise DataError(f"{path}: dataset folder not found")
     corpus = load_corpus(path)
@@ -329,6 +334,83 @@ def load_dataset(path: str | Path, split: str = "test", queries: int | None = No
     refs = load_references(refs_path, {d.id: d for d in corpus.documents}) if refs_path.is_file() else {}
     dataset = Dataset(path.resolve().name, corpus, query_list, qrels, refs)
     return dataset.subset([q.id for q in dataset.judged()[:queries]]) if queries else dataset
+
+
+def load_qa_set(path: str | Path, corpus: Corpus | None = None) -> Dataset:
+    """A question/answer/context set: ragtune's JSONL (one ``{"question", "answer", "contexts": [...], "id"?,
+    "metadata"?}`` per line) or llama-index's LabelledRagDataset JSON (``{"examples": [{"query",
+    "reference_answer", "reference_contexts"}, ...]}``). A document of ``corpus`` that contains a reference
+    context (whitespace-insensitive) is judged relevant and the context becomes a reference span; without a corpus,
+    the distinct contexts are the corpus."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: question/answer set not found")
+    examples = list(_qa_examples(path))
+    if not examples:
+        raise DataError(f"{path}: no examples")
+    if corpus is None:
+        texts = dict.fromkeys(c for _, _, _, ctxs, _ in examples for c in ctxs)
+        docs = [Document(f"ctx-{hashlib.sha256(t.encode()).hexdigest()[:10]}", t) for t in texts]
+        corpus = Corpus(docs, 0, str(path))
+    flat = {d.id: _flatten(d.text) for d in corpus.documents}
+    queries, qrels, refs = [], {}, {}
+    for qid, question, answer, contexts, meta in examples:
+        queries.append(Query(qid, question, meta, answer))
+        for ctx in contexts:
+            needle = _flatten(ctx)[0]
+            for doc in corpus.documents:
+                text, offsets = flat[doc.id]
+                at = text.find(needle) if needle else -1
+                if at >= 0:
+                    qrels.setdefault(qid, {})[doc.id] = 1
+                    refs.setdefault(qid, []).append(Span(doc.id, offsets[at], offsets[at + len(needle) - 1] + 1))
+    return Dataset(path.stem, corpus, queries, qrels, refs)
+
+
+def _flatten(text: str) -> tuple[str, list[int]]:
+    """``text`` with whitespace runs collapsed to one space, and each kept character's offset in ``text``."""
+    out, offsets, space = [], [], False
+    for i, ch in enumerate(text):
+        if ch.isspace():
+            space = bool(out)
+            continue
+        if space:
+            out.append(" ")
+            offsets.append(i - 1)
+            space = False
+        out.append(ch)
+        offsets.append(i)
+    return "".join(out), offsets
+
+
+def _qa_examples(path: Path) -> Iterator[tuple[str, str, str | None, list[str], dict]]:
+    if path.suffix == ".jsonl":
+        ids = _Ids(path)
+        for lineno, obj in read_jsonl(path):
+            qid = str(obj.get("id", lineno))
+            ids.check(qid, lineno)
+            contexts = obj.get("contexts", [])
+            if not isinstance(contexts, list) or not all(isinstance(c, str) for c in contexts):
+                raise DataError(f"{path}:{lineno}: field 'contexts' must be a list of strings")
+            meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+            yield (qid, _field(obj, "question", path, lineno), _field(obj, "answer", path, lineno, required=False),
+                   contexts, meta)
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("examples"), list):
+        raise DataError(f"{path}: expected a LabelledRagDataset object with an 'examples' list")
+    for i, ex in enumerate(data["examples"], 1):
+        where = f"{path}: example {i}"
+        if not isinstance(ex, dict) or not isinstance(ex.get("query"), str) or not ex["query"].strip():
+            raise DataError(f"{where}: missing 'query' text")
+        contexts = ex.get("reference_contexts") or []
+        if not isinstance(contexts, list) or not all(isinstance(c, str) for c in contexts):
+            raise DataError(f"{where}: 'reference_contexts' must be a list of strings")
+        answer = ex.get("reference_answer")
+        yield str(i), ex["query"], answer if isinstance(answer, str) else None, contexts, {}
 
 
 def resolve_dataset(name: str | Path) -> Path:
