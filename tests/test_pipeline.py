@@ -68,6 +68,14 @@ class Project:
         return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
                               start_new_session=True)
 
+    def status(self):
+        from typer.testing import CliRunner
+
+        from ragtune.cli import app
+
+        return CliRunner().invoke(app, ["pipeline", "status", "--home", str(self.home), "--out", str(self.out),
+                                        "--corpus", str(self.docs)])
+
     def build(self, **kw) -> subprocess.CompletedProcess:
         return self.run("build", **kw)
 
@@ -127,6 +135,9 @@ def test_full_build_then_unchanged_then_incremental(project, release):
     assert run["run"].job_type == "pipeline" and run["summary"]["gate_passed"] is True
     assert run["summary"]["ndcg@10"] == pytest.approx(project.product("evaluation/metrics.json")["metrics"]["ndcg@10"])
 
+    status = project.status()
+    assert status.exit_code == 0 and "fresh:" in status.stdout and f"v{pub['version']}" in status.stdout
+
     mtimes = {p: p.stat().st_mtime_ns for p in project.out.rglob("*.json")}
     again = ok(project.build(tracking="offline"))  # the same parameters: nothing to do
     assert ran(again) == {t: False for t in TASKS}, again.stdout
@@ -138,6 +149,8 @@ def test_full_build_then_unchanged_then_incremental(project, release):
     vacation = project.docs / "hr" / "vacation.md"
     vacation.write_text(vacation.read_text().replace("25 days", "27 days"))
     (project.docs / "finance" / "commuting.md").unlink()
+    stale = project.status()
+    assert stale.exit_code == 3 and "stale:" in stale.stdout  # the corpus changed since the last ingest
     third = ok(project.build(tracking="offline"))
     assert all(ran(third)[t] for t in TASKS)
     ingest = project.product("ingest.json")

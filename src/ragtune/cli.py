@@ -315,9 +315,14 @@ RepoOpt = typer.Option(Path("."), "--repo", help="the repo root holding pipeline
 
 
 @pipeline_app.command("status")
-def pipeline_status(home: Optional[Path] = HomeOpt, out: Path = typer.Option(Path("runs/production"), "--out",
-                    help="the pipeline's product folder (env.yaml: out)")) -> None:
-    """What is published, and how fresh the last ingest was."""
+def pipeline_status(
+    home: Optional[Path] = HomeOpt,
+    out: Path = typer.Option(Path("runs/production"), "--out", help="the pipeline's product folder (env.yaml: out)"),
+    corpus: Optional[str] = typer.Option(None, "--corpus", help="check this corpus against the last ingest: exit "
+                                         "3 when the index is stale (documents changed since)"),
+) -> None:
+    """What is published, how fresh the last ingest was, and (with --corpus) whether the index is stale."""
+    from ragtune.data import load_corpus
     from ragtune.publish import published
 
     try:
@@ -335,6 +340,16 @@ def pipeline_status(home: Optional[Path] = HomeOpt, out: Path = typer.Option(Pat
         console.print(f"last ingest: {fresh['documents']} documents, {fresh['added']} added, {fresh['changed']} "
                       f"changed, {fresh['removed']} removed, oldest ingested {fresh['oldest_document_ingested_at']}",
                       highlight=False)
+    if corpus is not None:
+        try:
+            current = load_corpus(corpus).fingerprint
+        except RagtuneError as exc:
+            _fail(exc)
+        last = json.loads(ingested.read_text(encoding="utf-8")).get("corpus_fingerprint") if ingested.is_file() else None
+        if current != last:
+            console.print(f"stale: {corpus} has changed since the last ingest; run `ploomber build`")
+            raise typer.Exit(3)
+        console.print(f"fresh: {corpus} is what was last ingested")
 
 
 @pipeline_app.command("schedule")
