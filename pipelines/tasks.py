@@ -27,8 +27,8 @@ def gate(product, upstream, release, state):
     steps.gate(product, upstream["evaluate"], release)
 
 
-def publish(product, upstream, home):
-    steps.publish(product, upstream["index"], upstream["gate"], home)
+def publish(product, upstream, home, release):
+    steps.publish(product, upstream["ingest"], upstream["index"], upstream["gate"], home, release)
 
 
 def report(product, upstream, tracking):

@@ -20,7 +20,9 @@ def test_eval_prints_metrics_and_writes_outputs(tmp_path, home):
     assert result.exit_code == 0, result.output
     assert "ndcg@10" in result.output and "51 queries" in result.output
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.yaml", "metrics.json", "per_query.csv", "per_query.parquet", "run.trec"]
+        "config.yaml", "metrics.json", "per_query.csv", "per_query.parquet", "run.trec", "slices.csv"]
+    slices = (out / "slices.csv").read_text()  # the sample's questions carry a topic
+    assert slices.startswith("metric,key,value,queries") and ",topic,people," in slices
     assert json.loads((out / "metrics.json").read_text())["queries"] == 51
 
 

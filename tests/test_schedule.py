@@ -77,7 +77,7 @@ def test_systemd_units(tmp_path):
 def test_pipeline_graph_matches_the_spec_and_rejects_unknown_upstream(tmp_path):
     graph = pipeline_graph(REPO_ROOT / "pipeline.yaml")
     assert list(graph) == ["ingest", "index", "evaluate", "gate", "publish", "report"]
-    assert graph["publish"] == ["index", "gate"]
+    assert graph["publish"] == ["ingest", "index", "gate"]
     (tmp_path / "pipeline.yaml").write_text("tasks:\n  - source: a.b.first\n    upstream: [nothing]\n")
     with pytest.raises(ConfigError, match="upstream names no task: nothing"):
         pipeline_graph(tmp_path / "pipeline.yaml")

@@ -402,6 +402,156 @@ def pipeline_export_airflow(
     console.print(f"wrote {out}")
 
 
+# -- the query path -------------------------------------------------------------------------------------------
+
+SettingsOpt = typer.Option(None, "--settings", help="service settings YAML (rate limit, review rules, generation)")
+
+
+def _service(home: Optional[Path], settings: Optional[Path]):
+    from ragtune.service.core import QueryService, load_settings
+
+    return QueryService(_workspace(home, None), load_settings(settings))
+
+
+@app.command()
+def query(
+    question: str = typer.Argument(..., help="the question"),
+    home: Optional[Path] = HomeOpt,
+    settings: Optional[Path] = SettingsOpt,
+    as_json: bool = typer.Option(False, "--json", help="print the whole response as JSON"),
+) -> None:
+    """Answer one question from the published production index, with citations (audited like a served request)."""
+    try:
+        response = _service(home, settings).ask(question, client_id="cli")
+    except RagtuneError as exc:
+        _fail(exc)
+    if as_json:
+        sys.stdout.write(json.dumps(response, indent=1, ensure_ascii=False) + "\n")
+    elif response["status"] in ("answered", "degraded"):
+        console.print(response["answer"], highlight=False, markup=False)
+        for c in response["citations"]:
+            console.print(f"  [{c['n']}] {c['doc_id']}: {c['snippet']}", highlight=False, markup=False)
+        if response.get("notice"):
+            console.print(f"[yellow]{response['notice']}[/]")
+    else:
+        console.print(f"{response['status']}: {response['reason']}", highlight=False, markup=False)
+    console.print(f"request {response['request_id']} ({response['latency_ms']['total']:.0f} ms)", style="dim")
+    if response["status"] not in ("answered", "degraded", "pending_review"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    port: int = typer.Option(8080, help="port"),
+    host: str = typer.Option("127.0.0.1", help="interface to listen on"),
+    home: Optional[Path] = HomeOpt,
+    settings: Optional[Path] = SettingsOpt,
+) -> None:
+    """Serve the published production configuration over HTTP: POST /query, GET /health, GET /review/{id}."""
+    import uvicorn
+
+    from ragtune.service.app import create_app
+
+    try:
+        service = _service(home, settings)
+        service.current()  # fail now, not at the first request, when nothing is published
+    except RagtuneError as exc:
+        _fail(exc)
+    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+
+
+review_app = typer.Typer(no_args_is_help=True, help="The human-review queue of held-back answers.")
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("list")
+def review_list(status: str = typer.Option("pending", help="pending | approved | rejected | all"),
+                home: Optional[Path] = HomeOpt) -> None:
+    """Answers waiting for (or past) review."""
+    from ragtune.service.review import ReviewQueue
+
+    try:
+        items = ReviewQueue(_workspace(home, None).home / "reviews.sqlite").list(None if status == "all" else status)
+    except RagtuneError as exc:
+        _fail(exc)
+    table = Table(title=f"reviews ({status})", title_justify="left")
+    for col in ("id", "created", "status", "question", "reasons"):
+        table.add_column(col)
+    for r in items:
+        table.add_row(r["id"], r["created_at"], r["status"], r["question"][:60], "; ".join(r["reasons"]))
+    console.print(table)
+
+
+def _decide(review_id: str, approve: bool, note: str, reviewer: str, home: Optional[Path]) -> None:
+    from ragtune.service.core import QueryService
+
+    try:
+        decision = QueryService(_workspace(home, None)).decide(review_id, approve, reviewer, note)
+    except RagtuneError as exc:
+        _fail(exc)
+    console.print(f"review {review_id}: {decision['status']} by {reviewer}")
+
+
+NoteOpt = typer.Option("", "--note", help="why")
+ReviewerOpt = typer.Option(None, "--reviewer", help="who decides [$USER]")
+
+
+@review_app.command("approve")
+def review_approve(review_id: str, note: str = NoteOpt, reviewer: Optional[str] = ReviewerOpt,
+                   home: Optional[Path] = HomeOpt) -> None:
+    """Release a held answer (the caller fetches it at GET /review/ID)."""
+    import os
+
+    _decide(review_id, True, note, reviewer or os.environ.get("USER", "unknown"), home)
+
+
+@review_app.command("reject")
+def review_reject(review_id: str, note: str = NoteOpt, reviewer: Optional[str] = ReviewerOpt,
+                  home: Optional[Path] = HomeOpt) -> None:
+    """Reject a held answer."""
+    import os
+
+    _decide(review_id, False, note, reviewer or os.environ.get("USER", "unknown"), home)
+
+
+audit_app = typer.Typer(no_args_is_help=True, help="The audit log of the query path.")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("show")
+def audit_show(request_id: str, home: Optional[Path] = HomeOpt) -> None:
+    """What the model saw when it answered: the request's record, with the text of every chunk it was given
+    (read back from the table version it was served from, and checked against the recorded hash)."""
+    import hashlib
+
+    from ragtune.service.audit import AuditLog
+
+    ws = _workspace(home, None)
+    try:
+        log = AuditLog(ws.home / "audit")
+        record = log.find(request_id)
+        if record is None:
+            raise RagtuneError(f"no audit record for request {request_id} in {ws.home / 'audit'}")
+        events = [r for r in log.records() if r.get("request_id") == request_id and r.get("event")]
+    except RagtuneError as exc:
+        _fail(exc)
+    sys.stdout.write(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    chunks = [c for c in record.get("chunks", []) if c.get("given_to_generator")]
+    if chunks:
+        table = ws.db.open_table(record["table"])
+        table.checkout(int(record["version"]))
+        ids = ", ".join("'" + c["chunk_id"].replace("'", "''") + "'" for c in chunks)
+        texts = {r["id"]: r["text"] for r in table.search().where(f"id IN ({ids})").select(["id", "text"])
+                 .limit(len(chunks)).to_list()}
+        for c in chunks:
+            text = texts.get(c["chunk_id"], "")
+            ok = hashlib.sha256(text.encode()).hexdigest() == c["text_sha256"]
+            console.print(f"--- {c['chunk_id']} (score {c['score']:.4f}){'' if ok else ' [red]TEXT CHANGED[/]'}")
+            console.print(text, highlight=False, markup=False)
+    for e in events:
+        console.print(f"{e['time']} {e['event']}: {e.get('status')} by {e.get('reviewer')} {e.get('note', '')}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

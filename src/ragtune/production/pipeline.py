@@ -134,17 +134,23 @@ def gate(out, evaluation, release: str = "") -> dict:
     return record
 
 
-def publish(out, indexed, gated, home: str) -> dict:
-    """Point serving at the evaluated version (atomic; see ragtune.publish)."""
+def publish(out, ingested, indexed, gated, home: str, release: str = "") -> dict:
+    """Point serving at the evaluated version (atomic; see ragtune.publish). The record carries the configuration
+    the version was evaluated with (what serving must query it with) and the freshness of its documents."""
     from ragtune import publish as publication
 
     verdict = _read(gated)
     if not verdict.get("passed"):
         raise GateFailed(f"{gated}: the gate did not pass; refusing to publish")
-    ws, indexed_rec = Workspace(Path(home)), _read(indexed)
+    rel = release_at(release)
+    if rel.config.id != verdict["config_id"]:
+        raise GateFailed(f"{gated}: gated config {verdict['config_id']} is not the release's {rel.config.id}; "
+                         "build again")
+    ws, indexed_rec, fresh = Workspace(Path(home)), _read(indexed), _read(ingested)
     table = ws.db.open_table(indexed_rec["table"])
-    record = publication.publish(ws, table, indexed_rec["version"], config_id=verdict["config_id"],
-                                 release=verdict["release"])
+    record = publication.publish(ws, table, indexed_rec["version"], config_id=rel.config.id, release=rel.version,
+                                 config=rel.config.model_dump(mode="json"), documents=fresh["documents"],
+                                 oldest_document_ingested_at=fresh["oldest_document_ingested_at"])
     return _write(out, record)
 
 

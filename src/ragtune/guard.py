@@ -1,0 +1,234 @@
+"""Guardrails of the query path: input validation, prompt-injection detection, output scanning, rate limits.
+
+Injection detection is rule-based and explainable: each rule family names what it saw (an instruction override, a
+request for the hidden prompt, a role switch, chat-format tokens, text addressed to an AI, data exfiltration). Text
+is normalised first (Unicode NFKC, zero-width characters dropped, spaced-out or dotted letters joined, common
+digit-for-letter swaps undone), and base64 or reversed payloads are decoded and checked too. It runs on the question
+and on every retrieved chunk (instructions planted in documents). Its precision and recall on a labelled set are in
+BENCHMARKS.md; rules do not catch every paraphrase, so it is one layer, not the only one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import threading
+import time
+import unicodedata
+from collections import deque
+from dataclasses import dataclass
+
+from ragtune.errors import RagtuneError
+
+
+class InputError(RagtuneError):
+    """A request that is refused before any work, with the reason."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    flagged: bool
+    reasons: tuple[str, ...] = ()
+
+
+# -- normalisation --------------------------------------------------------------------------------------------------
+
+_ZERO_WIDTH = re.compile(r"[\u200b-\u200f\u2060\ufeff\u00ad]")
+_SPACED = re.compile(r"\b(?:[a-z][ .\-_*]){3,}[a-z]\b", re.I)  # i g n o r e / i.g.n.o.r.e
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+
+
+def normalise(text: str) -> str:
+    text = _ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", text))
+    text = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group(0)), text)
+    text = re.sub(r"(?<=[a-z])-(?=[a-z])", "", text, flags=re.I)  # igno-re
+    words = [w.translate(_LEET) if re.search(r"[a-z]", w, re.I) and re.search(r"[0-9@$]", w) else w
+             for w in text.split(" ")]
+    return " ".join(words).lower()
+
+
+# -- injection rules ------------------------------------------------------------------------------------------------
+
+_OVERRIDE_VERB = (r"(?:ignore|ignoring|disregard|forget|override|skip|cancel|discard|bypass|revoke[ds]?|"
+                  r"stop following|do not follow|don'?t follow|no longer (?:apply|bound by)|are outdated)")
+_INSTRUCTION = (r"(?:instructions?|directions?|directives?|rules|guidelines|(?:system )?prompt|system message|"
+                r"constraints|restrictions|safety|filters|consignes|anweisungen|instrucciones|istruzioni|regeln)")
+RULES: dict[str, list[re.Pattern]] = {
+    "instruction override": [
+        re.compile(rf"\b{_OVERRIDE_VERB}\b(?:\W+\w+){{0,6}}?\W+{_INSTRUCTION}\b"),
+        re.compile(rf"\b{_INSTRUCTION}\b(?:\W+\w+){{0,4}}?\W+(?:have been revoked|no longer apply|are outdated|"
+                   r"(?:is|was) a test)"),
+        re.compile(r"\b(?:new|real|updated) (?:system )?(?:instructions?|task|goal|policy)\b\s*(?::|is\b)"),
+        re.compile(r"\b(?:ignore|disregard|forget) (?:the |all |any |everything )?(?:above|previous|prior|"
+                   r"earlier|context|documents?|handbook|question|passages?|what(?:ever)? (?:you|the))"),
+        re.compile(r"\b(?:ignorier\w*|vergiss|ignore[sz]?|ignora|oublie)\b.{0,40}\b(?:anweisungen|regeln|"
+                   r"instructions|consignes|instrucciones|istruzioni)\b"),
+    ],
+    "prompt extraction": [
+        re.compile(r"\b(?:reveal|print|show|output|repeat|echo|spell out|translate|summari[sz]e|quote|tell me|"
+                   r"what (?:is|are|were)|gib|révèle|muestra|dimmi)\b.{0,60}\b(?:system ?prompt|"
+                   r"(?:your|ton|dein|tu) (?:initial |hidden |original |full |actual |real |confidential )?"
+                   r"(?:prompt|instructions|rules|configuration|developer message)|"
+                   r"the (?:initial |hidden |original |confidential |secret )(?:prompt|instructions|rules)|"
+                   r"the prompt\b|the (?:instructions|rules) (?:you|that) (?:were given|received|control)|text above|"
+                   r"everything (?:that came )?before|prompt système|systemprompt|mensaje del sistema)"),
+        re.compile(r"\bmy system prompt says\b|\bprompt template\b.{0,40}\bpassages\b"),
+    ],
+    "role switch": [
+        re.compile(r"\byou are (?:now|no longer)\b"),
+        re.compile(r"\b(?:enter|switch to|activate[ds]?|enable|you are (?:now )?in) (?:developer|maintenance|"
+                   r"unrestricted|god|test|debug|dan) mode\b|\bin (?:developer|dan) mode,? you\b"),
+        re.compile(r"\b(?:developer|maintenance|unrestricted|test) mode (?:activated|enabled|requires|is (?:now )?on)\b"),
+        re.compile(r"\b(?:pretend|imagine|hypothetically)\b.{0,40}\b(?:no|without) (?:rules|restrictions|"
+                   r"content filters|filters|policy|constraints)\b|\bjailbroken\b|\bdo anything now\b"),
+        re.compile(r"\b(?:act as|roleplay as|play the role of|simulate)\b.{0,40}\b(?:hacker|unrestricted|"
+                   r"unfiltered|terminal|shell|linux|evil\w*|grandmother)\b"),
+        re.compile(r"\b(?:sudo|elevated privileges|admin(?:istrator)? rights)\b.{0,60}\b(?:reveal|respond without|"
+                   r"print|show|ignore)\b"),
+    ],
+    "chat-format tokens": [
+        re.compile(r"<\|im_(?:start|end)\|>|\[/?inst\]|<\|(?:system|assistant|user)\|>"),
+        re.compile(r"(?:^|\n|###)\s*(?:system|assistant)\s*:"),
+        re.compile(r"</?(?:system|context|instructions?)>"),
+        re.compile(r"\b(?:system override|end of documents)\b"),
+        re.compile(r"\"role\"\s*:\s*\"system\""),
+    ],
+    "addressed to an AI": [
+        re.compile(r"\b(?:note|attention|instructions?|message|dear)\b(?: (?:to|for))?(?: any| all| the)? "
+                   r"(?:ai|assistants?|models?|chatbots?|llms?|language models?)\b"),
+        re.compile(r"\bif you are an? (?:ai|language model|llm|chatbot|assistant)\b"),
+        re.compile(r"\b(?:ai|llm|language model|chatbot)s?(?: systems| agents)? (?:reading|processing|that reads?)\b"),
+        re.compile(r"\bto the (?:ai|model|assistant|chatbot)\b|\b(?:chatbots|llm agents|ai systems) must\b"),
+        re.compile(r"\bhidden instruction\b|display\s*:\s*none"),
+    ],
+    "data exfiltration": [
+        re.compile(r"!\[[^\]]*\]\(https?://[^)]*[?&=]"),
+        re.compile(r"\b(?:send|forward|exfiltrate|transfer|email)\b.{0,60}\b[\w.+-]+@[\w-]+\.\w+"),
+        re.compile(r"\bexfiltrat\w*\b|\bbase64[- ]encoded\b|\bappend\b.{0,40}\bto every answer\b"),
+        re.compile(r"\b(?:all|any|every) (?:stored )?(?:secrets|api keys|passwords|credentials)\b"),
+        re.compile(r"\b(?:call|use) the \w+ (?:api|tool)\b.{0,60}\b(?:change|transfer|delete|pay)\b"),
+        re.compile(r"\b(?:execute|run) (?:this|the following) command\b|\brm -rf\b|\bcat /etc/"),
+    ],
+}
+
+
+def _payloads(text: str) -> list[str]:
+    """Hidden variants of ``text`` worth checking: base64 blobs decoded, the whole text reversed."""
+    out = [text[::-1]]
+    for blob in re.findall(r"[A-Za-z0-9+/]{16,}={0,2}", text):
+        try:
+            decoded = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            continue
+        if decoded.isprintable():
+            out.append(decoded)
+    return out
+
+
+def detect_injection(text: str) -> Verdict:
+    """Which rule families ``text`` (or a base64 / reversed payload in it) triggers."""
+    reasons = []
+    for variant in [text, *_payloads(text)]:
+        norm = normalise(variant)
+        for family, patterns in RULES.items():
+            if family not in reasons and any(p.search(norm) for p in patterns):
+                reasons.append(family)
+    return Verdict(bool(reasons), tuple(reasons))
+
+
+# -- input validation -------------------------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def validate_question(question, max_chars: int = 2000) -> str:
+    """The question, stripped; InputError naming what is wrong (type, empty, too long, control characters)."""
+    if not isinstance(question, str):
+        raise InputError(f"question must be a string, got {type(question).__name__}")
+    text = question.strip()
+    if not text:
+        raise InputError("question is empty")
+    if len(text) > max_chars:
+        raise InputError(f"question is {len(text)} characters long; the limit is {max_chars}")
+    if _CONTROL.search(text):
+        raise InputError("question contains control characters (binary data?)")
+    if "\ufffd" in text:
+        raise InputError("question is not valid UTF-8 text")
+    return text
+
+
+# -- output scanning --------------------------------------------------------------------------------------------
+
+_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
+_PHONE = re.compile(r"(?<![\w+])\+?\d[\d ()/-]{6,}\d(?!\w)")
+_CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, d in enumerate(int(c) for c in reversed(digits)):
+        total += d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2)
+    return total % 10 == 0
+
+
+def scan_output(text: str, context: str = "", prompt: str = "") -> tuple[str, list[str]]:
+    """(text with card numbers (13-19 digits passing the Luhn check), e-mail addresses and phone numbers (8-15
+    digits, as E.164 allows) redacted, findings). Addresses and numbers that
+    appear verbatim in the retrieved ``context`` are the documents' own (a help-desk address) and are kept; card
+    numbers never are. An answer repeating a run of 8 words of the ``prompt`` template is withheld (prompt leak)."""
+    findings = []
+    if prompt and _leaks(text, prompt):
+        return "The answer was withheld: it repeated the system's instructions.", ["prompt leak"]
+
+    def card(m):
+        digits = re.sub(r"\D", "", m.group(0))
+        if 13 <= len(digits) <= 19 and _luhn(digits):
+            findings.append("card number")
+            return "[card number redacted]"
+        return m.group(0)
+
+    def keep_or(label):
+        def sub(m):
+            value = m.group(0)
+            digits = len(re.sub(r"\D", "", value))
+            if value in context or (label == "phone" and (_ISO_DATE.match(value) or not 8 <= digits <= 15)):
+                return value
+            findings.append(label)
+            return f"[{label} redacted]"
+        return sub
+
+    text = _CARD.sub(card, text)
+    text = _EMAIL.sub(keep_or("e-mail"), text)
+    text = _PHONE.sub(keep_or("phone"), text)
+    return text, findings
+
+
+def _leaks(text: str, prompt: str, n: int = 8) -> bool:
+    fixed = re.sub(r"\{[a-z_]+\}", " ", prompt)
+    words, answer = fixed.lower().split(), " ".join(text.lower().split())
+    return any(" ".join(words[i:i + n]) in answer for i in range(len(words) - n + 1))
+
+
+# -- rate limit -------------------------------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """At most ``limit`` requests per client in any ``window`` seconds (a sliding window); thread-safe."""
+
+    def __init__(self, limit: int, window: float = 60.0):
+        self.limit, self.window = limit, window
+        self._seen: dict[str, deque] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, client: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            q = self._seen.setdefault(client, deque())
+            while q and q[0] <= now - self.window:
+                q.popleft()
+            if len(q) >= self.limit:
+                return False
+            q.append(now)
+            return True

@@ -1,0 +1,72 @@
+"""The HTTP API (FastAPI): ``POST /query``, ``GET /health``, ``GET /review/{id}``.
+
+Bad requests are 4xx with the reason, and audited like any other: malformed JSON, unknown fields or wrong types
+(422), a body over the size limit (413), an empty, oversized or binary question or a suspected prompt injection
+(400), too many requests from one client (429). Nothing published yet is 503. A generator that fails or times out
+gives a degraded answer (200, ``status: degraded``), never a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragtune.service.core import QueryService, Unavailable
+
+MAX_BODY = 64 * 1024
+STATUS_CODES = {"answered": 200, "degraded": 200, "pending_review": 202, "blocked": 400, "rate_limited": 429}
+
+
+class QueryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str
+    client_id: str = Field("anonymous", max_length=128)
+    filters: dict[str, Any] | None = None
+
+
+def create_app(service: QueryService) -> FastAPI:
+    app = FastAPI(title="ragtune", description="Answers from the published production configuration")
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > MAX_BODY:
+            service.audit.write({"status": "blocked", "reason": f"request body of {size} bytes exceeds {MAX_BODY}",
+                                 "path": request.url.path})
+            return JSONResponse({"status": "blocked", "reason": f"request body too large: {size} bytes, "
+                                                               f"the limit is {MAX_BODY}"}, status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        reasons = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()]
+        service.audit.write({"status": "blocked", "reason": "; ".join(reasons), "path": request.url.path})
+        return JSONResponse({"status": "blocked", "reason": "; ".join(reasons)}, status_code=422)
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable):
+        return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
+
+    @app.post("/query")
+    def query(body: QueryRequest):
+        response = service.ask(body.question, body.client_id, body.filters)
+        return JSONResponse(response, status_code=STATUS_CODES[response["status"]])
+
+    @app.get("/health")
+    def health():
+        return service.health()
+
+    @app.get("/review/{review_id}")
+    def review(review_id: str):
+        item = service.reviews.get(review_id)
+        if item is None:
+            return JSONResponse({"status": "not_found", "reason": f"no review {review_id}"}, status_code=404)
+        answer = item["answer"] if item["status"] == "approved" else None
+        return {"review_id": review_id, "status": item["status"], "answer": answer,
+                "citations": item["citations"] if answer else [], "note": item["note"]}
+
+    return app

@@ -1,0 +1,62 @@
+"""The audit log: one JSON line per request (answered, cached, blocked or refused), in ``<home>/audit/``, one file
+per day. A record says what the answer saw: the chunks with their text hashes and scores, the table version, the
+configuration, the prompt version, the model, the guard verdicts. Secrets are scrubbed from every text field."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ragtune.errors import DataError
+
+_SECRET = re.compile(r"\b(?:sk|pk|rk|ghp|gho|xox[abp])[-_][A-Za-z0-9_\-]{16,}\b|\bBearer\s+[A-Za-z0-9._\-]{16,}")
+
+
+def scrub(value):
+    """Replace API-key and bearer-token patterns, recursively, and any value of a key naming a secret."""
+    if isinstance(value, str):
+        return _SECRET.sub("[secret redacted]", value)
+    if isinstance(value, dict):
+        return {k: "[secret redacted]" if re.search(r"api_?key|secret|token|password|authorization", k, re.I)
+                else scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value
+
+
+class AuditLog:
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._lock = threading.Lock()
+
+    def write(self, record: dict) -> None:
+        """Append one record: one write of one line under a lock shared with other processes, then fsync."""
+        record = scrub({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **record})
+        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"audit-{record['time'][:10]}.jsonl"
+        with self._lock, open(path, "ab") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def records(self):
+        for path in sorted(self.folder.glob("audit-*.jsonl")):
+            with open(path, encoding="utf-8") as handle:
+                for lineno, line in enumerate(handle, 1):
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError:
+                        raise DataError(f"{path}:{lineno}: damaged audit record") from None
+
+    def find(self, request_id: str) -> dict | None:
+        return next((r for r in self.records() if r.get("request_id") == request_id), None)

@@ -1,0 +1,258 @@
+"""QueryService: a question in, an answer with citations out, through the published table and the configuration it
+was published with. Every request, answered or not, leaves one audit record.
+
+Order of a request: validate the question -> rate limit -> injection check on the question -> cache -> retrieve
+-> injection check on every chunk (flagged chunks are dropped) -> generate (a failed generator gives a degraded
+answer: the passages, with a notice) -> output scan (redaction, prompt leak) -> faithfulness -> human review when
+unfaithful or on a high-stakes topic -> cache -> audit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragtune.config import GenerationConfig, RagConfig
+from ragtune.engine import Engine, Workspace
+from ragtune.errors import DataError, RagtuneError
+from ragtune.guard import InputError, RateLimiter, detect_injection, scan_output, validate_question
+from ragtune.service.audit import AuditLog
+from ragtune.service.review import ReviewQueue
+
+
+class ServiceSettings(BaseModel):
+    """Operational settings of the query path (YAML via ``ragtune serve --settings``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_question_chars: int = Field(2000, ge=1)
+    rate_limit: int = Field(60, ge=1, description="requests per client per window")
+    rate_window_s: float = Field(60.0, gt=0)
+    block_injection: bool = True
+    review_below_faithfulness: float = Field(0.5, ge=0, le=1, description="answers less faithful are reviewed")
+    high_stakes_topics: list[str] = Field(default_factory=list, description="words or phrases: a question "
+                                          "mentioning one is reviewed before it is answered")
+    redact: bool = True
+    cache_size: int = Field(1024, ge=0)
+    generation: GenerationConfig | None = Field(None, description="default: the published config's, else extractive")
+
+
+class Unavailable(RagtuneError):
+    """Nothing is published yet."""
+
+
+class QueryService:
+    def __init__(self, workspace: Workspace, settings: ServiceSettings | None = None):
+        from ragtune.evaluation.answers import AnswerScorer  # noqa: F401  (imported once, before threads start)
+
+        self.workspace, self.settings = workspace, settings or ServiceSettings()
+        self.audit = AuditLog(workspace.home / "audit")
+        self.reviews = ReviewQueue(workspace.home / "reviews.sqlite")
+        self.limiter = RateLimiter(self.settings.rate_limit, self.settings.rate_window_s)
+        self._lock = threading.Lock()
+        self._state = None  # (publication record, table, engine, generator, scorer)
+        self._stamp = None
+        self._cache: OrderedDict = OrderedDict()
+        self.cache_hits = 0
+
+    # -- the published version, switched without a restart -------------------------------------------------------
+    def _pointer_stamp(self):
+        from ragtune.publish import POINTER
+
+        try:
+            st = (self.workspace.home / POINTER).stat()
+            return st.st_mtime_ns, st.st_size, st.st_ino
+        except FileNotFoundError:
+            return None
+
+    def current(self):
+        """The serving state for the current publication; reloaded when ``published.json`` changes. Requests in
+        flight keep the state they started with, so a switch drops none."""
+        stamp = self._pointer_stamp()
+        if stamp is not None and stamp == self._stamp and self._state is not None:
+            return self._state
+        with self._lock:
+            stamp = self._pointer_stamp()
+            if stamp == self._stamp and self._state is not None:
+                return self._state
+            from ragtune.evaluation.answers import AnswerScorer
+            from ragtune.generation import make_generator
+            from ragtune.publish import open_published, published
+
+            record = published(self.workspace)
+            if record is None:
+                raise Unavailable(f"{self.workspace.home}: nothing is published yet; run `ploomber build`")
+            if "config" not in record:
+                raise DataError(f"{self.workspace.home / 'published.json'}: the publication has no configuration; "
+                                "publish again with `ploomber build`")
+            config = RagConfig.from_dict(record["config"], source="published.json")
+            engine = Engine(config, self.workspace)
+            gen_config = self.settings.generation or config.generation or GenerationConfig()
+            generator = make_generator(gen_config, engine.embedder, engine.responses)
+            table = open_published(self.workspace)
+            self._state = (record, table, engine, generator, gen_config, AnswerScorer(engine.embedder))
+            self._stamp = stamp
+            self._cache.clear()  # answers of the previous version are stale
+            return self._state
+
+    def health(self) -> dict:
+        record = self.current()[0]
+        return {"status": "ok", "table": record["table"], "version": record["version"],
+                "published_at": record["published_at"], "config_id": record.get("config_id"),
+                "release": record.get("release"), "documents": record.get("documents"),
+                "oldest_document_ingested_at": record.get("oldest_document_ingested_at")}
+
+    # -- one request ------------------------------------------------------------------------------------------------
+    def ask(self, question, client_id: str = "anonymous", filters: dict | None = None) -> dict:
+        """A response dict with ``status``: answered | degraded | pending_review | blocked | rate_limited."""
+        request_id = uuid.uuid4().hex
+        t0 = time.perf_counter()
+        record = {"request_id": request_id, "client_id": client_id, "question": question, "filters": filters}
+        try:
+            response = self._ask(request_id, question, client_id, filters or {}, record, t0)
+        except (InputError, RateLimited) as exc:
+            status = "rate_limited" if isinstance(exc, RateLimited) else "blocked"
+            response = {"request_id": request_id, "status": status, "reason": str(exc)}
+            record.update(status=status, reason=str(exc))
+        record["latency_ms"] = {**record.get("latency_ms", {}), "total": _ms(t0)}
+        response["latency_ms"] = record["latency_ms"]
+        self.audit.write(record)
+        return response
+
+    def _ask(self, request_id, question, client_id, filters, record, t0) -> dict:
+        s = self.settings
+        text = validate_question(question, s.max_question_chars)
+        record["question"] = text
+        if not self.limiter.allow(client_id):
+            raise RateLimited(f"rate limit: at most {s.rate_limit} requests per {s.rate_window_s:g} s per client")
+        verdict = detect_injection(text)
+        record["guards"] = {"question_injection": list(verdict.reasons)}
+        if verdict.flagged and s.block_injection:
+            raise InputError(f"the question looks like a prompt injection ({', '.join(verdict.reasons)})")
+        state = self.current()
+        pub, table, engine, generator, gen_config, scorer = state
+        record.update(config_id=pub.get("config_id"), table=pub["table"], version=pub["version"],
+                      prompt=generator.prompt_version, model=generator.model_id)
+        key = (pub["table"], pub["version"], " ".join(text.lower().split()), json.dumps(filters, sort_keys=True))
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                self.cache_hits += 1
+        if cached is not None:
+            record.update(status=cached["status"], cached=True, answer=cached["answer"],
+                          citations=cached["citations"], latency_ms={"cache": _ms(t0)})
+            return {**cached, "request_id": request_id, "cached": True}
+
+        timings = {}
+        t = time.perf_counter()
+        retriever = engine.retriever(table)
+        k = gen_config.context_k
+        hits = _filtered(retriever.search(text, max(k, engine.config.retrieval.top_k)).chunks(
+            engine.config.retrieval.candidates), filters)
+        timings["retrieve"] = _ms(t)
+        flagged = {h.chunk_id: detect_injection(h.text).reasons for h in hits}
+        flagged = {c: list(r) for c, r in flagged.items() if r}
+        record["guards"]["chunk_injection"] = flagged
+        context = [h for h in hits if h.chunk_id not in flagged][:k]
+        record["chunks"] = [{"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": h.score, "rank": h.rank,
+                             "text_sha256": hashlib.sha256(h.text.encode()).hexdigest(),
+                             "given_to_generator": h in context} for h in hits[: k + len(flagged)]]
+
+        from ragtune.generation import answer
+
+        t = time.perf_counter()
+        ans = answer(generator, text, context)
+        timings["generate"] = _ms(t)
+        out_text, findings = ans.text, []
+        if s.redact:
+            template = getattr(generator, "template", "")
+            out_text, findings = scan_output(ans.text, " ".join(h.text for h in context), template)
+        record["guards"]["output"] = findings
+        by_id = {h.chunk_id: h for h in context}
+        citations = [{"n": n, "chunk_id": c, "doc_id": by_id[c].doc_id, "snippet": _snippet(by_id[c].text)}
+                     for n, c in enumerate(ans.citations, 1) if c in by_id]
+        t = time.perf_counter()
+        faithfulness = None
+        if not ans.degraded and context:
+            faithfulness = scorer.score(text, ans, context).get("faithfulness")
+        timings["check"] = _ms(t)
+        reasons = []
+        if faithfulness is not None and faithfulness == faithfulness and faithfulness < s.review_below_faithfulness:
+            reasons.append(f"faithfulness {faithfulness:.2f} below {s.review_below_faithfulness}")
+        topic = _high_stakes(text, s.high_stakes_topics)
+        if topic:
+            reasons.append(f"high-stakes topic: {topic}")
+        usage = dict(ans.usage)
+        cost = (usage.get("prompt_tokens", 0) * gen_config.price_input_per_mtok
+                + usage.get("completion_tokens", 0) * gen_config.price_output_per_mtok) / 1e6
+        record.update(answer=out_text, citations=[c["chunk_id"] for c in citations], usage=usage, cost_usd=cost,
+                      faithfulness=faithfulness, notice=ans.notice, latency_ms=timings, cached=False)
+        base = {"request_id": request_id, "cached": False,
+                "version": {"table": pub["table"], "version": pub["version"], "config_id": pub.get("config_id")}}
+        if reasons:
+            review_id = self.reviews.add(request_id, text, out_text, citations, reasons)
+            record.update(status="pending_review", review_id=review_id, reason="; ".join(reasons))
+            return {**base, "status": "pending_review", "review_id": review_id, "answer": None, "citations": [],
+                    "reason": "the answer is held for human review: " + "; ".join(reasons)}
+        status = "degraded" if ans.degraded else "answered"
+        record["status"] = status
+        response = {**base, "status": status, "answer": out_text, "citations": citations,
+                    **({"notice": ans.notice} if ans.notice else {})}
+        if status == "answered" and s.cache_size:
+            with self._lock:
+                self._cache[key] = response
+                while len(self._cache) > s.cache_size:
+                    self._cache.popitem(last=False)
+        return response
+
+    def decide(self, review_id: str, approve: bool, reviewer: str, note: str = "") -> dict:
+        decision = self.reviews.decide(review_id, approve, reviewer, note)
+        self.audit.write({"request_id": decision["request_id"], "event": "review", "review_id": review_id,
+                          "status": decision["status"], "reviewer": reviewer, "note": note})
+        return decision
+
+
+class RateLimited(RagtuneError):
+    pass
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 3)
+
+
+def _snippet(text: str, n: int = 240) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _filtered(hits, filters: dict):
+    """``{"doc_prefix": "hr/"}`` keeps chunks of documents whose id starts with it; ``{"doc_ids": [...]}`` those."""
+    prefix, ids = filters.get("doc_prefix"), filters.get("doc_ids")
+    return [h for h in hits if (prefix is None or h.doc_id.startswith(prefix)) and (ids is None or h.doc_id in ids)]
+
+
+def _high_stakes(question: str, topics: list[str]) -> str | None:
+    lowered = question.lower()
+    return next((t for t in topics if re.search(rf"\b{re.escape(t.lower())}\b", lowered)), None)
+
+
+def load_settings(path: Path | None) -> ServiceSettings:
+    if path is None:
+        return ServiceSettings()
+    from pydantic import ValidationError
+
+    from ragtune.config import format_validation_error, read_yaml
+    from ragtune.errors import ConfigError
+
+    try:
+        return ServiceSettings.model_validate(read_yaml(path, "service settings") or {})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from None
