@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,6 +42,8 @@ class ServiceSettings(BaseModel):
                                           "mentioning one is reviewed before it is answered")
     redact: bool = True
     cache_size: int = Field(1024, ge=0)
+    audit_fsync: bool = Field(False, description="fsync the audit log after every record (survives power loss; "
+                                                 "costs milliseconds per request)")
     generation: GenerationConfig | None = Field(None, description="default: the published config's, else extractive")
 
 
@@ -53,7 +56,7 @@ class QueryService:
         from ragtune.evaluation.answers import AnswerScorer  # noqa: F401  (imported once, before threads start)
 
         self.workspace, self.settings = workspace, settings or ServiceSettings()
-        self.audit = AuditLog(workspace.home / "audit")
+        self.audit = AuditLog(workspace.home / "audit", fsync=self.settings.audit_fsync)
         self.reviews = ReviewQueue(workspace.home / "reviews.sqlite")
         self.limiter = RateLimiter(self.settings.rate_limit, self.settings.rate_window_s)
         self._lock = threading.Lock()
@@ -155,10 +158,11 @@ class QueryService:
         t = time.perf_counter()
         retriever = engine.retriever(table)
         k = gen_config.context_k
-        hits = _filtered(retriever.search(text, max(k, engine.config.retrieval.top_k)).chunks(
+        qvec = None if engine.config.retrieval.mode == "fts" else engine.embedder.embed_queries([text])[0]
+        hits = _filtered(retriever.search(text, max(k, engine.config.retrieval.top_k), qvec).chunks(
             engine.config.retrieval.candidates), filters)
         timings["retrieve"] = _ms(t)
-        flagged = {h.chunk_id: detect_injection(h.text).reasons for h in hits}
+        flagged = {h.chunk_id: _chunk_verdict(h.text).reasons for h in hits}
         flagged = {c: list(r) for c, r in flagged.items() if r}
         record["guards"]["chunk_injection"] = flagged
         context = [h for h in hits if h.chunk_id not in flagged][:k]
@@ -169,7 +173,7 @@ class QueryService:
         from ragtune.generation import answer
 
         t = time.perf_counter()
-        ans = answer(generator, text, context)
+        ans = answer(generator, text, context, query_vector=qvec)
         timings["generate"] = _ms(t)
         out_text, findings = ans.text, []
         if s.redact:
@@ -181,8 +185,8 @@ class QueryService:
                      for n, c in enumerate(ans.citations, 1) if c in by_id]
         t = time.perf_counter()
         faithfulness = None
-        if not ans.degraded and context:
-            faithfulness = scorer.score(text, ans, context).get("faithfulness")
+        if not ans.degraded and context and generator.model_id != "extractive":  # extractive: context sentences
+            faithfulness = scorer.score(text, ans, context, query_vector=qvec).get("faithfulness")
         timings["check"] = _ms(t)
         reasons = []
         if faithfulness is not None and faithfulness == faithfulness and faithfulness < s.review_below_faithfulness:
@@ -222,6 +226,12 @@ class QueryService:
 
 class RateLimited(RagtuneError):
     pass
+
+
+@lru_cache(maxsize=16384)
+def _chunk_verdict(text: str):
+    """Chunks come back request after request: check each text once."""
+    return detect_injection(text)
 
 
 def _ms(t0: float) -> float:
