@@ -266,3 +266,26 @@ def test_question_validation_and_rate_limiter_window():
             validate_question(bad, max_chars=10)
     limiter = RateLimiter(2, window=10)
     assert [limiter.allow("a", t) for t in (0, 1, 2, 10.5, 11.5)] == [True, True, False, True, True]
+
+
+def test_micro_batcher_shares_calls_between_concurrent_callers():
+    from ragtune.batching import MicroBatcher
+
+    sizes = []
+
+    def square_all(xs):
+        sizes.append(len(xs))
+        time.sleep(0.05)  # a slow model: callers pile up behind it
+        if 13 in xs:
+            raise ValueError("unlucky")
+        return [x * x for x in xs]
+
+    batcher = MicroBatcher(square_all, max_batch=16)
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(batcher, range(12)))
+    assert results == [x * x for x in range(12)]  # every caller gets its own answer
+    assert sum(sizes) == 12 and len(sizes) < 12 and max(sizes) > 1  # in fewer, larger calls
+    assert batcher(5) == 25 and sizes[-1] == 1  # a lone caller waits for nothing
+    with pytest.raises(ValueError, match="unlucky"):
+        batcher(13)
+    assert batcher(3) == 9  # the batcher survives a failed call

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -51,6 +52,19 @@ class Unavailable(RagtuneError):
     """Nothing is published yet."""
 
 
+@dataclass(frozen=True)
+class Serving:
+    """What one publication is served with; replaced as a whole when a new version is published."""
+
+    record: dict
+    table: object
+    engine: Engine
+    generator: object
+    generation: GenerationConfig
+    scorer: object
+    embed_query: object
+
+
 class QueryService:
     def __init__(self, workspace: Workspace, settings: ServiceSettings | None = None):
         from ragtune.evaluation.answers import AnswerScorer  # noqa: F401  (imported once, before threads start)
@@ -60,7 +74,7 @@ class QueryService:
         self.reviews = ReviewQueue(workspace.home / "reviews.sqlite")
         self.limiter = RateLimiter(self.settings.rate_limit, self.settings.rate_window_s)
         self._lock = threading.Lock()
-        self._state = None  # (publication record, table, engine, generator, scorer)
+        self._state: Serving | None = None
         self._stamp = None
         self._cache: OrderedDict = OrderedDict()
         self.cache_hits = 0
@@ -99,14 +113,19 @@ class QueryService:
             engine = Engine(config, self.workspace)
             gen_config = self.settings.generation or config.generation or GenerationConfig()
             generator = make_generator(gen_config, engine.embedder, engine.responses)
+            from ragtune.batching import MicroBatcher
+
             table = open_published(self.workspace)
-            self._state = (record, table, engine, generator, gen_config, AnswerScorer(engine.embedder))
+            # concurrent requests share one encoder call for their query vectors
+            embed_query = MicroBatcher(lambda texts: list(engine.embedder.embed_queries(texts)))
+            self._state = Serving(record, table, engine, generator, gen_config, AnswerScorer(engine.embedder),
+                                  embed_query)
             self._stamp = stamp
             self._cache.clear()  # answers of the previous version are stale
             return self._state
 
     def health(self) -> dict:
-        record = self.current()[0]
+        record = self.current().record
         return {"status": "ok", "table": record["table"], "version": record["version"],
                 "published_at": record["published_at"], "config_id": record.get("config_id"),
                 "release": record.get("release"), "documents": record.get("documents"),
@@ -140,7 +159,8 @@ class QueryService:
         if verdict.flagged and s.block_injection:
             raise InputError(f"the question looks like a prompt injection ({', '.join(verdict.reasons)})")
         state = self.current()
-        pub, table, engine, generator, gen_config, scorer = state
+        pub, table, engine, generator, gen_config, scorer = (state.record, state.table, state.engine,
+                                                              state.generator, state.generation, state.scorer)
         record.update(config_id=pub.get("config_id"), table=pub["table"], version=pub["version"],
                       prompt=generator.prompt_version, model=generator.model_id)
         key = (pub["table"], pub["version"], " ".join(text.lower().split()), json.dumps(filters, sort_keys=True))
@@ -158,7 +178,7 @@ class QueryService:
         t = time.perf_counter()
         retriever = engine.retriever(table)
         k = gen_config.context_k
-        qvec = None if engine.config.retrieval.mode == "fts" else engine.embedder.embed_queries([text])[0]
+        qvec = None if engine.config.retrieval.mode == "fts" else state.embed_query(text)
         hits = _filtered(retriever.search(text, max(k, engine.config.retrieval.top_k), qvec).chunks(
             engine.config.retrieval.candidates), filters)
         timings["retrieve"] = _ms(t)
