@@ -84,7 +84,7 @@ def test_token_f1_by_hand():
 
 
 def test_summary_leaves_unmeasured_scores_out_and_counts_them():
-    frame = pd.DataFrame({"faithfulness": [1.0, np.nan, 0.5], "judge_unmeasured": [0.0, 1.0, 1.0],
+    frame = pd.DataFrame({"faithfulness": [1.0, np.nan, 0.5], "judge_unmeasured": [0.0, 1.0, 1.0], "meta.group": [1, 2, 3],
                           "prompt_tokens": [10, 20, 30], "completion_tokens": [1, 2, 3],
                           "cost_usd": [0.1, 0.2, 0.3], "search_ms": [1.0, 2.0, 3.0], "latency_ms": [1.0, 2.0, 3.0]})
     summary = summarize(frame)
@@ -92,6 +92,7 @@ def test_summary_leaves_unmeasured_scores_out_and_counts_them():
     assert summary["judge_unmeasured"] == 2 and summary["cost_per_query_usd"] == pytest.approx(0.2)
     assert summary["tokens_per_query"] == pytest.approx(22.0)
     assert summary["search_p95_ms"] == pytest.approx(np.percentile([1, 2, 3], 95))
+    assert "meta.group" not in summary  # metadata is for slicing, not a score
 
 
 # -- generators -----------------------------------------------------------------------------------------------------
@@ -285,3 +286,41 @@ def test_openai_generation_cost_per_query_from_the_price_table(sample, workspace
         result = evaluate(config, small, workspace)
     assert result.summary["cost_per_query_usd"] == pytest.approx((100 * 2.5 + 20 * 10.0) / 1e6)
     assert result.summary["tokens_per_query"] == 120
+
+
+# -- llama-cpp (optional extra) -------------------------------------------------------------------------------------
+
+
+def test_llama_cpp_model_resolution_and_missing_extra_are_clear_errors(tmp_path):
+    from ragtune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no GGUF file at"):
+        make_generator(GenerationConfig(backend=f"llama-cpp:{tmp_path / 'none.gguf'}"))
+    with pytest.raises(ValueError, match="llama-cpp:<smollm2 | path.gguf>"):
+        GenerationConfig(backend="llama:x")
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"GGUF")
+    gen = make_generator(GenerationConfig(backend=f"llama-cpp:{fake}"))
+    assert gen.model_id == "llama-cpp:model.gguf" and gen.prompt_version.startswith("answer-v1@")
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match=r"pip install 'ragtune\[llama\]'"):
+            gen.generate("q", hits_of(["Five days."]))
+
+
+def test_llama_cpp_answers_with_the_shipped_smollm2(tmp_path):
+    pytest.importorskip("llama_cpp", reason="the optional extra ragtune[llama] (llama-cpp-python) is not installed")
+    from ragtune.generation import resolve_gguf
+
+    try:
+        resolve_gguf("smollm2")
+    except Exception as exc:
+        pytest.skip(f"the SmolLM2 GGUF package is not installed: {exc}")
+    cache = ResponseCache(tmp_path / "responses.sqlite")
+    gen = make_generator(GenerationConfig(backend="llama-cpp:smollm2", max_tokens=48), cache=cache)
+    context = hits_of(["Brightwater gives every full-time employee 25 days of paid vacation per calendar year."])
+    first = gen.generate("How many vacation days do employees get?", context)
+    assert first.text and first.usage["prompt_tokens"] > 20 and 0 < first.usage["completion_tokens"] <= 48
+    again = gen.generate("How many vacation days do employees get?", context)  # temperature 0: cached, same
+    assert again.text == first.text and again.usage == first.usage

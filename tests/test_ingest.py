@@ -63,7 +63,7 @@ def _chunk_counts(table) -> dict[str, int]:
 
 
 def test_serving_reads_the_published_version_until_the_next_publication(setup, monkeypatch):
-    from ragtune.publish import open_published, publish, published
+    from ragtune.publish import open_published, publish
 
     config, engine, db, docs = setup
     ws = engine.workspace

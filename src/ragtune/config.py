@@ -124,8 +124,9 @@ class RerankConfig(_Section):
 class GenerationConfig(_Section):
     """How answers are written from the retrieved chunks. Absent (null) in a config: retrieval only."""
 
-    backend: str = Field("extractive", description="extractive (offline) or openai:<model> (any OpenAI-compatible "
-                                                   "endpoint: vLLM, llama.cpp server, Ollama, OpenAI)")
+    backend: str = Field("extractive", description="extractive (offline), openai:<model> (any OpenAI-compatible "
+                                                   "endpoint: vLLM, llama.cpp server, Ollama, OpenAI) or "
+                                                   "llama-cpp:<smollm2 | path.gguf> (local, optional extra)")
     prompt: str = Field("answer-v1", description="prompt template: a name in ragtune/prompts/ or a file path")
     context_k: int = Field(5, ge=1, le=100, description="retrieved chunks given to the generator")
     max_sentences: int | None = Field(3, ge=1, le=50, description="extractive: sentences in an answer")

