@@ -2,8 +2,9 @@
 
     python benchmarks/service_latency.py
 
-The sample corpus is published in a temporary workspace (hybrid search, MiniLM, extractive answers), once without
-and once with the cross-encoder re-ranker; `ragtune serve` runs in its own process and an asyncio client (httpx)
+The sample corpus is published in a temporary workspace (hybrid search, MiniLM, extractive answers), without the
+re-ranker (served by one process, then by two: `--workers 2`) and with the cross-encoder; `ragtune serve` runs in its
+own process and an asyncio client (httpx)
 sends each client's questions back to back. Questions carry a number so that none is a cache hit; the cache-hit
 row repeats one question. Rate limiting is set out of the way.
 """
@@ -60,7 +61,11 @@ def main() -> None:
     ds = load_dataset("sample")
     questions = [q.text for q in ds.queries]
     print(f"# {machine()}; sample ({len(ds.documents)} docs), {REQUESTS} requests per row")
-    for label, rerank in (("no re-ranking", None), ("cross-encoder", "cross-encoder")):
+    only = sys.argv[1:]  # labels to run (all by default)
+    for label, rerank, workers in (("no re-ranking", None, 1), ("2 workers", None, 2),
+                                   ("cross-encoder", "cross-encoder", 1)):
+        if only and label not in only:
+            continue
         config = RagConfig.from_dict({"retrieval": {"mode": "hybrid"}, "rerank": {"model": rerank, "depth": 20},
                                       "generation": {"backend": "extractive"}})
         with tempfile.TemporaryDirectory() as tmp:
@@ -70,7 +75,8 @@ def main() -> None:
             (Path(tmp) / "settings.yaml").write_text("rate_limit: 1000000\n")
             port = free_port()
             server = subprocess.Popen([str(Path(sys.executable).with_name("ragtune")), "serve", "--home", tmp,
-                                       "--port", str(port), "--settings", str(Path(tmp) / "settings.yaml")],
+                                       "--port", str(port), "--settings", str(Path(tmp) / "settings.yaml"),
+                                       "--workers", str(workers)],
                                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
             url = f"http://127.0.0.1:{port}"
             try:

@@ -289,3 +289,57 @@ def test_micro_batcher_shares_calls_between_concurrent_callers():
     with pytest.raises(ValueError, match="unlucky"):
         batcher(13)
     assert batcher(3) == 9  # the batcher survives a failed call
+
+
+def test_shared_rate_limiter_holds_across_processes(tmp_path):
+    import multiprocessing
+
+    from ragtune.guard import SharedRateLimiter
+
+    path = tmp_path / "ratelimit.sqlite"
+    SharedRateLimiter(path, 7, window=300)
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        allowed = pool.starmap(_hit, [(str(path), i) for i in range(24)])
+    assert sum(allowed) == 7  # three processes, one limit
+    limiter = SharedRateLimiter(path, 2, window=10)
+    assert [limiter.allow("w", t) for t in (1000, 1001, 1002, 1010.5)] == [True, True, False, True]
+
+
+def _hit(path: str, i: int) -> bool:
+    from ragtune.guard import SharedRateLimiter
+
+    return SharedRateLimiter(path, 7, window=300).allow("shared-client")
+
+
+def test_serve_with_two_workers_shares_one_rate_limit(tmp_path, workspace, docs):
+    import os
+    import subprocess
+    import sys
+
+    ws = make_home(tmp_path / "home", workspace.cache.path, docs)
+    (tmp_path / "settings.yaml").write_text("rate_limit: 3\nrate_window_s: 600\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).with_name("ragtune")), "serve", "--home", str(ws.home),
+                               "--port", str(port), "--settings", str(tmp_path / "settings.yaml"), "--workers", "2"],
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline and server.poll() is None, "the server did not start"
+            time.sleep(0.5)
+        # separate connections, so that both worker processes take requests
+        codes = [httpx.post(f"http://127.0.0.1:{port}/query", json={"question": f"What is the on-call stipend? {i}",
+                                                                     "client_id": "dave"}, timeout=60).status_code
+                 for i in range(8)]
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(30)
+    assert codes == [200] * 3 + [429] * 5
+    assert len([r for r in audit_records(ws) if r.get("client_id") == "dave"]) == 8

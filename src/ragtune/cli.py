@@ -446,18 +446,31 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
     home: Optional[Path] = HomeOpt,
     settings: Optional[Path] = SettingsOpt,
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="server processes, up to one per core (the rate "
+                                "limit is then shared through SQLite; each process keeps its own answer cache)"),
 ) -> None:
     """Serve the published production configuration over HTTP: POST /query, GET /health, GET /review/{id}."""
+    import os
+
     import uvicorn
 
-    from ragtune.service.app import create_app
+    from ragtune.service.app import create_app, listening_socket
 
     try:
         service = _service(home, settings)
-        service.current()  # fail now, not at the first request, when nothing is published
+        service.warm()  # fail now, not at the first request, when nothing is published; load the models
     except RagtuneError as exc:
         _fail(exc)
-    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    if workers == 1:
+        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+        return
+    os.environ["RAGTUNE_HOME"] = str(service.workspace.home)
+    os.environ["RAGTUNE_SERVICE_WORKERS"] = str(workers)
+    if settings:
+        os.environ["RAGTUNE_SERVICE_SETTINGS"] = str(settings.resolve())
+    sock = listening_socket(host, port)
+    uvicorn.run("ragtune.service.app:from_environment", factory=True, fd=sock.fileno(), workers=workers,
+                log_level="warning")
 
 
 review_app = typer.Typer(no_args_is_help=True, help="The human-review queue of held-back answers.")

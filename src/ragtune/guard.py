@@ -232,3 +232,45 @@ class RateLimiter:
                 return False
             q.append(now)
             return True
+
+
+class SharedRateLimiter:
+    """The same sliding window, kept in SQLite so that several server processes (``ragtune serve --workers N``)
+    enforce one limit per client. Rate-limit state is not worth an fsync: synchronous=OFF."""
+
+    def __init__(self, path, limit: int, window: float = 60.0):
+        from pathlib import Path
+
+        self.path, self.limit, self.window = Path(path), limit, window
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._conn() as con:
+            con.execute("CREATE TABLE IF NOT EXISTS hits (client TEXT NOT NULL, t REAL NOT NULL)")
+            con.execute("CREATE INDEX IF NOT EXISTS hits_client ON hits (client, t)")
+
+    def _conn(self):
+        import sqlite3
+
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=OFF")
+            self._local.con = con
+        return con
+
+    def allow(self, client: str, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        con = self._conn()
+        con.execute("BEGIN IMMEDIATE")  # one writer at a time across processes: count and insert atomically
+        try:
+            con.execute("DELETE FROM hits WHERE client = ? AND t <= ?", (client, now - self.window))
+            (count,) = con.execute("SELECT COUNT(*) FROM hits WHERE client = ?", (client,)).fetchone()
+            allowed = count < self.limit
+            if allowed:
+                con.execute("INSERT INTO hits VALUES (?, ?)", (client, now))
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return allowed

@@ -70,3 +70,36 @@ def create_app(service: QueryService) -> FastAPI:
                 "citations": item["citations"] if answer else [], "note": item["note"]}
 
     return app
+
+
+def from_environment() -> FastAPI:
+    """The app of one of several worker processes (``ragtune serve --workers N``): the workspace and settings come
+    from ``RAGTUNE_HOME`` and ``RAGTUNE_SERVICE_SETTINGS``; the rate limit is shared through SQLite."""
+    import os
+    from pathlib import Path
+
+    from ragtune.engine import Workspace
+    from ragtune.service.core import load_settings
+
+    import torch
+
+    # the processes share the cores: torch's own thread pool would oversubscribe them
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("RAGTUNE_SERVICE_WORKERS", "1"))))
+    settings = os.environ.get("RAGTUNE_SERVICE_SETTINGS")
+    service = QueryService(Workspace.default(), load_settings(Path(settings) if settings else None), shared=True)
+    service.warm()
+    return create_app(service)
+
+
+def listening_socket(host: str, port: int):
+    """A listening TCP socket with TCP_NODELAY, which accepted connections inherit. uvicorn's multi-process mode
+    does not set it, and then every keep-alive response waits ~40 ms for a delayed ACK (measured)."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock

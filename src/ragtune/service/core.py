@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ragtune.config import GenerationConfig, RagConfig
 from ragtune.engine import Engine, Workspace
 from ragtune.errors import DataError, RagtuneError
-from ragtune.guard import InputError, RateLimiter, detect_injection, scan_output, validate_question
+from ragtune.guard import (InputError, RateLimiter, SharedRateLimiter, detect_injection, scan_output,
+                           validate_question)
 from ragtune.service.audit import AuditLog
 from ragtune.service.review import ReviewQueue
 
@@ -66,13 +67,16 @@ class Serving:
 
 
 class QueryService:
-    def __init__(self, workspace: Workspace, settings: ServiceSettings | None = None):
+    def __init__(self, workspace: Workspace, settings: ServiceSettings | None = None, shared: bool = False):
+        """``shared``: several processes serve this workspace, so the rate limit is kept in SQLite."""
         from ragtune.evaluation.answers import AnswerScorer  # noqa: F401  (imported once, before threads start)
 
         self.workspace, self.settings = workspace, settings or ServiceSettings()
         self.audit = AuditLog(workspace.home / "audit", fsync=self.settings.audit_fsync)
         self.reviews = ReviewQueue(workspace.home / "reviews.sqlite")
-        self.limiter = RateLimiter(self.settings.rate_limit, self.settings.rate_window_s)
+        self.limiter = (SharedRateLimiter(workspace.home / "ratelimit.sqlite", self.settings.rate_limit,
+                                          self.settings.rate_window_s) if shared
+                        else RateLimiter(self.settings.rate_limit, self.settings.rate_window_s))
         self._lock = threading.Lock()
         self._state: Serving | None = None
         self._stamp = None
@@ -123,6 +127,13 @@ class QueryService:
             self._stamp = stamp
             self._cache.clear()  # answers of the previous version are stale
             return self._state
+
+    def warm(self) -> None:
+        """Load the publication and the models now, so that the first request does not wait for them."""
+        state = self.current()
+        state.engine.embedder.embedder.load()
+        if state.engine.reranker is not None:
+            state.engine.reranker.score("warm", ["up"])
 
     def health(self) -> dict:
         record = self.current().record
