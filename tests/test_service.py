@@ -343,3 +343,17 @@ def test_serve_with_two_workers_shares_one_rate_limit(tmp_path, workspace, docs)
         server.wait(30)
     assert codes == [200] * 3 + [429] * 5
     assert len([r for r in audit_records(ws) if r.get("client_id") == "dave"]) == 8
+
+
+def test_audit_show_prints_what_the_answer_saw(served):
+    from typer.testing import CliRunner
+
+    from ragtune.cli import app
+
+    body = served.ask("How long is the probation period?").json()
+    res = CliRunner().invoke(app, ["audit", "show", body["request_id"], "--home", str(served.service.workspace.home)])
+    assert res.exit_code == 0, res.output
+    assert body["request_id"] in res.output and "hr/onboarding#0" in res.output
+    assert "probation period is **six months**" in res.output and "TEXT CHANGED" not in res.output
+    missing = CliRunner().invoke(app, ["audit", "show", "nope", "--home", str(served.service.workspace.home)])
+    assert missing.exit_code == 2 and "no audit record for request nope" in missing.output

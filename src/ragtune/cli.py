@@ -322,7 +322,6 @@ def pipeline_status(
                                          "3 when the index is stale (documents changed since)"),
 ) -> None:
     """What is published, how fresh the last ingest was, and (with --corpus) whether the index is stale."""
-    from ragtune.data import load_corpus
     from ragtune.publish import published
 
     try:
@@ -341,12 +340,13 @@ def pipeline_status(
                       f"changed, {fresh['removed']} removed, oldest ingested {fresh['oldest_document_ingested_at']}",
                       highlight=False)
     if corpus is not None:
+        from ragtune.production.pipeline import stale
+
         try:
-            current = load_corpus(corpus).fingerprint
+            is_stale = stale(corpus, ingested)
         except RagtuneError as exc:
             _fail(exc)
-        last = json.loads(ingested.read_text(encoding="utf-8")).get("corpus_fingerprint") if ingested.is_file() else None
-        if current != last:
+        if is_stale:
             console.print(f"stale: {corpus} has changed since the last ingest; run `ploomber build`")
             raise typer.Exit(3)
         console.print(f"fresh: {corpus} is what was last ingested")
@@ -535,9 +535,7 @@ app.add_typer(audit_app, name="audit")
 def audit_show(request_id: str, home: Optional[Path] = HomeOpt) -> None:
     """What the model saw when it answered: the request's record, with the text of every chunk it was given
     (read back from the table version it was served from, and checked against the recorded hash)."""
-    import hashlib
-
-    from ragtune.service.audit import AuditLog
+    from ragtune.service.audit import AuditLog, seen_chunks
 
     ws = _workspace(home, None)
     try:
@@ -545,22 +543,14 @@ def audit_show(request_id: str, home: Optional[Path] = HomeOpt) -> None:
         record = log.find(request_id)
         if record is None:
             raise RagtuneError(f"no audit record for request {request_id} in {ws.home / 'audit'}")
-        events = [r for r in log.records() if r.get("request_id") == request_id and r.get("event")]
+        chunks, events = seen_chunks(ws.db, record), log.events(request_id)
     except RagtuneError as exc:
         _fail(exc)
     sys.stdout.write(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
-    chunks = [c for c in record.get("chunks", []) if c.get("given_to_generator")]
-    if chunks:
-        table = ws.db.open_table(record["table"])
-        table.checkout(int(record["version"]))
-        ids = ", ".join("'" + c["chunk_id"].replace("'", "''") + "'" for c in chunks)
-        texts = {r["id"]: r["text"] for r in table.search().where(f"id IN ({ids})").select(["id", "text"])
-                 .limit(len(chunks)).to_list()}
-        for c in chunks:
-            text = texts.get(c["chunk_id"], "")
-            ok = hashlib.sha256(text.encode()).hexdigest() == c["text_sha256"]
-            console.print(f"--- {c['chunk_id']} (score {c['score']:.4f}){'' if ok else ' [red]TEXT CHANGED[/]'}")
-            console.print(text, highlight=False, markup=False)
+    for c in chunks:
+        flag = "" if c["unchanged"] else " [red]TEXT CHANGED[/]"
+        console.print(f"--- {c['chunk_id']} (score {c['score']:.4f}){flag}")
+        console.print(c["text"], highlight=False, markup=False)
     for e in events:
         console.print(f"{e['time']} {e['event']}: {e.get('status')} by {e.get('reviewer')} {e.get('note', '')}")
 

@@ -334,7 +334,7 @@ def summarize(per_query: pd.DataFrame) -> dict[str, float]:
 def _answer(engine: Engine, dataset: Dataset, judged, chunk_run, vectors, progress: bool):
     """Generate an answer for every judged query from its top chunks, score it, time it, price it."""
     from ragtune.evaluation.answers import AnswerScorer
-    from ragtune.generation import answer
+    from ragtune.generation import answer, cost_usd
     from ragtune.text import split_sentences
 
     gen = engine.config.generation
@@ -356,7 +356,7 @@ def _answer(engine: Engine, dataset: Dataset, judged, chunk_run, vectors, progre
             row.update(judge.score(q.text, ans.text, split_sentences(ans.text), hits))
         tokens_in, tokens_out = int(ans.usage.get("prompt_tokens", 0)), int(ans.usage.get("completion_tokens", 0))
         row.update({"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "degraded": float(ans.degraded),
-                    "cost_usd": (tokens_in * gen.price_input_per_mtok + tokens_out * gen.price_output_per_mtok) / 1e6,
+                    "cost_usd": cost_usd(ans.usage, gen),
                     "generate_ms": elapsed})
         answers[q.id], rows[q.id] = ans, row
     return answers, pd.DataFrame.from_dict(rows, orient="index")

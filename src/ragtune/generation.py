@@ -73,6 +73,12 @@ def count_tokens(text: str) -> int:
     return len(get_tokenizer()(text))
 
 
+def cost_usd(usage: dict, config) -> float:
+    """What an answer's tokens cost under the config's price table (USD per million tokens)."""
+    return (usage.get("prompt_tokens", 0) * config.price_input_per_mtok
+            + usage.get("completion_tokens", 0) * config.price_output_per_mtok) / 1e6
+
+
 def number_context(hits: Sequence[Hit]) -> str:
     return "\n\n".join(f"[{i}] {h.text.strip()}" for i, h in enumerate(hits, 1))
 

@@ -135,7 +135,5 @@ def reindex(table, config) -> None:
     fts = config.retrieval.fts
     table.create_index("text", config=FTS(language=fts.language, stem=fts.stem,
                                           remove_stop_words=fts.remove_stop_words), replace=True)
-    mode = config.retrieval.vector_index
-    if mode == "hnsw" or (mode == "auto" and table.count_rows() >= store.ANN_MIN_ROWS):
-        table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ", replace=True)
+    store.build_ann(table, config.retrieval.vector_index, table.count_rows(), replace=True)
     table.optimize()

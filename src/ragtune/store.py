@@ -23,6 +23,12 @@ ANN_MIN_ROWS = 20_000
 COLUMNS = ["id", "doc_id", "text", "start", "end"]
 
 
+def build_ann(table, vector_index: str, rows: int, replace: bool = False) -> None:
+    """Build the ANN index when ``vector_index`` asks for it (``hnsw``, or ``auto`` from ANN_MIN_ROWS rows on)."""
+    if vector_index == "hnsw" or (vector_index == "auto" and rows >= ANN_MIN_ROWS):
+        table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ", replace=replace)
+
+
 def connect(uri: str):
     import lancedb
 
@@ -113,8 +119,7 @@ def build_index(
         table.create_index(
             "text", config=FTS(language=fts.language, stem=fts.stem, remove_stop_words=fts.remove_stop_words)
         )
-        if vector_index == "hnsw" or (vector_index == "auto" and len(chunks) >= ANN_MIN_ROWS):
-            table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ")
+        build_ann(table, vector_index, len(chunks))
         table.tags.create(COMPLETE_TAG, table.version)
     except BaseException:
         if name in table_names(db):

@@ -76,6 +76,13 @@ def dataset_state(dataset: str, release: str = "") -> str:
     return digest.hexdigest()[:16]
 
 
+def stale(corpus: str, ingested) -> bool:
+    """True when ``corpus`` differs from what the last ingest (its ``ingest.json``) took in, or none ran."""
+    path = Path(ingested)
+    last = _read(path).get("corpus_fingerprint") if path.is_file() else None
+    return load_corpus(corpus).fingerprint != last
+
+
 # -- the steps ------------------------------------------------------------------------------------------------------
 
 

@@ -61,4 +61,26 @@ class AuditLog:
                         raise DataError(f"{path}:{lineno}: damaged audit record") from None
 
     def find(self, request_id: str) -> dict | None:
-        return next((r for r in self.records() if r.get("request_id") == request_id), None)
+        return next((r for r in self.records() if r.get("request_id") == request_id and not r.get("event")), None)
+
+    def events(self, request_id: str) -> list[dict]:
+        """What happened to a request afterwards (review decisions)."""
+        return [r for r in self.records() if r.get("request_id") == request_id and r.get("event")]
+
+
+def seen_chunks(db, record: dict) -> list[dict]:
+    """The chunks a request's generator was given, read back from the table version it was served from: each with
+    its text and whether that text still has the hash recorded at the time."""
+    import hashlib
+
+    chunks = [c for c in record.get("chunks", []) if c.get("given_to_generator")]
+    if not chunks:
+        return []
+    table = db.open_table(record["table"])
+    table.checkout(int(record["version"]))
+    ids = ", ".join("'" + c["chunk_id"].replace("'", "''") + "'" for c in chunks)
+    texts = {r["id"]: r["text"] for r in table.search().where(f"id IN ({ids})").select(["id", "text"])
+             .limit(len(chunks)).to_list()}
+    return [{**c, "text": texts.get(c["chunk_id"], ""),
+             "unchanged": hashlib.sha256(texts.get(c["chunk_id"], "").encode()).hexdigest() == c["text_sha256"]}
+            for c in chunks]

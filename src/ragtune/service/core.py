@@ -69,8 +69,6 @@ class Serving:
 class QueryService:
     def __init__(self, workspace: Workspace, settings: ServiceSettings | None = None, shared: bool = False):
         """``shared``: several processes serve this workspace, so the rate limit is kept in SQLite."""
-        from ragtune.evaluation.answers import AnswerScorer  # noqa: F401  (imported once, before threads start)
-
         self.workspace, self.settings = workspace, settings or ServiceSettings()
         self.audit = AuditLog(workspace.home / "audit", fsync=self.settings.audit_fsync)
         self.reviews = ReviewQueue(workspace.home / "reviews.sqlite")
@@ -201,7 +199,7 @@ class QueryService:
                              "text_sha256": hashlib.sha256(h.text.encode()).hexdigest(),
                              "given_to_generator": h in context} for h in hits[: k + len(flagged)]]
 
-        from ragtune.generation import answer
+        from ragtune.generation import answer, cost_usd
 
         t = time.perf_counter()
         ans = answer(generator, text, context, query_vector=qvec)
@@ -226,8 +224,7 @@ class QueryService:
         if topic:
             reasons.append(f"high-stakes topic: {topic}")
         usage = dict(ans.usage)
-        cost = (usage.get("prompt_tokens", 0) * gen_config.price_input_per_mtok
-                + usage.get("completion_tokens", 0) * gen_config.price_output_per_mtok) / 1e6
+        cost = cost_usd(usage, gen_config)
         record.update(answer=out_text, citations=[c["chunk_id"] for c in citations], usage=usage, cost_usd=cost,
                       faithfulness=faithfulness, notice=ans.notice, latency_ms=timings, cached=False)
         base = {"request_id": request_id, "cached": False,
