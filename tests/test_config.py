@@ -18,7 +18,7 @@ def test_yaml_round_trip_keeps_config_and_id(tmp_path):
 
 def test_id_ignores_runtime_fields_and_changes_with_behaviour():
     base = RagConfig()
-    assert RagConfig.from_dict({"name": "x", "embedding": {"batch_size": 7, "device": "cpu"}}).id == base.id
+    assert RagConfig.from_dict({"name": "x", "embedding": {"batch_size": 7, "device": "cpu", "runtime": "torch"}}).id == base.id
     assert RagConfig.from_dict({"chunking": {"size": 512}}).id != base.id
     assert RagConfig.from_dict({"retrieval": {"mode": "fts"}}).id != base.id
 

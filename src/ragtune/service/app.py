@@ -81,10 +81,10 @@ def from_environment() -> FastAPI:
     from ragtune.engine import Workspace
     from ragtune.service.core import load_settings
 
-    import torch
+    from ragtune.device import limit_threads
 
-    # the processes share the cores: torch's own thread pool would oversubscribe them
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("RAGTUNE_SERVICE_WORKERS", "1"))))
+    # the processes share the cores: each model runtime's own thread pool would oversubscribe them
+    limit_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("RAGTUNE_SERVICE_WORKERS", "1"))))
     settings = os.environ.get("RAGTUNE_SERVICE_SETTINGS")
     service = QueryService(Workspace.default(), load_settings(Path(settings) if settings else None), shared=True)
     service.warm()
