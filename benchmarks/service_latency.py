@@ -1,18 +1,20 @@
 """The query service under load on loopback: p50/p95 latency and throughput at 1, 8 and 32 concurrent clients.
 
-    python benchmarks/service_latency.py
+    python benchmarks/service_latency.py [LABEL ...]      # labels: "no re-ranking", "2 workers", "cross-encoder"
 
 The sample corpus is published in a temporary workspace (hybrid search, MiniLM, extractive answers), without the
 re-ranker (served by one process, then by two: `--workers 2`) and with the cross-encoder; `ragtune serve` runs in its
-own process and an asyncio client (httpx)
-sends each client's questions back to back. Questions carry a number so that none is a cache hit; the cache-hit
-row repeats one question. Rate limiting is set out of the way.
+own process. The load comes from `wrk` (one thread, N connections, 10 s a row; script `wrk_query.lua`) when it is
+installed (apt-get install wrk), else from an asyncio httpx client, which costs the shared cores about 1.5 ms of CPU
+per request. Questions carry a number so that none is a cache hit; the cache-hit rows repeat one question. Rate
+limiting is set out of the way. The server's CPU time per request is read from /proc.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -57,10 +59,46 @@ async def load(url: str, questions: list[str], clients: int) -> tuple[list[float
     return latencies, time.perf_counter() - t0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (the workers of `--workers N`) so far."""
+    total = 0.0
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        kids = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+    return kids + [g for k in kids for g in _children(k)]
+
+
+def measure(url: str, questions_file: Path, questions: list[str], clients: int, cached: bool) -> tuple:
+    """(p50, p95, requests/s) of one row."""
+    if shutil.which("wrk"):
+        out = subprocess.run(["wrk", "-t1", f"-c{clients}", "-d10s", "-s", str(Path(__file__).with_name(
+            "wrk_query.lua")), url], capture_output=True, text=True, check=True,
+            env={**os.environ, "QUESTIONS": str(questions_file), "FIXED": "1" if cached else "0"}).stdout
+        p50, p95, _, rps, errors, non2xx = next(line for line in out.splitlines() if line.startswith("RESULT")).split()[1:]
+        assert int(errors) == 0 and int(non2xx) == 0, out
+        return float(p50), float(p95), float(rps)
+    batch = [questions[0]] * REQUESTS if cached else [
+        f"{questions[i % len(questions)]} ({clients}-{i})" for i in range(REQUESTS)]
+    lat, wall = asyncio.run(load(url, batch, clients))
+    return float(np.percentile(lat, 50)), float(np.percentile(lat, 95)), len(lat) / wall
+
+
 def main() -> None:
     ds = load_dataset("sample")
     questions = [q.text for q in ds.queries]
-    print(f"# {machine()}; sample ({len(ds.documents)} docs), {REQUESTS} requests per row")
+    generator = "wrk, 1 thread, 10 s a row" if shutil.which("wrk") else f"httpx asyncio client, {REQUESTS} requests"
+    print(f"# {machine()}; sample ({len(ds.documents)} docs); load: {generator}")
     only = sys.argv[1:]  # labels to run (all by default)
     for label, rerank, workers in (("no re-ranking", None, 1), ("2 workers", None, 2),
                                    ("cross-encoder", "cross-encoder", 1)):
@@ -73,6 +111,8 @@ def main() -> None:
             table, _ = sync(config, ds.corpus, ws.db, "production", Engine(config, ws).embedder)
             publish(ws, table, config=config.model_dump(mode="json"), config_id=config.id)
             (Path(tmp) / "settings.yaml").write_text("rate_limit: 1000000\n")
+            questions_file = Path(tmp) / "questions.txt"
+            questions_file.write_text("\n".join(questions) + "\n")
             port = free_port()
             server = subprocess.Popen([str(Path(sys.executable).with_name("ragtune")), "serve", "--home", tmp,
                                        "--port", str(port), "--settings", str(Path(tmp) / "settings.yaml"),
@@ -91,16 +131,17 @@ def main() -> None:
                     time.sleep(0.5)
                 # warm up: every question once (embeds its sentences; later rows measure the serving path)
                 asyncio.run(load(url, [f"{q} (warm {i})" for i, q in enumerate(questions)], 4))
-                for clients in (1, 8, 32):
-                    batch = [f"{questions[i % len(questions)]} ({clients}-{i})" for i in range(REQUESTS)]
-                    lat, wall = asyncio.run(load(url, batch, clients))
-                    print(f"{label:14s} {clients:2d} clients: p50 {np.percentile(lat, 50):7.1f} ms, "
-                          f"p95 {np.percentile(lat, 95):7.1f} ms, {len(lat) / wall:6.1f} requests/s")
-                asyncio.run(load(url, [questions[0]], 1))  # the one question, cached
-                for clients in (1, 8):
-                    lat, wall = asyncio.run(load(url, [questions[0]] * REQUESTS, clients))
-                    print(f"{label:14s} cache hits, {clients} clients: p50 {np.percentile(lat, 50):.1f} ms, "
-                          f"p95 {np.percentile(lat, 95):.1f} ms, {len(lat) / wall:.1f} requests/s")
+                for cached, counts in ((False, (1, 8, 32)), (True, (1, 8))):
+                    if cached:
+                        asyncio.run(load(url, [questions[0]], 1))  # the one question, cached from now on
+                    for clients in counts:
+                        cpu0 = cpu_seconds(server.pid)
+                        p50, p95, rps = measure(url, questions_file, questions, clients, cached)
+                        cpu = (cpu_seconds(server.pid) - cpu0) / (rps * (10 if shutil.which("wrk") else
+                                                                         REQUESTS / rps)) * 1000
+                        kind = "cache hits" if cached else "uncached"
+                        print(f"{label:14s} {kind:10s} {clients:2d} clients: p50 {p50:7.1f} ms, p95 {p95:7.1f} ms, "
+                              f"{rps:6.1f} requests/s, server CPU {cpu:5.1f} ms/request")
             finally:
                 server.terminate()
                 server.wait(30)

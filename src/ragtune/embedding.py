@@ -384,8 +384,14 @@ class CachedEmbedder:
     def embed_documents(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         return self._embed([self.embedder.document_prefix + t for t in texts], progress)
 
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._embed([self.embedder.query_prefix + t for t in texts])
+    def embed_queries(self, texts: Sequence[str], cached: bool = True) -> np.ndarray:
+        """``cached=False``: straight through the model, neither looked up nor stored (a live service's questions:
+        the answer cache already serves repeats, and a user's questions do not belong in a growing store)."""
+        texts = [self.embedder.query_prefix + t for t in texts]
+        if cached:
+            return self._embed(texts)
+        self.embedder.load()
+        return self.embedder.encode(texts)
 
     def _embed(self, texts: list[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         self.stats.requested += len(texts)

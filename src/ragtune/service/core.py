@@ -58,8 +58,8 @@ class Serving:
     """What one publication is served with; replaced as a whole when a new version is published."""
 
     record: dict
-    table: object
     engine: Engine
+    retriever: object  # over the published table, checked out at the published version
     generator: object
     generation: GenerationConfig
     scorer: object
@@ -119,9 +119,9 @@ class QueryService:
 
             table = open_published(self.workspace)
             # concurrent requests share one encoder call for their query vectors
-            embed_query = MicroBatcher(lambda texts: list(engine.embedder.embed_queries(texts)))
-            self._state = Serving(record, table, engine, generator, gen_config, AnswerScorer(engine.embedder),
-                                  embed_query)
+            embed_query = MicroBatcher(lambda texts: list(engine.embedder.embed_queries(texts, cached=False)))
+            self._state = Serving(record, engine, engine.retriever(table), generator, gen_config,
+                                  AnswerScorer(engine.embedder), embed_query)
             self._stamp = stamp
             self._cache.clear()  # answers of the previous version are stale
             return self._state
@@ -168,8 +168,8 @@ class QueryService:
         if verdict.flagged and s.block_injection:
             raise InputError(f"the question looks like a prompt injection ({', '.join(verdict.reasons)})")
         state = self.current()
-        pub, table, engine, generator, gen_config, scorer = (state.record, state.table, state.engine,
-                                                              state.generator, state.generation, state.scorer)
+        pub, engine, generator, gen_config, scorer = (state.record, state.engine, state.generator, state.generation,
+                                                      state.scorer)
         record.update(config_id=pub.get("config_id"), table=pub["table"], version=pub["version"],
                       prompt=generator.prompt_version, model=generator.model_id)
         key = (pub["table"], pub["version"], " ".join(text.lower().split()), json.dumps(filters, sort_keys=True))
@@ -185,12 +185,15 @@ class QueryService:
 
         timings = {}
         t = time.perf_counter()
-        retriever = engine.retriever(table)
         k = gen_config.context_k
         qvec = None if engine.config.retrieval.mode == "fts" else state.embed_query(text)
-        hits = _filtered(retriever.search(text, max(k, engine.config.retrieval.top_k), qvec).chunks(
-            engine.config.retrieval.candidates), filters)
-        timings["retrieve"] = _ms(t)
+        timings["embed"] = _ms(t)
+        t = time.perf_counter()
+        found = state.retriever.search(text, max(k, engine.config.retrieval.top_k), qvec)
+        hits = _filtered(found.chunks(engine.config.retrieval.candidates), filters)
+        timings["search"] = round(_ms(t) - found.timings_ms.get("rerank_ms", 0.0), 3)
+        if "rerank_ms" in found.timings_ms:
+            timings["rerank"] = round(found.timings_ms["rerank_ms"], 3)
         flagged = {h.chunk_id: _chunk_verdict(h.text).reasons for h in hits}
         flagged = {c: list(r) for c, r in flagged.items() if r}
         record["guards"]["chunk_injection"] = flagged
