@@ -31,11 +31,17 @@ def model_cache_dir() -> Path:
 
 
 def fingerprint(model_path: Path) -> str:
-    """Names, sizes and modification times of the model's files: a reinstalled or changed model gets a new key."""
+    """The model's content, sampled: each file's name, size and first and last 64 KiB. A changed model gets a new key,
+    while a reinstall of the same model (new modification times) or a second environment shares the export."""
     h = hashlib.sha256(f"ragtune-onnx-export-v{EXPORT_VERSION}".encode())
     for f in sorted(p for p in model_path.rglob("*") if p.is_file()):
-        st = f.stat()
-        h.update(f"{f.relative_to(model_path)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        size = f.stat().st_size
+        h.update(f"{f.relative_to(model_path)}\0{size}\0".encode())
+        with open(f, "rb") as handle:
+            h.update(handle.read(65536))
+            if size > 65536:
+                handle.seek(max(65536, size - 65536))
+                h.update(handle.read())
     return h.hexdigest()[:16]
 
 
@@ -44,7 +50,7 @@ def exported(model_path: str | Path) -> Path:
     directory; exported on first use. Concurrent exporters each write a private directory and the first rename wins,
     so no process ever reads a half-written export."""
     model_path = Path(model_path)
-    out = model_cache_dir() / f"{model_path.name}-{fingerprint(model_path)}"
+    out = model_cache_dir() / f"{model_path.parent.name}-{model_path.name}-{fingerprint(model_path)}"
     if (out / EXPORT_FILE).is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
