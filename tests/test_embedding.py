@@ -239,25 +239,21 @@ def test_fp16_vectors_agree_with_fp32(minilm):
     assert (a * b).sum(axis=1).min() >= 0.999
 
 
-def test_out_of_memory_halves_the_batch_and_retries(monkeypatch):
-    import torch
+def test_cache_in_the_first_layout_is_migrated(tmp_path):
+    import sqlite3
 
-    emb = make_embedder(EmbeddingConfig(model="minilm", device="cpu", batch_size=16, runtime="torch"))
-    expected = emb.encode(TEXTS * 3)
-    real = emb.model.encode
-    sizes = []
-
-    def tight(texts, batch_size, **kw):  # a device that fits at most 4 texts at once
-        sizes.append(batch_size)
-        if batch_size > 4:
-            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-        return real(texts, batch_size=batch_size, **kw)
-
-    monkeypatch.setattr(emb.model, "encode", tight)
-    got = emb.encode(TEXTS * 3)
-    assert sizes == [16, 8, 4] and emb.batch_size == 4
-    assert np.allclose(got, expected, atol=1e-5)
-
-    monkeypatch.setattr(emb.model, "encode", lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("oom")))
-    with pytest.raises(BackendError, match="out of GPU memory even at batch size 1"):
-        emb.encode(TEXTS)
+    path = tmp_path / "old.sqlite"
+    vec = np.arange(4, dtype=np.float32)
+    with sqlite3.connect(path) as con:  # the layout of ragtune <= 0.1 caches
+        con.execute("CREATE TABLE embeddings (model TEXT NOT NULL, hash BLOB NOT NULL, dim INTEGER NOT NULL,"
+                    " vector BLOB NOT NULL, PRIMARY KEY (model, hash)) WITHOUT ROWID")
+        con.executemany("INSERT INTO embeddings VALUES (?, ?, ?, ?)",
+                        [("m", b"a" * 16, 4, vec.tobytes()), ("m", b"b" * 16, 4, (vec + 1).tobytes())])
+    cache = EmbeddingCache(path)
+    found = cache.get_many("m", [b"a" * 16, b"b" * 16, b"c" * 16])
+    assert set(found) == {b"a" * 16, b"b" * 16} and np.array_equal(found[b"b" * 16], vec + 1)
+    assert cache.count() == 2
+    with sqlite3.connect(path) as con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"vectors"}
+    assert EmbeddingCache(path).count("m") == 2  # reopening is a no-op

@@ -48,7 +48,8 @@ class ChunkingConfig(_Section):
 
 class EmbeddingConfig(_Section):
     model: str = Field("minilm", description="embedder registry name, or 'openai:<model>' for an HTTP endpoint")
-    batch_size: int = Field(64, ge=1, le=65536, description="the starting batch; halved on CUDA out-of-memory")
+    batch_size: int = Field(64, ge=1, le=65536, description="inputs per batch on the CPU; on CUDA batches are sized to "
+                            "free memory, and halved on out-of-memory")
     device: Device = "auto"
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="auto: fp16 on CUDA, fp32 on the CPU (fp16 and fp32 vectors agree to cosine >= 0.999)"
@@ -108,8 +109,13 @@ class RetrievalConfig(_Section):
 class RerankConfig(_Section):
     model: str | None = Field(None, description="reranker registry name, or null for none")
     depth: int | None = Field(50, ge=1, le=10000, description="candidates the reranker rescores")
-    batch_size: int = Field(32, ge=1, le=65536)
+    batch_size: int = Field(32, ge=1, le=65536, description="inputs per batch on the CPU; on CUDA sized to free memory")
     device: Device = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="torch runtime: auto is fp16 on CUDA, fp32 on the CPU")
+    runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="cross-encoder: auto runs the shipped int8 ONNX model on the CPU and its dequantized "
+        "weights under torch on CUDA; torch or onnx forces one")
 
     @model_validator(mode="after")
     def _check(self) -> RerankConfig:

