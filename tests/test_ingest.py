@@ -7,6 +7,7 @@ import pytest
 from ragtune.config import RagConfig
 from ragtune.data import Corpus
 from ragtune.engine import Engine
+from ragtune.errors import BackendError
 from ragtune.ingest import sync
 from ragtune.types import Document
 
@@ -112,3 +113,28 @@ def test_unindexed_rows_are_detected_and_reindex_covers_them(setup):
     fts = Engine(config.with_overrides({"retrieval.mode": "fts"}), engine.workspace).retriever(table)
     query = " ".join(docs[7].text.split()[:15])
     assert docs[7].id in [h.doc_id for h in fts.search(query, 10).documents(3)]
+
+
+def test_failing_embedder_leaves_the_table_as_it_was(setup, monkeypatch):
+    config, engine, db, docs = setup
+    table, _ = sync(config, Corpus(docs[:4]), db, "production", engine.embedder)
+    version, rows = table.version, table.count_rows()
+    real = engine.embedder.embedder._encode
+    calls = []
+
+    def dies_on_second_block(texts):
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise BackendError("embedding service went away")
+        return real(texts)
+
+    monkeypatch.setattr(engine.embedder, "block", 2)  # several cache blocks, so the failure comes midway
+    monkeypatch.setattr(engine.embedder.embedder, "_encode", dies_on_second_block)
+    changed = [replace(docs[0], text=docs[0].text + "\n\nOne more line.")] + docs[1:]
+    with pytest.raises(BackendError, match="went away"):
+        sync(config, Corpus(changed), db, "production", engine.embedder)
+    table = db.open_table("production")
+    assert (table.version, table.count_rows()) == (version, rows)  # nothing deleted, nothing half-added
+    monkeypatch.setattr(engine.embedder.embedder, "_encode", real)
+    table, fresh = sync(config, Corpus(changed), db, "production", engine.embedder)
+    assert ids_in(table) == {d.id for d in changed} and docs[0].id in fresh.changed

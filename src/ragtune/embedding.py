@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import metadata
@@ -403,6 +403,19 @@ class CachedEmbedder:
 
     def embed_documents(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         return self._embed([self.embedder.document_prefix + t for t in texts], progress)
+
+    def embed_in_blocks(self, texts: Sequence[str], progress: Callable[[int], None] | None = None,
+                        block: int = 16384) -> Iterator[np.ndarray]:
+        """The documents' vectors as consecutive blocks, never more than one block in memory (a corpus's vectors
+        need not fit). With a cache, every text is embedded and stored before the first block is yielded, so a model
+        that fails does so before the caller has written anything; the blocks are then read back from the cache."""
+        texts = list(texts)
+        if self.cache is not None:
+            for i in range(0, len(texts), block):
+                self.embed_documents(texts[i : i + block], progress)
+            progress = None
+        for i in range(0, len(texts), block):
+            yield self.embed_documents(texts[i : i + block], progress)
 
     def embed_queries(self, texts: Sequence[str], cached: bool = True) -> np.ndarray:
         """``cached=False``: straight through the model, neither looked up nor stored (a live service's questions:

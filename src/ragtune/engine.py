@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -151,12 +151,13 @@ class Engine:
             built = table is None
             if built:
                 chunks = chunk_documents(corpus.documents, self.config.chunking, self.embedder)
-                vectors = self._embed_chunks([c.text for c in chunks])
                 meta = {"ragtune_index_key": key, "corpus": corpus.source, "fingerprint": corpus.fingerprint}
-                table = store.build_index(
-                    self.workspace.db, key, chunks, vectors, self.config.retrieval.fts,
-                    self.config.retrieval.vector_index, meta,
-                )
+                with self._progress(len(chunks)) as bar:
+                    blocks = self.embedder.embed_in_blocks([c.text for c in chunks], bar and bar.update)
+                    table = store.build_index(
+                        self.workspace.db, key, chunks, blocks, self.config.retrieval.fts,
+                        self.config.retrieval.vector_index, meta,
+                    )
         info = IndexInfo(
             key, store.table_name(key), stable_hash(self.config.index_settings), corpus.source, corpus.fingerprint,
             len(corpus.documents), table.count_rows(), built, round(time.perf_counter() - start, 3),
@@ -164,13 +165,13 @@ class Engine:
         self.workspace.remember(info)
         return table, info
 
-    def _embed_chunks(self, texts: list[str]) -> np.ndarray:
+    def _progress(self, total: int):
+        """A progress bar over embedded chunks (a context manager yielding None when progress is off)."""
         if not self.progress:
-            return self.embedder.embed_documents(texts)
+            return nullcontext()
         from tqdm.auto import tqdm
 
-        with tqdm(total=len(texts), desc=f"embed ({self.config.embedding.model})", unit="chunk") as bar:
-            return self.embedder.embed_documents(texts, progress=bar.update)
+        return tqdm(total=total, desc=f"embed ({self.config.embedding.model})", unit="chunk")
 
     def open_table(self, key: str):
         table = store.open_index(self.workspace.db, key)

@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import pyarrow as pa
-
 from ragtune import faults, store
 from ragtune.chunking import chunk_documents
 from ragtune.data import Corpus
@@ -50,14 +48,6 @@ def doc_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _schema(dim: int) -> pa.Schema:
-    return pa.schema([
-        ("id", pa.string()), ("doc_id", pa.string()), ("text", pa.string()), ("start", pa.int64()),
-        ("end", pa.int64()), ("vector", pa.list_(pa.float32(), dim)), ("doc_hash", pa.string()),
-        ("ingested_at", pa.string()),
-    ])
-
-
 def _state(table) -> dict[str, tuple[str, str]]:
     """doc id -> (content hash, ingested at) of what the table holds."""
     if table is None:
@@ -89,21 +79,20 @@ def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) ->
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     todo = [docs[i] for i in fresh.added + fresh.changed]
     chunks = chunk_documents(todo, config.chunking, embedder) if todo else []
-    vectors = embedder.embed_documents([c.text for c in chunks]) if chunks else None
+    # every chunk is embedded (into the cache) before the table is touched; the rows then stream in one commit
+    blocks = embedder.embed_in_blocks([c.text for c in chunks]) if chunks else iter(())
+    hashes = {d.id: doc_hash(d.text) for d in todo}
+    rows = store.chunk_rows(chunks, blocks, lambda c: {"doc_hash": hashes[c.doc_id], "ingested_at": now}
+                            ) if chunks else None
     fresh.chunks_embedded = len(chunks)
     gone = fresh.changed + fresh.removed
     if table is not None and gone:
         for i in range(0, len(gone), 500):
             table.delete(f"doc_id IN ({_quote(gone[i:i + 500])})")
         faults.checkpoint("ingest.deleted")
-    if chunks:
-        rows = pa.Table.from_pylist(
-            [{"id": c.id, "doc_id": c.doc_id, "text": c.text, "start": c.start, "end": c.end, "vector": v.tolist(),
-              "doc_hash": doc_hash(docs[c.doc_id].text), "ingested_at": now} for c, v in zip(chunks, vectors)],
-            schema=_schema(int(vectors.shape[1])),
-        )
+    if rows is not None:
         if table is None:
-            table = db.create_table(name, rows)
+            table = db.create_table(name, rows, schema=rows.schema)
         else:
             table.add(rows)
     if index and table is not None and needs_index(table):

@@ -7,8 +7,9 @@ directory.
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 os.environ.setdefault("LANCEDB_LOG", "error")  # lance prints a deprecation line per hybrid query otherwise
 
@@ -75,47 +76,64 @@ def open_index(db, index_key: str):
     return table
 
 
+def chunk_schema(dim: int, extra: Sequence[str] = (), metadata: dict[str, str] | None = None) -> pa.Schema:
+    """The chunk table's columns; ``extra`` names further string columns (the production table's bookkeeping)."""
+    return pa.schema(
+        [("id", pa.string()), ("doc_id", pa.string()), ("text", pa.string()), ("start", pa.int64()),
+         ("end", pa.int64()), ("vector", pa.list_(pa.float32(), dim))] + [(n, pa.string()) for n in extra],
+        metadata={k.encode(): v.encode() for k, v in (metadata or {}).items()},
+    )
+
+
+def chunk_rows(chunks: Sequence[Chunk], blocks: Iterable[np.ndarray], extra: Callable[[Chunk], dict] | None = None,
+               metadata: dict[str, str] | None = None) -> pa.RecordBatchReader:
+    """The chunks with their vectors as a stream of record batches, one per block of vectors (``blocks`` yields them
+    in chunk order): LanceDB writes the stream as one commit, and only one block is ever in memory."""
+    blocks = iter(blocks)
+    first = next(blocks, None)
+    if first is None or not len(chunks):
+        raise ValueError("no chunks to write")
+    names = list(extra(chunks[0])) if extra and chunks else []
+    schema = chunk_schema(int(first.shape[1]), names, metadata)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        at = 0
+        for vectors in itertools.chain([first], blocks):
+            part = chunks[at : at + len(vectors)]
+            at += len(vectors)
+            flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+            values = [[c.id for c in part], [c.doc_id for c in part], [c.text for c in part],
+                      [c.start for c in part], [c.end for c in part]]
+            columns = [pa.array(v, schema.field(i).type) for i, v in enumerate(values)]
+            columns.append(pa.FixedSizeListArray.from_arrays(flat, int(vectors.shape[1])))
+            rows = [extra(c) for c in part] if names else []
+            columns += [pa.array([r[n] for r in rows], pa.string()) for n in names]
+            yield pa.RecordBatch.from_arrays(columns, schema=schema)
+        if at != len(chunks):
+            raise ValueError(f"{len(chunks)} chunks but {at} vectors")
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
 def build_index(
     db,
     index_key: str,
     chunks: Sequence[Chunk],
-    vectors: np.ndarray,
+    blocks: Iterable[np.ndarray],
     fts,
     vector_index: str = "auto",
     metadata: dict[str, str] | None = None,
 ):
-    """Write chunks and vectors, build the full-text (and, if due, ANN) index, then mark the table complete."""
+    """Write chunks and their vectors (``blocks``: consecutive blocks of vectors, streamed), build the full-text (and,
+    if due, ANN) index, then mark the table complete."""
     name = table_name(index_key)
     if name in table_names(db):
         db.drop_table(name)
-    dim = int(vectors.shape[1])
-    schema = pa.schema(
-        [
-            ("id", pa.string()),
-            ("doc_id", pa.string()),
-            ("text", pa.string()),
-            ("start", pa.int64()),
-            ("end", pa.int64()),
-            ("vector", pa.list_(pa.float32(), dim)),
-        ],
-        metadata={k.encode(): v.encode() for k, v in (metadata or {}).items()},
-    )
-    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
-    data = pa.Table.from_arrays(
-        [
-            pa.array([c.id for c in chunks], pa.string()),
-            pa.array([c.doc_id for c in chunks], pa.string()),
-            pa.array([c.text for c in chunks], pa.string()),
-            pa.array([c.start for c in chunks], pa.int64()),
-            pa.array([c.end for c in chunks], pa.int64()),
-            pa.FixedSizeListArray.from_arrays(flat, dim),
-        ],
-        schema=schema,
-    )
+    data = chunk_rows(chunks, blocks, metadata=metadata)
     try:
         from lancedb.index import FTS
 
-        table = db.create_table(name, data, schema=schema)
+        table = db.create_table(name, data, schema=data.schema)
         table.create_index(
             "text", config=FTS(language=fts.language, stem=fts.stem, remove_stop_words=fts.remove_stop_words)
         )
