@@ -23,7 +23,7 @@ import numpy as np
 from ragtune.embedding import pad_batch
 from ragtune.errors import BackendError
 
-MAX_ROWS = 1024  # larger batches buy no throughput on current GPUs (BENCHMARKS.md) and delay the first result
+MAX_ROWS = 1024  # the best of 256, 512 and 1024 for the raw forward on an H200 (BENCHMARKS.md)
 CHUNK = 1024  # inputs tokenized at once, ahead of the model
 PRODUCERS = 2  # tokenizing threads: one tokenizes (in Rust, outside the GIL) while the other pads its chunk
 PREFETCH = 8  # padded batches waiting for the model
