@@ -1,4 +1,5 @@
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -257,3 +258,20 @@ def test_cache_in_the_first_layout_is_migrated(tmp_path):
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {"vectors"}
     assert EmbeddingCache(path).count("m") == 2  # reopening is a no-op
+
+
+def test_blocks_are_stored_by_a_writer_thread_and_its_failures_raised(minilm, tmp_path, monkeypatch):
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    emb = CachedEmbedder(minilm, cache)
+    monkeypatch.setattr(emb, "block", 3)  # 4 blocks: written while the next is embedded
+    texts = [f"block text {i}" for i in range(10)]
+    got = emb.embed_documents(texts)
+    assert np.allclose(got, minilm.encode(texts), atol=1e-6)
+    assert cache.count(minilm.model_id) == 10 and emb.stats.computed == 10
+
+    def full_disk(*args):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(cache, "put_many", full_disk)
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        emb.embed_documents([f"other text {i}" for i in range(7)])

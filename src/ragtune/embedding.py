@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -438,16 +440,25 @@ class CachedEmbedder:
             progress(len(texts) - sum(1 for h in hashes if h not in found))
         if missing:
             self.embedder.load()
-        for i in range(0, len(missing), self.block):
-            part = missing[i : i + self.block]
-            start = time.perf_counter()
-            vecs = self.embedder.encode([unique[h] for h in part])
-            self.stats.seconds += time.perf_counter() - start
-            self.stats.computed += len(part)
-            block = dict(zip(part, vecs))
-            if self.cache:
-                self.cache.put_many(self.model_id, block.items())
-            found.update(block)
-            if progress:
-                progress(len(part))
+        # with several blocks, each is stored by a writer thread while the next one is embedded (SQLite releases the
+        # GIL); leaving the block waits for the writes, so a failure still keeps every block computed before it
+        overlap = self.cache is not None and len(missing) > self.block
+        with ThreadPoolExecutor(max_workers=1) if overlap else nullcontext() as writer:
+            writes = []
+            for i in range(0, len(missing), self.block):
+                part = missing[i : i + self.block]
+                start = time.perf_counter()
+                vecs = self.embedder.encode([unique[h] for h in part])
+                self.stats.seconds += time.perf_counter() - start
+                self.stats.computed += len(part)
+                block = dict(zip(part, vecs))
+                if writer:
+                    writes.append(writer.submit(self.cache.put_many, self.model_id, list(block.items())))
+                elif self.cache:
+                    self.cache.put_many(self.model_id, block.items())
+                found.update(block)
+                if progress:
+                    progress(len(part))
+            for write in writes:
+                write.result()  # a failed write is raised here
         return np.stack([found[h] for h in hashes])
