@@ -382,3 +382,34 @@ def test_audit_show_prints_what_the_answer_saw(served):
     assert "probation period is **six months**" in res.output and "TEXT CHANGED" not in res.output
     missing = CliRunner().invoke(app, ["audit", "show", "nope", "--home", str(served.service.workspace.home)])
     assert missing.exit_code == 2 and "no audit record for request nope" in missing.output
+
+
+def test_answer_cache_is_shared_by_the_processes_of_one_home(tmp_path, workspace, docs, monkeypatch):
+    """Two services over one home with ``shared=True`` (what ``serve --workers`` starts): one's answer is the other's
+    hit, never across publications; the shared table keeps at most ``cache_size`` answers."""
+    from ragtune.service.answer_cache import AnswerCache
+
+    ws = make_home(tmp_path / "home", workspace.cache.path, docs)
+    first, second = (QueryService(ws, ServiceSettings(rate_limit=1000), shared=True) for _ in range(2))
+    q = "How many vacation days do new employees get?"
+    answered = first.ask(q, "ann")
+    assert not answered["cached"]
+    monkeypatch.setattr(type(second.current().retriever), "search",
+                        lambda *a, **k: pytest.fail("a shared hit must not search"))
+    hit = second.ask(q.upper() + "  ", "bob")  # the same question, normalised
+    assert hit["cached"] and hit["answer"] == answered["answer"] and second.answers.hits == 1
+    monkeypatch.undo()
+    publish_docs(ws, [*docs, Document("hr/new", "# New page\n\nNothing about vacations.")])  # a new version
+    again = second.ask(q, "bob")
+    assert not again["cached"] and again["version"]["version"] != answered["version"]["version"]
+
+    small = AnswerCache(3, tmp_path / "answers.sqlite")
+    for i in range(5):
+        small.put(f"k{i}", {"answer": i})
+    other = AnswerCache(3, tmp_path / "answers.sqlite")  # another process: nothing in its memory yet
+    assert [other.get(f"k{i}") for i in range(5)] == [None, None, {"answer": 2}, {"answer": 3}, {"answer": 4}]
+    with sqlite3.connect(tmp_path / "answers.sqlite") as con:
+        assert con.execute("SELECT COUNT(*) FROM answers").fetchone()[0] == 3
+        con.execute("BEGIN EXCLUSIVE")  # another writer holds the file: a put is left out, not an error
+        other.put("k9", {"answer": 9})
+        assert other.get("k9") == {"answer": 9}  # still in this process's memory

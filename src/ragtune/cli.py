@@ -447,7 +447,7 @@ def serve(
     home: Optional[Path] = HomeOpt,
     settings: Optional[Path] = SettingsOpt,
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="server processes, up to one per core (the rate "
-                                "limit is then shared through SQLite; each process keeps its own answer cache)"),
+                                "limit and the answer cache are then shared through SQLite)"),
 ) -> None:
     """Serve the published production configuration over HTTP: POST /query, GET /health, GET /review/{id}."""
     import os

@@ -10,12 +10,10 @@ unfaithful or on a high-stakes topic -> cache -> audit.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +25,7 @@ from ragtune.engine import Engine, Workspace
 from ragtune.errors import DataError, RagtuneError
 from ragtune.guard import (InputError, RateLimiter, SharedRateLimiter, detect_injection, scan_output,
                            validate_question)
+from ragtune.service.answer_cache import AnswerCache
 from ragtune.service.audit import AuditLog
 from ragtune.service.review import ReviewQueue
 
@@ -68,7 +67,8 @@ class Serving:
 
 class QueryService:
     def __init__(self, workspace: Workspace, settings: ServiceSettings | None = None, shared: bool = False):
-        """``shared``: several processes serve this workspace, so the rate limit is kept in SQLite."""
+        """``shared``: several processes serve this workspace, so the rate limit and the answer cache are kept in
+        SQLite."""
         self.workspace, self.settings = workspace, settings or ServiceSettings()
         self.audit = AuditLog(workspace.home / "audit", fsync=self.settings.audit_fsync)
         self.reviews = ReviewQueue(workspace.home / "reviews.sqlite")
@@ -78,8 +78,7 @@ class QueryService:
         self._lock = threading.Lock()
         self._state: Serving | None = None
         self._stamp = None
-        self._cache: OrderedDict = OrderedDict()
-        self.cache_hits = 0
+        self.answers = AnswerCache(self.settings.cache_size, workspace.home / "answers.sqlite" if shared else None)
 
     # -- the published version, switched without a restart -------------------------------------------------------
     def _pointer_stamp(self):
@@ -123,7 +122,7 @@ class QueryService:
             self._state = Serving(record, engine, engine.retriever(table), generator, gen_config,
                                   AnswerScorer(engine.embedder), embed_query)
             self._stamp = stamp
-            self._cache.clear()  # answers of the previous version are stale
+            self.answers.forget_local()  # answers of the previous version are stale (their keys name it)
             return self._state
 
     def warm(self) -> None:
@@ -172,12 +171,8 @@ class QueryService:
                                                       state.scorer)
         record.update(config_id=pub.get("config_id"), table=pub["table"], version=pub["version"],
                       prompt=generator.prompt_version, model=generator.model_id)
-        key = (pub["table"], pub["version"], " ".join(text.lower().split()), json.dumps(filters, sort_keys=True))
-        with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None:
-                self._cache.move_to_end(key)
-                self.cache_hits += 1
+        key = AnswerCache.key(pub["table"], pub["version"], text, filters)
+        cached = self.answers.get(key)
         if cached is not None:
             record.update(status=cached["status"], cached=True, answer=cached["answer"],
                           citations=cached["citations"], latency_ms={"cache": _ms(t0)})
@@ -241,11 +236,8 @@ class QueryService:
         record["status"] = status
         response = {**base, "status": status, "answer": out_text, "citations": citations,
                     **({"notice": ans.notice} if ans.notice else {})}
-        if status == "answered" and s.cache_size:
-            with self._lock:
-                self._cache[key] = response
-                while len(self._cache) > s.cache_size:
-                    self._cache.popitem(last=False)
+        if status == "answered":
+            self.answers.put(key, response)
         return response
 
     def decide(self, review_id: str, approve: bool, reviewer: str, note: str = "") -> dict:
