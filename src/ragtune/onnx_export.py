@@ -4,9 +4,9 @@ The whole module chain (transformer, pooling, normalisation) is traced into one 
 exported model returns the sentence embedding itself; its vectors match sentence-transformers' to about 1e-7
 (a test holds it to cosine >= 0.99999), which is why both runtimes share one embedding cache. The tokenizer is the
 model's own fast tokenizer, saved beside the graph. Exports live in the model cache (``ragtune.model_cache``) under
-a key made of the model's files, so each model is exported once per machine (about a second); a process that finds the export imports neither torch nor sentence-transformers, which saves
-about 6 s of start-up, and a query is embedded about three times faster than through torch on the CPU
-(BENCHMARKS.md).
+a key made of the model's files, so each model is exported once per machine (about a second); a process that finds
+the export imports neither torch nor sentence-transformers, which saves about 6 s of start-up, and a query is
+embedded about three times faster than through torch on the CPU (BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -57,6 +57,9 @@ def dequantized_state(model_path: Path) -> tuple[dict, dict]:
             state[base] = (array.astype(np.float32) - zero) * scale
         elif array.dtype == np.float32 and array.ndim >= 1 and re.match(r"^(bert|classifier)\.", name):
             state[name] = array
+    if not any(k.startswith("bert.encoder.") for k in state) or "bert.embeddings.word_embeddings.weight" not in state:
+        raise ValueError(f"{model_path}: no int8 BERT layers found (expected ONNX Runtime's dynamic quantization of a "
+                         "Hugging Face BERT export: MatMulInteger nodes named after the modules)")
     hidden = state["bert.embeddings.word_embeddings.weight"].shape[1]
     layers = 1 + max(int(m[1]) for k in state if (m := re.match(r"bert\.encoder\.layer\.(\d+)\.", k)))
     # the head count is the constant the first attention layer reshapes its queries with: [batch, tokens, heads, dim]
