@@ -136,7 +136,8 @@ def main() -> None:
     ap.add_argument("--prepare", type=Path, help="write that folder here and exit")
     ap.add_argument("--seconds", type=float, default=1.5, help="timing per raw-forward measurement")
     ap.add_argument("--out", type=Path, help="also write the results as JSON into this folder")
-    ap.add_argument("--skip", default="", help="comma-separated parts to leave out: tokenizer, embedding, agreement, st (a short lease)")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated parts to leave out: tokenizer, embedding, agreement, st (a short lease)")
     args = ap.parse_args()
     if args.prepare:
         return prepare(args.prepare)
@@ -149,7 +150,8 @@ def main() -> None:
     import transformers
 
     results: dict = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "sentence_transformers": sentence_transformers.__version__,
+                     "transformers": transformers.__version__,
+                     "sentence_transformers": sentence_transformers.__version__,
                      "cpus": os.cpu_count(), "python": platform.python_version()}
     print(json.dumps(results))
     minilm, reranker, msmarco = models(args)
@@ -281,7 +283,8 @@ def embedding(minilm: Path, rng, seconds: float) -> dict:
                      f"through CachedEmbedder (cold SQLite cache) {through_cache:,.0f}/s")
         print(rows[-1], flush=True)
     half = emb.encode(texts[:2048])
-    full = SentenceTransformerEmbedder(str(minilm), "minilm-bench", device="cuda", precision="fp32").encode(texts[:2048])
+    fp32 = SentenceTransformerEmbedder(str(minilm), "minilm-bench", device="cuda", precision="fp32")
+    full = fp32.encode(texts[:2048])
     cos = (half * full).sum(1)
     notes.append(f"minilm (random weights) fp16 vs fp32 cosine: min {cos.min():.5f}, mean {cos.mean():.6f}")
     return {"rows": rows, "notes": notes}

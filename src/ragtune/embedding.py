@@ -119,7 +119,8 @@ class SentenceTransformerEmbedder(Embedder):
         from ragtune.torch_runner import EncoderRunner
 
         model = self.model
-        example = (getattr(model, "preprocess", None) or model.tokenize)(["An example."])  # sentence-transformers < 6: tokenize
+        preprocess = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers < 6: tokenize
+        example = preprocess(["An example."])
         names = [k for k, v in example.items() if isinstance(v, torch.Tensor)]
         constants = {k: v for k, v in example.items() if k not in names}
         backend = model.tokenizer.backend_tokenizer

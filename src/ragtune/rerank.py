@@ -108,8 +108,9 @@ class TorchCrossEncoder(Reranker):
             model = model.to(dtype)
         names = ["input_ids", "attention_mask", "token_type_ids"]
         max_length = int(model.config.max_position_embeddings)
-        return EncoderRunner(lambda features: model(**features).logits[:, 0], load_tokenizer(self.model_dir, max_length),
-                             names, device, self.batch_size, max_length)
+        tokenizer = load_tokenizer(self.model_dir, max_length)
+        return EncoderRunner(lambda features: model(**features).logits[:, 0], tokenizer, names, device,
+                             self.batch_size, max_length)
 
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
         return self.runner.run([(query, t) for t in texts])
