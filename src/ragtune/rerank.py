@@ -23,6 +23,7 @@ from ragtune.embedding import (
     pad_batch,
     quiet_hugging_face,
     resolve_precision,
+    tokenize,
 )
 from ragtune.device import resolve_device
 from ragtune.errors import ConfigError
@@ -79,7 +80,7 @@ class OnnxCrossEncoder(Reranker):
         return load_tokenizer(self.model_dir)
 
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch([(query, t) for t in texts])
+        encodings = tokenize(self.tokenizer, [(query, t) for t in texts])
         scores = np.zeros(len(texts), dtype=np.float32)
         for idx in length_sorted_batches([len(e.ids) for e in encodings], self.batch_size):
             logits = self.session.run(None, pad_batch([encodings[i] for i in idx]))[0]

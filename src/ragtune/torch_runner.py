@@ -23,7 +23,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ragtune.embedding import pad_batch
+from ragtune.embedding import pad_batch, tokenize
 from ragtune.errors import BackendError
 
 MAX_ROWS = 1024  # the best of 256, 512 and 1024 for the raw forward on an H200 (BENCHMARKS.md)
@@ -166,7 +166,7 @@ class EncoderRunner:
 
         try:
             for chunk in chunks:
-                encodings = self.tokenizer.encode_batch([items[i] for i in chunk])
+                encodings = tokenize(self.tokenizer, [items[i] for i in chunk])
                 lengths = np.array([len(e.ids) for e in encodings])
                 local = np.argsort(-lengths, kind="stable")
                 at = 0
