@@ -48,6 +48,15 @@ def limit_threads(n: int) -> None:
         sys.modules["torch"].set_num_threads(n)
 
 
+def import_torch():
+    """torch, with the thread limit applied (a model loaded after ``limit_threads`` must respect it too)."""
+    import torch
+
+    if _threads:
+        torch.set_num_threads(_threads)
+    return torch
+
+
 def thread_limit() -> int:
     """The limit set by ``limit_threads``; 0: the runtime's default (one thread per core)."""
     return _threads

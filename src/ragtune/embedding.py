@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ragtune.cache import EmbeddingCache, text_hash
-from ragtune.device import onnx_providers, resolve_device, thread_limit
+from ragtune.device import import_torch, onnx_providers, resolve_device, thread_limit
 from ragtune.errors import BackendError, ConfigError
 
 EMBEDDERS: dict[str, Callable[..., Embedder]] = {}
@@ -103,10 +103,7 @@ class SentenceTransformerEmbedder(Embedder):
         from sentence_transformers import SentenceTransformer
 
         device = resolve_device(self.device)
-        if thread_limit():
-            import torch
-
-            torch.set_num_threads(thread_limit())
+        import_torch()
         model = SentenceTransformer(self.path, device=device).eval()
         dtype = resolve_precision(self.precision, device)
         return model if dtype is None else model.to(dtype)

@@ -25,7 +25,7 @@ from ragtune.embedding import (
     resolve_precision,
     tokenize,
 )
-from ragtune.device import resolve_device
+from ragtune.device import import_torch, resolve_device
 from ragtune.errors import ConfigError
 from ragtune.types import Hit
 
@@ -103,6 +103,7 @@ class TorchCrossEncoder(Reranker):
         from ragtune.torch_runner import EncoderRunner
 
         device = resolve_device(self.device)
+        import_torch()
         model = AutoModelForSequenceClassification.from_pretrained(str(self.model_dir)).eval().to(device)
         dtype = resolve_precision(self.precision, device)
         if dtype is not None:
