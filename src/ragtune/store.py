@@ -93,7 +93,7 @@ def chunk_rows(chunks: Sequence[Chunk], blocks: Iterable[np.ndarray], extra: Cal
     first = next(blocks, None)
     if first is None or not len(chunks):
         raise ValueError("no chunks to write")
-    names = list(extra(chunks[0])) if extra and chunks else []
+    names = list(extra(chunks[0])) if extra else []
     schema = chunk_schema(int(first.shape[1]), names, metadata)
 
     def batches() -> Iterator[pa.RecordBatch]:
