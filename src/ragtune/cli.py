@@ -309,6 +309,25 @@ def config_cmd(
     sys.stdout.write(f"# config id: {cfg.id}\n{cfg.to_yaml()}")
 
 
+@app.command()
+def guard(
+    prompts: Path = typer.Argument(..., help='JSONL, one {"text": ...} per line'),
+    out: Path = typer.Option(..., "--out", "-o", help="JSONL verdicts, same order: flagged, score, reasons"),
+    detector: str = typer.Option("ngram", help="ngram (rules + shipped classifier) | rules | hf:<local folder>"),
+    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="flag from this score on "
+                                              "[default: the detector's own]"),
+) -> None:
+    """Check texts for prompt injection with the detector the service uses."""
+    from ragtune.detectors.batch import guard_file
+
+    try:
+        summary = guard_file(prompts, out, detector, threshold, progress=sys.stderr.isatty())
+    except RagtuneError as exc:
+        _fail(exc)
+    console.print(f"{summary['flagged']} of {summary['rows']} flagged ({summary['detector']}, threshold "
+                  f"{summary['threshold']:.3f}) -> {out}")
+
+
 pipeline_app = typer.Typer(no_args_is_help=True, help="The production pipeline (pipeline.yaml): status and scheduling.")
 app.add_typer(pipeline_app, name="pipeline")
 RepoOpt = typer.Option(Path("."), "--repo", help="the repo root holding pipeline.yaml")

@@ -1,11 +1,11 @@
 """Guardrails of the query path: input validation, prompt-injection detection, output scanning, rate limits.
 
-Injection detection is rule-based and explainable: each rule family names what it saw (an instruction override, a
+The injection rules are the explainable layer: each rule family names what it saw (an instruction override, a
 request for the hidden prompt, a role switch, chat-format tokens, text addressed to an AI, data exfiltration). Text
 is normalised first (Unicode NFKC, zero-width characters dropped, spaced-out or dotted letters joined, common
-digit-for-letter swaps undone), and base64 or reversed payloads are decoded and checked too. It runs on the question
-and on every retrieved chunk (instructions planted in documents). Its precision and recall on a labelled set are in
-BENCHMARKS.md; rules do not catch every paraphrase, so it is one layer, not the only one.
+digit-for-letter swaps undone), and base64 or reversed payloads are decoded and checked too. Rules miss paraphrases:
+``ragtune.detectors.injection`` puts a learned classifier beside them, and that combined verdict is what the service
+and ``ragtune guard`` use. Both are measured on public labelled sets in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -18,19 +18,12 @@ import time
 import unicodedata
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from ragtune.errors import RagtuneError
 
 
 class InputError(RagtuneError):
     """A request that is refused before any work, with the reason."""
-
-
-@dataclass(frozen=True)
-class Verdict:
-    flagged: bool
-    reasons: tuple[str, ...] = ()
 
 
 # -- normalisation --------------------------------------------------------------------------------------------------
@@ -63,8 +56,15 @@ RULES: dict[str, list[re.Pattern]] = {
         re.compile(r"\b(?:new|real|updated) (?:system )?(?:instructions?|task|goal|policy)\b\s*(?::|is\b)"),
         re.compile(r"\b(?:ignore|disregard|forget) (?:the |all |any |everything )?(?:above|previous|prior|"
                    r"earlier|context|documents?|handbook|question|passages?|what(?:ever)? (?:you|the))"),
-        re.compile(r"\b(?:ignorier\w*|vergiss|ignore[sz]?|ignora|oublie)\b.{0,40}\b(?:anweisungen|regeln|"
+        re.compile(r"\b(?:ignorier\w*|vergiss|ignore[sz]?|ignora|oublie)\b[^.!?\n]{0,40}\b(?:anweisungen|regeln|"
                    r"instructions|consignes|instrucciones|istruzioni)\b"),
+        re.compile(r"\b(?:ignore|disregard|forget)(?: about)? (?:everything|all(?: of)?(?: that| this| the above)?)"
+                   r"(?: (?:i|we|you) (?:said|told|wrote|discussed)\b| (?:before|above|previously|so far)\b|\s*[.!,:;]|$|"
+                   r" and (?:just |only |instead )?(?:say|output|print|write|answer|tell|respond)\b)"),
+        re.compile(r"\b(?:vergiss|vergessen sie|ignorier\w*)\b[^.!?\n]{0,30}\b(?:alles|obigen|vorherigen|bisherigen|davor|"
+                   r"vorher)\b"),
+        re.compile(r"\b(?:oublie[sz]?|ignore[sz]?)\b[^.!?\n]{0,30}\b(?:tout ce qui|précédente?s?|ci-dessus)\b"),
+        re.compile(r"\b(?:olvida\w*|ignora\w*)\b[^.!?\n]{0,30}\b(?:todo lo|anterior(?:es|mente)?|lo de arriba)\b"),
     ],
     "prompt extraction": [
         re.compile(r"\b(?:reveal|print|show|output|repeat|echo|spell out|translate|summari[sz]e|quote|tell me|"
@@ -127,7 +127,7 @@ def _payloads(text: str) -> list[str]:
     return out
 
 
-def detect_injection(text: str) -> Verdict:
+def rule_reasons(text: str) -> tuple[str, ...]:
     """Which rule families ``text`` (or a base64 / reversed payload in it) triggers."""
     reasons = []
     for variant in [text, *_payloads(text)]:
@@ -135,7 +135,7 @@ def detect_injection(text: str) -> Verdict:
         for family, patterns in RULES.items():
             if family not in reasons and any(p.search(norm) for p in patterns):
                 reasons.append(family)
-    return Verdict(bool(reasons), tuple(reasons))
+    return tuple(reasons)
 
 
 # -- input validation -------------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ragtune.config import GenerationConfig, RagConfig
 from ragtune.engine import Engine, Workspace
 from ragtune.errors import DataError, RagtuneError
-from ragtune.guard import (InputError, RateLimiter, SharedRateLimiter, detect_injection, scan_output,
-                           validate_question)
+from ragtune.detectors.injection import detector
+from ragtune.guard import InputError, RateLimiter, SharedRateLimiter, scan_output, validate_question
 from ragtune.service.answer_cache import AnswerCache
 from ragtune.service.audit import AuditLog
 from ragtune.service.review import ReviewQueue
@@ -38,6 +38,10 @@ class ServiceSettings(BaseModel):
     rate_limit: int = Field(60, ge=1, description="requests per client per window")
     rate_window_s: float = Field(60.0, gt=0)
     block_injection: bool = True
+    injection_detector: str = Field("ngram", description="ngram (rules + the shipped classifier) | rules | "
+                                    "hf:<folder> (a local Hugging Face sequence-classification model)")
+    injection_threshold: float | None = Field(None, ge=0, le=1, description="flag from this score on; default: the "
+                                              "detector's own (chosen on its validation split)")
     review_below_faithfulness: float = Field(0.5, ge=0, le=1, description="answers less faithful are reviewed")
     high_stakes_topics: list[str] = Field(default_factory=list, description="words or phrases: a question "
                                           "mentioning one is reviewed before it is answered")
@@ -79,6 +83,7 @@ class QueryService:
         self._state: Serving | None = None
         self._stamp = None
         self.answers = AnswerCache(self.settings.cache_size, workspace.home / "answers.sqlite" if shared else None)
+        self.injection = detector(self.settings.injection_detector, self.settings.injection_threshold)
 
     # -- the published version, switched without a restart -------------------------------------------------------
     def _pointer_stamp(self):
@@ -162,8 +167,9 @@ class QueryService:
         record["question"] = text
         if not self.limiter.allow(client_id):
             raise RateLimited(f"rate limit: at most {s.rate_limit} requests per {s.rate_window_s:g} s per client")
-        verdict = detect_injection(text)
-        record["guards"] = {"question_injection": list(verdict.reasons)}
+        verdict = self.injection.check(text)
+        record["guards"] = {"question_injection": list(verdict.reasons), "question_injection_score":
+                            round(verdict.score, 4)}
         if verdict.flagged and s.block_injection:
             raise InputError(f"the question looks like a prompt injection ({', '.join(verdict.reasons)})")
         state = self.current()
@@ -189,7 +195,7 @@ class QueryService:
         timings["search"] = round(_ms(t) - found.timings_ms.get("rerank_ms", 0.0), 3)
         if "rerank_ms" in found.timings_ms:
             timings["rerank"] = round(found.timings_ms["rerank_ms"], 3)
-        flagged = {h.chunk_id: _chunk_verdict(h.text).reasons for h in hits}
+        flagged = {h.chunk_id: _chunk_verdict(self.injection, h.text).reasons for h in hits}
         flagged = {c: list(r) for c, r in flagged.items() if r}
         record["guards"]["chunk_injection"] = flagged
         context = [h for h in hits if h.chunk_id not in flagged][:k]
@@ -252,9 +258,9 @@ class RateLimited(RagtuneError):
 
 
 @lru_cache(maxsize=16384)
-def _chunk_verdict(text: str):
-    """Chunks come back request after request: check each text once."""
-    return detect_injection(text)
+def _chunk_verdict(injection, text: str):
+    """Chunks come back request after request: check each text once (per detector)."""
+    return injection.check(text)
 
 
 def _ms(t0: float) -> float:

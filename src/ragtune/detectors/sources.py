@@ -1,0 +1,106 @@
+"""The public labelled sets the detectors are trained and measured on: where each comes from, at which revision, under
+which licence, and what it is used for. None of them is in this repository; ``export`` copies them out of git mirrors
+(``git clone`` of each repository at the recorded commit) into a data folder laid out as ``<owner>+<name>/<path>``.
+
+Use: ``train`` sets fit the model, its validation split (a fixed fifth of each training set, chosen by text hash)
+picks the regularisation and the threshold; ``eval`` sets are never trained or tuned on: they give the cross-dataset
+figures in BENCHMARKS.md. The held-out test splits of deepset/prompt-injections and RAGTruth are used for nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ragtune.errors import RagtuneError
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    repo: str
+    commit: str
+    path: str
+    sha256: str
+    licence: str
+    use: str  # train | eval
+    label: str  # injection | benign | mixed (the file's own labels)
+    note: str = ""
+
+    def file(self, root: Path) -> Path:
+        return Path(root) / self.repo.replace("/", "+") / self.path
+
+
+INJECTION_SOURCES = [
+    Source("deepset-train", "sinanw/llm-security-prompt-injection", "c8af0b015a9a4f3380f9e20214828c2dbeadc72c",
+           "data/raw/train-00000-of-00001-9564e8b05b4757ab.parquet",
+           "2e10bc7ab30f542c97e4e83e2a5683000b5057d25ec10908784c631d44124c04", "Apache-2.0 (deepset/prompt-injections)",
+           "train", "mixed", "the train split of deepset/prompt-injections (English, German, some Spanish); its test "
+           "split is the project's held-out check and is not used"),
+    Source("promptshield-train", "Neural-alchemy/promptshield", "a2e40c4a0cf7913cbe3e36b5e1810415191a67b0",
+           "ml_data/train.jsonl", "51c1175e079a717f3ebbe60399e37aec5aba55717601031c2270eefe9136b3e3", "MIT", "train", "mixed",
+           "its attacks (promptxploit) and its hand-written benign edge cases; the templated benign rows are left out"),
+    Source("alpacaeval", "tatsu-lab/alpaca_eval", "cd543a149df89434d8a54582c0151c0b945c3d20",
+           "results/gpt4_1106_preview/model_outputs.json", "83db546b872ddebee8965fd05fa48461ee3c32bc695c62fb57f2d214ff741ec4", "Apache-2.0 (repository)", "train", "benign",
+           "805 benign user instructions and the paragraphs of their answers (benign documents)"),
+    Source("xquad", "google-deepmind/xquad", "7d30520c717524000f0d9d2f9c10a069acd9d285",
+           "xquad.{en,de,es}.json", "54b9a2320830777309c218d96707b24437740c220e101721c08862bc3ae4175a", "CC-BY-SA-4.0", "train", "benign",
+           "benign questions and Wikipedia paragraphs in English, German and Spanish"),
+    Source("clinc150", "clinc/oos-eval", "828f8093932c8fe6ca7936c3d2e52903b1c523de", "data/data_full.json",
+           "36923c3705a59e08fe9c3883d8bc2dd966ef93e22cb78ac41171782a698d56e0",
+           "CC-BY-3.0", "train", "benign", "the train split of CLINC150: benign requests to an assistant, 150 intents "
+           "and out-of-scope"),
+    Source("banking77", "PolyAI-LDN/task-specific-datasets", "57ec275d8078af65b7731c2a98be812d844a6d6b",
+           "banking_data/train.csv", "b06e26ac675513959a63135f11b94ea7786ed02da65db93a5650d8838cbc664b", "CC-BY-4.0", "train", "benign",
+           "the train split of BANKING77: customer-support questions"),
+    Source("tensortrust-hijacking", "HumanCompatibleAI/tensor-trust-data", "e2385ea9cf448c9641b96e2e39f113ed4979a5b0",
+           "benchmarks/hijacking-robustness/v1/hijacking_robustness_dataset.jsonl", "2ad3c2343bbf43cb1924f3ec5d6f830864ce3c879e9832b01d93a991e7e2e680", "no licence file (research data)",
+           "eval", "injection", "human-written hijacking attacks from the Tensor Trust game"),
+    Source("tensortrust-extraction", "HumanCompatibleAI/tensor-trust-data", "e2385ea9cf448c9641b96e2e39f113ed4979a5b0",
+           "benchmarks/extraction-robustness/v1/extraction_robustness_dataset.jsonl", "4090f9f57b6df69cc32d7669ac991e3fd53e6e2bb616a5e6f45dac79c183ee4c",
+           "no licence file (research data)", "eval", "injection", "human-written prompt-extraction attacks"),
+    Source("bipia-text", "leolee99/InjecGuard", "588f555cbc2d592b3fbc9b6f462d844b8bcddb4d", "datasets/BIPIA_text.json",
+           "75750e7b4e8b34e8f9d88d89b357aeaaf02bd07f9e493ccd37eda74a0cd7c7f8", "MIT", "eval", "injection", "BIPIA's indirect (planted) text attacks, as InjecGuard evaluates them"),
+    Source("bipia-code", "leolee99/InjecGuard", "588f555cbc2d592b3fbc9b6f462d844b8bcddb4d", "datasets/BIPIA_code.json",
+           "892545c5aaec0645b1ded65dc7816b3d70e9ef4eadcba2301a7a3db93676b6e0", "MIT", "eval", "injection", "BIPIA's indirect (planted) code attacks"),
+    Source("notinject", "leolee99/InjecGuard", "588f555cbc2d592b3fbc9b6f462d844b8bcddb4d",
+           "datasets/NotInject_{one,two,three}.json", "399180b017d7f1767f15801f06beb70a20d173d4dea7bc01881a989d85395f06", "MIT", "eval", "benign",
+           "339 benign prompts built around trigger words (over-defense benchmark)"),
+    Source("wildguard-benign", "leolee99/InjecGuard", "588f555cbc2d592b3fbc9b6f462d844b8bcddb4d",
+           "datasets/wildguard.json", "d884fc834a5a8081a423c49effb7aeb7977e991c1e3e7fb58e0285630d550bad", "MIT", "eval", "benign", "971 benign prompts from WildGuard"),
+]
+
+
+def export(sources: list[Source], mirrors: Path, out: Path) -> None:
+    """Copy each source's file(s) out of ``mirrors/<owner>+<name>`` (a git clone or bare mirror) at its commit."""
+    for src in sources:
+        git_dir = Path(mirrors) / src.repo.replace("/", "+")
+        if (git_dir / "repo").exists():
+            git_dir = git_dir / "repo"
+        for path in expand(src.path):
+            target = Path(out) / src.repo.replace("/", "+") / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            blob = subprocess.run(["git", "--git-dir" if (git_dir / "HEAD").exists() else "-C", str(git_dir), "show",
+                                   f"{src.commit}:{path}"], capture_output=True, check=False)
+            if blob.returncode:
+                raise RagtuneError(f"{src.name}: cannot read {path} at {src.commit[:12]} from {git_dir}: "
+                                   f"{blob.stderr.decode(errors='replace').strip()}")
+            target.write_bytes(blob.stdout)
+
+
+def expand(path: str) -> list[str]:
+    """``a/{x,y}.json`` -> [``a/x.json``, ``a/y.json``]."""
+    if "{" not in path:
+        return [path]
+    head, rest = path.split("{", 1)
+    options, tail = rest.split("}", 1)
+    return [head + o + tail for o in options.split(",")]
+
+
+def digest(src: Source, root: Path) -> str:
+    h = hashlib.sha256()
+    for path in expand(src.path):
+        h.update((Path(root) / src.repo.replace("/", "+") / path).read_bytes())
+    return h.hexdigest()
