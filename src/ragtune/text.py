@@ -93,6 +93,23 @@ def numbers(text: str) -> set[str]:
     return found | {_NUMBER_WORDS[w] for w in words(text) if w in _NUMBER_WORDS}
 
 
+_CAPITALISED_RUN = re.compile(r"(?<=[^\s.!?:;])\s+((?:[A-Z][\w'-]*)(?:\s+(?:of\s+|for\s+|and\s+)?[A-Z][\w'-]*)*)")
+_ACRONYM = re.compile(r"\b[A-Z][A-Z0-9&]{1,7}s?\b")
+
+
+def name_runs(text: str) -> list[list[str]]:
+    """Runs of capitalised words inside a sentence (not at its start), lower-cased: "World Health Organization"."""
+    return [[w for w in words(m.group(1)) if w not in ("of", "for", "and")] for m in _CAPITALISED_RUN.finditer(text)]
+
+
+def acronyms(text: str) -> set[str]:
+    """Acronyms in ``text`` and the initials of its capitalised runs, lower-cased: "WHO" and "World Health
+    Organization" both give "who"."""
+    found = {a.lower().rstrip("s") for a in _ACRONYM.findall(text)}
+    runs = re.findall(r"\b[A-Z][\w'-]*(?:\s+(?:of\s+|for\s+|and\s+)?[A-Z][\w'-]*)+", text)
+    return found | {"".join(w[0] for w in words(r) if w not in ("of", "for", "and", "the", "a", "an")) for r in runs}
+
+
 def names(text: str) -> set[str]:
     """Capitalised words inside a sentence (not at its start), lower-cased: names of people, places, products,
     organisations. With numbers, the facts an answer most often gets wrong."""

@@ -72,6 +72,13 @@ INJECTION_SOURCES = [
            "datasets/wildguard.json", "d884fc834a5a8081a423c49effb7aeb7977e991c1e3e7fb58e0285630d550bad", "MIT", "eval", "benign", "971 benign prompts from WildGuard"),
 ]
 
+HALLUCINATION_SOURCES = [
+    Source("faithbench", "vectara/FaithBench", "cf89797d82812c23b5d5e5c121f1d9b8983bbbce", "FaithBench.csv",
+           "b64595319c5a0673c7af00a12c9340a79aeb3437c021b097745413da42d80a09",
+           "CC-BY-NC-SA-4.0", "eval", "mixed", "summaries by ten LLMs of short documents, human-labelled for "
+           "unsupported content; chosen where existing detectors disagree, so hard by construction"),
+]
+
 
 def export(sources: list[Source], mirrors: Path, out: Path) -> None:
     """Copy each source's file(s) out of ``mirrors/<owner>+<name>`` (a git clone or bare mirror) at its commit."""

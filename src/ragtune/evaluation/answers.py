@@ -1,10 +1,16 @@
 """Answer quality per query: faithfulness, hallucination, answer relevance, context use and precision, correctness.
 
-Reference-free and offline: an answer's sentences are its claims; a claim is supported when a retrieved chunk says
-the same thing, scored as the mean of (a) the cosine between the claim and the chunk's closest sentence (the
-configured embedder) and (b) the share of the claim's content words (stemmed, stop words dropped) found in the
-chunk, and when every number and every name (a capitalised word inside a sentence) in the claim appears in the
-context: changed figures and swapped names are the commonest invented facts.
+Reference-free and offline: an answer's sentences are its claims, less what claims nothing (a preamble like "Based
+on the passages," is cut off; list headers ending in ":", closing lines like "Let me know if..." and statements about
+the passages themselves, refusals included, are not claims). A claim is split at its clause boundaries (", and",
+"; ", " but ", ", which", ...) and each clause must be supported: a chunk says the same thing, scored as the mean
+of (a) the cosine between the clause and the chunk's closest sentence (the configured embedder) and (b) the share
+of the clause's content words (stemmed, stop words dropped) found in the chunk, and every number and every name (a
+capitalised word inside a sentence) in it appears in the context or the question. Number words count as numbers,
+a common unit conversion of a context figure (km/mi, kg/lb, m/ft, cm/in, l/gal, C/F) counts as that figure, and an
+acronym counts as its spelled-out name: changed figures and swapped names are the commonest invented facts.
+A claim's ``score`` is a probability-like number, 0.5 at the support threshold, rising as support falls, at least
+0.9 when a fact is missing from the context; an answer's ``hallucination_score`` is its worst claim's.
 An optional LLM judge gives its own faithfulness and relevance beside these (``ragtune.evaluation.judge``).
 
 - faithfulness: supported claims / claims; hallucination: 1 when any claim is unsupported (its mean is the rate)
@@ -26,7 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ragtune.generation import NO_ANSWER
-from ragtune.text import content_words, names, numbers, split_sentences, token_f1, words
+import re
+
+from ragtune.text import acronyms, content_words, name_runs, numbers, split_sentences, token_f1, words
 from ragtune.types import Answer, Hit
 
 #: A claim is supported from this mean of (cosine, content-word coverage) on: midway between an unrelated sentence
@@ -37,16 +45,117 @@ NAN = math.nan
 ANSWER_METRICS = ("faithfulness", "answer_relevance")
 
 
+#: how fast a claim's probability of being unsupported rises as its support falls below the threshold
+SUPPORT_SCALE = 0.05
+#: the probability given to a claim with a number or a name that the context does not hold
+FACT_MISSING = 0.9
+
+_PREAMBLE = re.compile(r"^(?:based (?:solely |only )?(?:on|upon)|according to|from|given|using|in) (?:the |these |this )?"
+                       r"(?:given |provided |above |available |retrieved |following |supplied )?(?:passages?|context|"
+                       r"information|documents?|sources?|text|excerpts?|search results?|articles?)\b[^,:]{0,60}[,:]\s*",
+                       re.I)
+_ABOUT_PASSAGES = re.compile(r"^(?:the |these |this )?(?:given |provided )?(?:passages?|context|documents?|sources?|"
+                             r"text|excerpts?|articles?) (?:\w+ ){0,2}(?:states?|says?|mentions?|notes?|explains?|"
+                             r"indicates?|suggests?|describes?|reports?) (?:that )?", re.I)
+_NON_CLAIM = re.compile(
+    r":$|^(?:i hope|hope this|let me know|please let me know|feel free|if you have any|is there anything|"
+    r"i'?m happy to|happy to help|here (?:is|are) (?:the |a |an |my )?(?:answer|summary|response|information))|"
+    r"\b(?:unable to|cannot|can'?t|could not|couldn'?t|not able to|impossible to) (?:\w+ ){0,2}(?:answer|determine|"
+    r"find|provide|say|tell|confirm|identify)\b|\b(?:do(?:es)? not|don'?t|doesn'?t|did not) (?:\w+ ){0,2}(?:contain|"
+    r"provide|mention|include|specify|say|state|give|address|discuss)\b.{0,60}\b(?:information|details?|answer|"
+    r"mention|data)\b|\b(?:no|not enough|insufficient) (?:specific |relevant |further )?(?:information|mention|"
+    r"details?|data) (?:is |was )?(?:given|provided|available|about|on|regarding|in)\b|\bis not (?:mentioned|"
+    r"specified|stated|provided|given|included) in the (?:passages?|context|documents?|text)", re.I)
+_CLAUSE = re.compile(r"(?:,|;)\s+(?:and|but|while|whereas|which|although|though)\s+|;\s+|\s+but\s+|\s+whereas\s+")
+
+
+def claims_of(text: str) -> list[str]:
+    """The checkable claims of an answer: its sentences without preambles, headers, closings and statements about
+    the passages (a refusal claims nothing about the world)."""
+    out = []
+    for sentence in split_sentences(text):
+        sentence = _PREAMBLE.sub("", sentence).strip()
+        sentence = _ABOUT_PASSAGES.sub("", sentence).strip()
+        if len(content_words(sentence)) < 2 or _NON_CLAIM.search(sentence):
+            continue
+        out.append(sentence[0].upper() + sentence[1:])
+    return out
+
+
+def clauses(claim: str) -> list[str]:
+    """A claim cut at clause boundaries; a piece of fewer than three content words stays with its neighbour."""
+    merged: list[str] = []
+    for part in (p.strip() for p in _CLAUSE.split(claim) if p and p.strip()):
+        if merged and (len(content_words(part)) < 3 or len(content_words(merged[-1])) < 3):
+            merged[-1] += " " + part
+        else:
+            merged.append(part)
+    return merged or [claim]
+#: unit conversions an answer may make of a context figure, each allowed only when the claim names a unit of it
+_CONVERSIONS = [
+    ((1.609344,), re.compile(r"\b(?:km|kilomet\w*|miles?|mi)\b", re.I)),
+    ((2.20462,), re.compile(r"\b(?:kg|kilo\w*|lbs?|pounds?)\b", re.I)),
+    ((3.28084,), re.compile(r"\b(?:ft|feet|foot|met(?:er|re)s?|m)\b", re.I)),
+    ((2.54,), re.compile(r"\b(?:cm|centimet\w*|inch(?:es)?|in\.)", re.I)),
+    ((3.78541,), re.compile(r"\b(?:lit(?:er|re)s?|l|gallons?|gal)\b", re.I)),
+]
+_TEMPERATURE = re.compile(r"°|\bdegrees?\b|\bfahrenheit\b|\bcelsius\b", re.I)
+_UNIT_NAMES = {"fahrenheit", "celsius", "kelvin"}
+
+
+def _converted(value: float, decimals: int, c: float, claim: str) -> bool:
+    """``value`` (written with ``decimals`` places) is ``c`` in another unit the claim names, rounded: within half
+    its last place and 3%."""
+    targets = [t for factors, units in _CONVERSIONS if units.search(claim) for f in factors for t in (c * f, c / f)]
+    if _TEMPERATURE.search(claim):
+        targets += [c * 9 / 5 + 32, (c - 32) * 5 / 9]
+    return any(abs(value - t) <= 0.5 * 10 ** -decimals and abs(value - t) <= 0.03 * abs(t) for t in targets)
+
+
+def _number_ok(n: str, context_numbers: set[str], claim: str) -> bool:
+    if n in context_numbers:
+        return True
+    if not re.fullmatch(r"\d+(?:[.,]\d+)?", n):
+        return False
+    value, decimals = float(n.replace(",", ".")), len(re.split(r"[.,]", n)[1]) if re.search(r"[.,]", n) else 0
+    known = [float(c.replace(",", ".")) for c in context_numbers if re.fullmatch(r"\d+(?:[.,]\d+)?", c)]
+    return any(_converted(value, decimals, c, claim) for c in known if c)
+
+
+def facts_missing(claim: str, context: str, question: str = "") -> list[str]:
+    """Numbers and names of ``claim`` that neither the context nor the question holds."""
+    allowed = context + " " + question
+    known_numbers, known_words, known_acronyms = numbers(allowed), set(words(allowed)), acronyms(allowed)
+    missing = [n for n in sorted(numbers(claim)) if not _number_ok(n, known_numbers, claim)]
+    for run in name_runs(claim):
+        initials = "".join(w[0] for w in run)
+        if len(run) > 1 and initials in known_acronyms:
+            continue
+        missing += [w for w in run if w not in known_words and w not in known_acronyms and w not in _UNIT_NAMES]
+    return missing
+
+
 @dataclass(frozen=True)
 class Support:
     claim: str
-    score: float
+    score: float  # support, 0-1
     chunk_id: str | None  # the chunk that supports it best
-    facts_ok: bool  # its numbers and names all appear in the context
+    facts_ok: bool  # its numbers and names all appear in the context or the question
+    missing: tuple[str, ...] = ()
 
     @property
     def supported(self) -> bool:
         return self.facts_ok and self.score >= SUPPORT_THRESHOLD
+
+    @property
+    def probability(self) -> float:
+        """Probability-like: how likely the claim is unsupported."""
+        p = 1.0 / (1.0 + math.exp((self.score - SUPPORT_THRESHOLD) / SUPPORT_SCALE))
+        return p if self.facts_ok else max(p, FACT_MISSING)
+
+    def as_dict(self) -> dict:
+        return {"claim": self.claim, "supported": self.supported, "score": round(self.probability, 4),
+                "support": round(self.score, 4), "chunk_id": self.chunk_id, "missing": list(self.missing)}
 
 
 class AnswerScorer:
@@ -56,30 +165,33 @@ class AnswerScorer:
     def _vectors(self, texts: list[str]) -> np.ndarray:
         return self.embedder.embed_documents(texts) if texts else np.zeros((0, 1), np.float32)
 
-    def support(self, claims: Sequence[str], hits: Sequence[Hit]) -> list[Support]:
-        """How well the chunks in ``hits`` support each claim."""
+    def support(self, claims: Sequence[str], hits: Sequence[Hit], question: str = "") -> list[Support]:
+        """How well the chunks in ``hits`` support each claim: its weakest clause decides."""
         if not claims:
             return []
         context = " ".join(h.text for h in hits)
-        context_numbers, context_words = numbers(context), set(words(context))
+        pieces = [(i, c) for i, claim in enumerate(claims) for c in clauses(claim)]
         sentences = [(s, j) for j, h in enumerate(hits) for s in split_sentences(h.text)]
-        claim_vecs = self._vectors(list(claims))
+        piece_vecs = self._vectors([c for _, c in pieces])
         sent_vecs = self._vectors([s for s, _ in sentences])
         chunk_words = [set(content_words(h.text)) for h in hits]
-        cos = claim_vecs @ sent_vecs.T if len(sentences) else np.zeros((len(claims), 0))
+        cos = piece_vecs @ sent_vecs.T if len(sentences) else np.zeros((len(pieces), 0))
+        rows_of = [[k for k, (_, jj) in enumerate(sentences) if jj == j] for j in range(len(hits))]
+        best = [(1.0, None)] * len(claims)
+        for p, (i, piece) in enumerate(pieces):
+            piece_words = content_words(piece)
+            score, chunk = 0.0, None
+            for j, h in enumerate(hits):
+                semantic = float(cos[p, rows_of[j]].max()) if rows_of[j] else 0.0
+                lexical = sum(w in chunk_words[j] for w in piece_words) / len(piece_words) if piece_words else 1.0
+                if (semantic + lexical) / 2 > score:
+                    score, chunk = (semantic + lexical) / 2, h.chunk_id
+            if score < best[i][0]:
+                best[i] = (score, chunk)
         out = []
         for i, claim in enumerate(claims):
-            claim_words = content_words(claim)
-            best, best_chunk = 0.0, None
-            for j, h in enumerate(hits):
-                rows = [k for k, (_, jj) in enumerate(sentences) if jj == j]
-                semantic = float(cos[i, rows].max()) if rows else 0.0
-                lexical = sum(w in chunk_words[j] for w in claim_words) / len(claim_words) if claim_words else 1.0
-                score = (semantic + lexical) / 2
-                if score > best:
-                    best, best_chunk = score, h.chunk_id
-            facts_ok = numbers(claim) <= context_numbers and names(claim) <= context_words
-            out.append(Support(claim, best, best_chunk, facts_ok))
+            missing = facts_missing(claim, context, question)
+            out.append(Support(claim, best[i][0], best[i][1], not missing, tuple(missing)))
         return out
 
     def score(self, question: str, answer: Answer, hits: Sequence[Hit], relevant: Mapping[str, int] | None = None,
@@ -94,8 +206,12 @@ class AnswerScorer:
             row["answer_similarity"] = float(np.dot(*self._vectors([_plain(answer.text), reference])))
         if answer.degraded or answer.text == NO_ANSWER:
             return row
-        claims = split_sentences(answer.text)
-        supports = self.support(claims, hits)
+        claims = claims_of(answer.text)
+        if not claims:  # nothing but statements about the passages: a refusal claims nothing to check
+            row["claims"] = 0
+            row["hallucination_score"] = 0.0
+            return row
+        supports = self.support(claims, hits, question)
         unsupported = sum(not s.supported for s in supports)
         q = query_vector if query_vector is not None else self.embedder.embed_queries([question])[0]
         used = {s.chunk_id for s in supports if s.supported}
@@ -105,6 +221,7 @@ class AnswerScorer:
             "answer_relevance": float(self._vectors([_plain(answer.text)])[0] @ q),
             "context_utilization": len(used) / len(hits) if hits else NAN,
             "claims": len(claims), "unsupported_claims": unsupported,
+            "hallucination_score": max(s.probability for s in supports),
         })
         return row
 
