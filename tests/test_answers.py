@@ -324,3 +324,48 @@ def test_llama_cpp_answers_with_the_shipped_smollm2(tmp_path):
     assert first.text and first.usage["prompt_tokens"] > 20 and 0 < first.usage["completion_tokens"] <= 48
     again = gen.generate("How many vacation days do employees get?", context)  # temperature 0: cached, same
     assert again.text == first.text and again.usage == first.usage
+
+
+# -- the failure classes found on RAGTruth (issue 13), one case each ---------------------------------------------
+
+EXPENSES = ["Business expenses are reimbursed when they are submitted in the expense tool (Ledgerly) within 30 days "
+            "of the purchase. Attach a receipt for every expense above 25 EUR; smaller amounts can be claimed without "
+            "one. Your manager approves the claim, and approved claims are paid with the next monthly salary. Claims "
+            "above 1,000 EUR also need approval from Finance."]
+
+
+@pytest.mark.parametrize("kind, answer, hallucinated, claims", [
+    ("refusal", "Unable to answer based on the passages.", False, []),
+    ("refusal", "The passages do not contain any information about parking fees.", False, []),
+    ("preamble", "Based on the given passages, expenses must be submitted in Ledgerly within 30 days of the purchase.",
+     False, ["Expenses must be submitted in Ledgerly within 30 days of the purchase."]),
+    ("list header", "The rules are as follows:\n- Submit expenses within 30 days.\n- Attach a receipt above 25 EUR.",
+     False, ["Submit expenses within 30 days.", "Attach a receipt above 25 EUR."]),
+    ("closing", "Expenses are submitted in Ledgerly. Let me know if you have any other questions!", False,
+     ["Expenses are submitted in Ledgerly."]),
+    ("paraphrase", "Any expense over 25 EUR needs a receipt.", False, ["Any expense over 25 EUR needs a receipt."]),
+    ("false clause", "You need a receipt for expenses above 25 EUR, but claims are paid in cash by the office "
+     "assistant.", True, None),
+    ("invented claim in the context's words", "Claims submitted in Ledgerly are approved by Finance.", True, None),
+])
+def test_failure_classes(engine, kind, answer, hallucinated, claims):
+    verdict = AnswerScorer(engine.embedder).judge("How are expenses reimbursed?", answer, EXPENSES)
+    assert verdict["hallucinated"] is hallucinated, (kind, verdict)
+    if claims is not None:
+        assert [c["claim"] for c in verdict["claims"]] == claims
+    if not claims and not hallucinated:
+        assert verdict["faithfulness"] is None and verdict["score"] == 0.0  # nothing to check is not a hallucination
+
+
+def test_facts_may_be_converted_spelled_out_or_taken_from_the_question():
+    from ragtune.evaluation.answers import facts_missing
+
+    assert facts_missing("The trail is about 8 km long.", "The trail is 5 miles long.") == []  # 5 mi = 8.05 km
+    assert facts_missing("The trail is about 12 km long.", "The trail is 5 miles long.") == ["12"]
+    assert facts_missing("It weighs 26 kg.", "It weighs 8 kg or 20 kg.") == ["26"]  # 8 m = 26 ft: no unit of length
+    assert facts_missing("Water boils at 212 degrees Fahrenheit.", "Water boils at 100 °C.") == []
+    assert facts_missing("The stipend is two hundred EUR.", "The stipend is 200 EUR.") == []
+    assert facts_missing("The WHO said so.", "The World Health Organization said so.") == []
+    assert facts_missing("Per the World Health Organization, yes.", "The WHO said yes.") == []
+    assert facts_missing("Yes, Anna Berg approves it.", "Managers approve claims.", "Does Anna Berg approve?") == []
+    assert facts_missing("Yes, Anna Berg approves it.", "Managers approve claims.") == ["anna", "berg"]

@@ -328,6 +328,28 @@ def guard(
                   f"{summary['threshold']:.3f}) -> {out}")
 
 
+@app.command()
+def judge(
+    answers: Path = typer.Argument(..., help='JSONL, one {"question", "contexts": [...], "answer"} per line'),
+    out: Path = typer.Option(..., "--out", "-o", help="JSONL verdicts, same order: hallucinated, score, "
+                             "faithfulness, claims"),
+    config: Optional[Path] = ConfigOpt,
+    overrides: Optional[list[str]] = SetOpt,
+    home: Optional[Path] = HomeOpt,
+) -> None:
+    """Check answers against their contexts with the offline scorer of `ragtune eval` (the config's embedder)."""
+    from ragtune.detectors.batch import judge_file
+    from ragtune.engine import Engine
+
+    try:
+        engine = Engine(load_config(config, overrides), _workspace(home, None))
+        summary = judge_file(answers, out, engine.embedder, progress=sys.stderr.isatty())
+    except RagtuneError as exc:
+        _fail(exc)
+    console.print(f"{summary['hallucinated']} of {summary['rows']} answers hallucinated (mean score "
+                  f"{summary['mean_score']:.3f}) -> {out}")
+
+
 pipeline_app = typer.Typer(no_args_is_help=True, help="The production pipeline (pipeline.yaml): status and scheduling.")
 app.add_typer(pipeline_app, name="pipeline")
 RepoOpt = typer.Option(Path("."), "--repo", help="the repo root holding pipeline.yaml")

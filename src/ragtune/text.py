@@ -79,18 +79,41 @@ def content_words(text: str) -> list[str]:
     return [_stem(w) for w in words(text) if w not in stop]
 
 
-_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+_SMALL = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split())}
-_NUMBER_WORDS.update({"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80",
-                      "ninety": "90", "hundred": "100", "thousand": "1000", "million": "1000000"})
+    "seventeen eighteen nineteen".split())}
+_SMALL.update({"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
+               "ninety": 90})
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000, "billion": 1_000_000_000}
+
+
+def _spelled(tokens: list[str]) -> set[str]:
+    """Values of runs of number words: "two hundred" -> 200, "twenty five" -> 25, "five" -> 5."""
+    out, total, current, active = set(), 0, 0, False
+    for w in [*tokens, ""]:
+        if w in _SMALL:
+            current, active = current + _SMALL[w], True
+        elif w in _SCALES and (active or w != "hundred"):
+            scale = _SCALES[w]
+            if scale == 100:
+                current = max(current, 1) * 100
+            else:
+                total, current = total + max(current, 1) * scale, 0
+            active = True
+        elif w == "and" and active:
+            continue
+        else:
+            if active:
+                out.add(str(total + current))
+            total, current, active = 0, 0, False
+    return out
 _NAME = re.compile(r"(?<=[^\s.!?:;])(\s+)([A-Z][\w'-]*)")
 
 
 def numbers(text: str) -> set[str]:
-    """Numbers in ``text``, separators removed (1,500 -> 1500), number words as digits (five -> 5)."""
+    """Numbers in ``text``, separators removed (1,500 -> 1500), number words as digits (two hundred -> 200)."""
     found = {re.sub(r",(?=\d{3}\b)", "", n) for n in _NUMBER.findall(text)}
-    return found | {_NUMBER_WORDS[w] for w in words(text) if w in _NUMBER_WORDS}
+    return found | _spelled(words(text))
 
 
 _CAPITALISED_RUN = re.compile(r"(?<=[^\s.!?:;])\s+((?:[A-Z][\w'-]*)(?:\s+(?:of\s+|for\s+|and\s+)?[A-Z][\w'-]*)*)")

@@ -55,3 +55,23 @@ def guard_file(src: Path, out: Path, backend: str = "ngram", threshold: float | 
     write_jsonl(out, verdicts)
     return {"rows": len(rows), "flagged": sum(v["flagged"] for v in verdicts), "detector": det.name,
             "threshold": det.threshold}
+
+
+def judge_file(src: Path, out: Path, embedder, progress: bool = True) -> dict:
+    """``{"question", "contexts": [..], "answer"}`` per line -> ``{"hallucinated", "score", "faithfulness",
+    "claims"}`` per line, in the same order (the offline scorer of ``ragtune eval``)."""
+    from ragtune.evaluation.answers import AnswerScorer
+
+    rows = read_rows(src, {"question": lambda v: isinstance(v, str),
+                           "contexts": lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+                           "answer": lambda v: isinstance(v, str)},
+                     {"question": "a string", "contexts": "a list of strings", "answer": "a string"})
+    scorer = AnswerScorer(embedder)
+    verdicts = []
+    with _progress(len(rows), "judge", progress) as bar:
+        for r in rows:
+            verdicts.append(scorer.judge(r["question"], r["answer"], r["contexts"]))
+            bar.update(1)
+    write_jsonl(out, verdicts)
+    return {"rows": len(rows), "hallucinated": sum(v["hallucinated"] for v in verdicts),
+            "mean_score": sum(v["score"] for v in verdicts) / len(verdicts)}

@@ -145,7 +145,7 @@ class Support:
 
     @property
     def supported(self) -> bool:
-        return self.facts_ok and self.score >= SUPPORT_THRESHOLD
+        return self.probability < 0.5
 
     @property
     def probability(self) -> float:
@@ -174,16 +174,20 @@ class AnswerScorer:
         sentences = [(s, j) for j, h in enumerate(hits) for s in split_sentences(h.text)]
         piece_vecs = self._vectors([c for _, c in pieces])
         sent_vecs = self._vectors([s for s, _ in sentences])
-        chunk_words = [set(content_words(h.text)) for h in hits]
         cos = piece_vecs @ sent_vecs.T if len(sentences) else np.zeros((len(pieces), 0))
         rows_of = [[k for k, (_, jj) in enumerate(sentences) if jj == j] for j in range(len(hits))]
+        # a clause's words must come from one place: two neighbouring sentences of a chunk, not the whole chunk
+        sentence_words = [set(content_words(s)) for s, _ in sentences]
+        windows = [[sentence_words[k] | (sentence_words[k + 1] if k + 1 in rows else set()) for k in rows] or [set()]
+                   for rows in rows_of]
         best = [(1.0, None)] * len(claims)
         for p, (i, piece) in enumerate(pieces):
             piece_words = content_words(piece)
             score, chunk = 0.0, None
             for j, h in enumerate(hits):
                 semantic = float(cos[p, rows_of[j]].max()) if rows_of[j] else 0.0
-                lexical = sum(w in chunk_words[j] for w in piece_words) / len(piece_words) if piece_words else 1.0
+                lexical = max(sum(w in win for w in piece_words) / len(piece_words) for win in windows[j]) \
+                    if piece_words else 1.0
                 if (semantic + lexical) / 2 > score:
                     score, chunk = (semantic + lexical) / 2, h.chunk_id
             if score < best[i][0]:
@@ -193,6 +197,17 @@ class AnswerScorer:
             missing = facts_missing(claim, context, question)
             out.append(Support(claim, best[i][0], best[i][1], not missing, tuple(missing)))
         return out
+
+    def judge(self, question: str, answer: str, contexts: Sequence[str]) -> dict:
+        """One answer's verdict: ``hallucinated`` (any claim unsupported: ``score`` >= 0.5), ``score`` (the worst
+        claim's probability), ``faithfulness`` (supported claims / claims; None when there is no claim, as in a
+        refusal) and a verdict per claim."""
+        hits = [Hit(f"context-{i + 1}", f"context-{i + 1}", 1.0, i + 1, t, 0, len(t)) for i, t in enumerate(contexts)]
+        supports = self.support(claims_of(answer), hits, question)
+        score = max((s.probability for s in supports), default=0.0)
+        return {"hallucinated": score >= 0.5, "score": round(score, 4),
+                "faithfulness": sum(s.supported for s in supports) / len(supports) if supports else None,
+                "claims": [s.as_dict() for s in supports]}
 
     def score(self, question: str, answer: Answer, hits: Sequence[Hit], relevant: Mapping[str, int] | None = None,
               reference: str | None = None, query_vector: np.ndarray | None = None) -> dict[str, float]:
