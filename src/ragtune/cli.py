@@ -129,7 +129,23 @@ def index(
     except RagtuneError as exc:
         _fail(exc)
     state = "built" if info.built else "up to date"
-    console.print(f"{info.table}: {info.chunks} chunks from {info.documents} documents, {state} ({info.seconds:.1f} s)")
+    console.print(f"{info.table}: {info.chunks} chunks from {info.documents} documents, {state} ({info.seconds:.1f} s)"
+                  + (f"; {info.flagged} flagged as possible prompt injection (`ragtune flagged`)" if info.flagged
+                     else ""))
+
+
+def _table_for(engine, corpus: Optional[str]):
+    """The index of ``corpus`` under the engine's config (built if need be), else the last one built with its
+    chunking and embedding settings."""
+    from ragtune.data import load_corpus
+
+    if corpus:
+        return engine.index(load_corpus(corpus))[0]
+    entry = engine.workspace.latest_index_for(engine.config)
+    if entry is None:
+        raise ConfigError("no index matches this config's chunking and embedding settings yet: "
+                          "pass --corpus PATH (or run `ragtune index` or `ragtune eval` first)")
+    return engine.open_table(entry["key"])
 
 
 @app.command()
@@ -145,23 +161,12 @@ def search(
     db: Optional[str] = DbOpt,
 ) -> None:
     """Search an index with a configuration's retrieval (and re-ranking) settings."""
-    from ragtune.data import load_corpus
     from ragtune.engine import Engine
 
     try:
         cfg = load_config(config, set_)
-        ws = _workspace(home, db)
-        engine = Engine(cfg, ws)
-        if corpus:
-            table, _ = engine.index(load_corpus(corpus))
-        else:
-            entry = ws.latest_index_for(cfg)
-            if entry is None:
-                raise ConfigError(
-                    "no index matches this config's chunking and embedding settings yet: "
-                    "pass --corpus PATH (or run `ragtune index` or `ragtune eval` first)"
-                )
-            table = engine.open_table(entry["key"])
+        engine = Engine(cfg, _workspace(home, db))
+        table = _table_for(engine, corpus)
         k = k or cfg.retrieval.top_k
         result = engine.retriever(table).search(query, k)
         hits = result.chunks(k) if chunks else result.documents(k)
@@ -179,6 +184,46 @@ def search(
         snippet = " ".join(h.text.split())
         table_out.add_row(str(h.rank), h.doc_id, f"{h.score:.4f}", snippet[:160] + ("…" if len(snippet) > 160 else ""))
     console.print(table_out)
+
+
+@app.command("flagged")
+def flagged_cmd(
+    config: Optional[Path] = ConfigOpt,
+    corpus: Optional[str] = typer.Option(None, "--corpus", help="corpus whose index to list [the last one indexed "
+                                         "with these settings]"),
+    published: bool = typer.Option(False, "--published", help="the production table the service answers from"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON lines"),
+    set_: Optional[list[str]] = SetOpt,
+    home: Optional[Path] = HomeOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """List the chunks that the injection scan flagged when they were indexed (kept from generators)."""
+    from ragtune import store
+    from ragtune.engine import Engine
+
+    try:
+        ws = _workspace(home, db)
+        if published:
+            from ragtune.publish import open_published
+
+            table = open_published(ws)
+        else:
+            table = _table_for(Engine(load_config(config, set_), ws), corpus)
+        rows = store.flagged(table)
+    except RagtuneError as exc:
+        _fail(exc)
+    if as_json:
+        for r in rows:
+            print(json.dumps({"chunk_id": r["id"], "doc_id": r["doc_id"], "score": round(r["injection_score"], 4),
+                              "reasons": r["injection_reasons"].split(", "), "text": r["text"]}))
+        return
+    out = Table(title=f"{table.name}: {len(rows)} of {table.count_rows()} chunks flagged as possible prompt injection")
+    for col in ("chunk", "score", "reasons", "text"):
+        out.add_column(col, overflow="fold")
+    for r in rows:
+        snippet = " ".join(r["text"].split())
+        out.add_row(r["id"], f"{r['injection_score']:.3f}", r["injection_reasons"], snippet[:160])
+    console.print(out)
 
 
 @app.command()

@@ -228,6 +228,7 @@ class RagConfig(_Section):
             "embedding": self.embedding.model_dump(mode="json"),
             "fts": self.retrieval.fts.model_dump(mode="json"),
             "vector_index": self.retrieval.vector_index,
+            "injection_scan": 1,  # tables carry each chunk's injection score (store.SCAN_COLUMNS)
         }
 
     def index_key(self, corpus_fingerprint: str) -> str:

@@ -101,6 +101,7 @@ class IndexInfo:
     chunks: int
     built: bool  # False: an existing complete table was reused
     seconds: float
+    flagged: int = 0  # chunks the injection scan flagged when they were written (kept from generators)
 
 
 class Engine:
@@ -150,17 +151,21 @@ class Engine:
             table = store.open_index(self.workspace.db, key)
             built = table is None
             if built:
+                from ragtune.detectors.injection import scan
+
                 chunks = chunk_documents(corpus.documents, self.config.chunking, self.embedder)
                 meta = {"ragtune_index_key": key, "corpus": corpus.source, "fingerprint": corpus.fingerprint}
+                verdicts = scan([c.text for c in chunks])
                 with self._progress(len(chunks)) as bar:
                     blocks = self.embedder.embed_in_blocks([c.text for c in chunks], bar and bar.update)
                     table = store.build_index(
                         self.workspace.db, key, chunks, blocks, self.config.retrieval.fts,
-                        self.config.retrieval.vector_index, meta,
+                        self.config.retrieval.vector_index, meta, verdicts,
                     )
         info = IndexInfo(
             key, store.table_name(key), stable_hash(self.config.index_settings), corpus.source, corpus.fingerprint,
             len(corpus.documents), table.count_rows(), built, round(time.perf_counter() - start, 3),
+            store.count_flagged(table),
         )
         self.workspace.remember(info)
         return table, info
@@ -255,7 +260,7 @@ def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = 
     else:
         info = IndexInfo(table.name, table.name, stable_hash(config.index_settings), dataset.corpus.source,
                          f"{table.name}@v{table.version}", len(store.distinct(table, "doc_id")), table.count_rows(),
-                         False, 0.0)
+                         False, 0.0, store.count_flagged(table))
     retriever = engine.retriever(table)
     judged = dataset.judged()
     if not judged:
@@ -278,7 +283,8 @@ def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = 
     timings = pd.DataFrame(rows).set_index("query_id")
     answers, answer_scores = {}, None
     if engine.generator is not None:
-        answers, answer_scores = _answer(engine, dataset, judged, chunk_run, vectors, progress)
+        flagged = {r["id"] for r in store.flagged(table)} if info.flagged else set()
+        answers, answer_scores = _answer(engine, dataset, judged, chunk_run, vectors, progress, flagged)
         timings["generate_ms"] = answer_scores.pop("generate_ms")
     timings["latency_ms"] = timings.sum(axis=1)
     scores = evaluate_run(dataset.qrels, doc_run, config.evaluation.metrics)
@@ -332,8 +338,9 @@ def summarize(per_query: pd.DataFrame) -> dict[str, float]:
     return summary
 
 
-def _answer(engine: Engine, dataset: Dataset, judged, chunk_run, vectors, progress: bool):
-    """Generate an answer for every judged query from its top chunks, score it, time it, price it."""
+def _answer(engine: Engine, dataset: Dataset, judged, chunk_run, vectors, progress: bool, flagged: set[str]):
+    """Generate an answer for every judged query from its top chunks, score it, time it, price it. Chunks the
+    injection scan flagged at indexing are kept from the generator (and counted)."""
     from ragtune.evaluation.answers import AnswerScorer
     from ragtune.generation import answer, cost_usd
     from ragtune.text import split_sentences
@@ -348,7 +355,8 @@ def _answer(engine: Engine, dataset: Dataset, judged, chunk_run, vectors, progre
 
         items = tqdm(items, total=len(judged), desc="answers", unit="q")
     for i, q in items:
-        hits = chunk_run[q.id][: gen.context_k]
+        kept = [h for h in chunk_run[q.id] if h.chunk_id not in flagged]
+        hits = kept[: gen.context_k]
         t0 = time.perf_counter()
         ans = answer(engine.generator, q.text, hits, query_vector=qvecs[i])
         elapsed = (time.perf_counter() - t0) * 1000
@@ -358,6 +366,7 @@ def _answer(engine: Engine, dataset: Dataset, judged, chunk_run, vectors, progre
         tokens_in, tokens_out = int(ans.usage.get("prompt_tokens", 0)), int(ans.usage.get("completion_tokens", 0))
         row.update({"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "degraded": float(ans.degraded),
                     "cost_usd": cost_usd(ans.usage, gen),
+                    "flagged_chunks_kept_out": len(chunk_run[q.id]) - len(kept),
                     "generate_ms": elapsed})
         answers[q.id], rows[q.id] = ans, row
     return answers, pd.DataFrame.from_dict(rows, orient="index")

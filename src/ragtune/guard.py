@@ -100,7 +100,9 @@ RULES: dict[str, list[re.Pattern]] = {
                    r"(?:ai|assistants?|models?|chatbots?|llms?|language models?)\b"),
         re.compile(r"\bif you are an? (?:ai|language model|llm|chatbot|assistant)\b"),
         re.compile(r"\b(?:ai|llm|language model|chatbot)s?(?: systems| agents)? (?:reading|processing|that reads?)\b"),
-        re.compile(r"\bto the (?:ai|model|assistant|chatbot)\b|\b(?:chatbots|llm agents|ai systems) must\b"),
+        re.compile(r"\b(?:note|message|instructions?|attention|hello|hi|dear)\b[^.\n]{0,20}\bto the (?:ai|model|"
+                   r"assistant|chatbot)\b|(?:^|\n)\s*to the (?:ai|model|assistant|chatbot)\s*[:,]|"
+                   r"\b(?:chatbots|llm agents|ai systems) must\b"),
         re.compile(r"\bhidden instruction\b|display\s*:\s*none"),
     ],
     "data exfiltration": [

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from ragtune import faults, store
 from ragtune.chunking import chunk_documents
 from ragtune.data import Corpus
+from ragtune.detectors.injection import scan
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Freshness:
     removed: list[str] = field(default_factory=list)
     unchanged: int = 0
     chunks_embedded: int = 0
+    flagged: list[str] = field(default_factory=list)  # new chunks the injection scan flagged
     documents: int = 0
     oldest: str | None = None
     version: int = 0
@@ -40,6 +42,7 @@ class Freshness:
     def summary(self) -> dict:
         return {"added": len(self.added), "changed": len(self.changed), "removed": len(self.removed),
                 "unchanged": self.unchanged, "chunks_embedded": self.chunks_embedded, "documents": self.documents,
+                "flagged_chunks": self.flagged,
                 "oldest_document_ingested_at": self.oldest, "table_version": self.version,
                 "seconds": round(self.seconds, 3)}
 
@@ -66,6 +69,9 @@ def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) ->
     start = time.perf_counter()
     table = db.open_table(name) if name in store.table_names(db) else None
     held = _state(table)
+    if table is not None and not store.has_scan(table):  # written before chunks were scanned: scan them all now
+        table.add_columns({"injection_score": "CAST(NULL AS FLOAT)", "injection_reasons": "CAST(NULL AS STRING)"})
+        held = {doc_id: ("rescan", stamp) for doc_id, (_, stamp) in held.items()}
     docs = {d.id: d for d in corpus.documents}
     fresh = Freshness(documents=len(docs))
     for doc_id, doc in docs.items():
@@ -82,9 +88,11 @@ def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) ->
     # every chunk is embedded (into the cache) before the table is touched; the rows then stream in one commit
     blocks = embedder.embed_in_blocks([c.text for c in chunks]) if chunks else iter(())
     hashes = {d.id: doc_hash(d.text) for d in todo}
-    rows = store.chunk_rows(chunks, blocks, lambda c: {"doc_hash": hashes[c.doc_id], "ingested_at": now}
-                            ) if chunks else None
+    verdicts = scan([c.text for c in chunks]) if chunks else []
+    rows = store.chunk_rows(chunks, blocks, lambda c: {"doc_hash": hashes[c.doc_id], "ingested_at": now},
+                            scan=verdicts) if chunks else None
     fresh.chunks_embedded = len(chunks)
+    fresh.flagged = [c.id for c, (_, reasons) in zip(chunks, verdicts) if reasons]
     gone = fresh.changed + fresh.removed
     if table is not None and gone:
         for i in range(0, len(gone), 500):

@@ -22,6 +22,9 @@ COMPLETE_TAG = "ragtune-complete"
 #: ``vector_index: auto`` builds an ANN index from this many rows on (brute force is exact and fast below it).
 ANN_MIN_ROWS = 20_000
 COLUMNS = ["id", "doc_id", "text", "start", "end"]
+#: every chunk is scanned for planted instructions when it is written: its injection score, and the reasons when it
+#: was flagged ("" when not); null in a table written without a scan
+SCAN_COLUMNS = ["injection_score", "injection_reasons"]
 
 
 def build_ann(table, vector_index: str, rows: int, replace: bool = False) -> None:
@@ -80,15 +83,20 @@ def chunk_schema(dim: int, extra: Sequence[str] = (), metadata: dict[str, str] |
     """The chunk table's columns; ``extra`` names further string columns (the production table's bookkeeping)."""
     return pa.schema(
         [("id", pa.string()), ("doc_id", pa.string()), ("text", pa.string()), ("start", pa.int64()),
-         ("end", pa.int64()), ("vector", pa.list_(pa.float32(), dim))] + [(n, pa.string()) for n in extra],
+         ("end", pa.int64()), ("vector", pa.list_(pa.float32(), dim)), ("injection_score", pa.float32()),
+         ("injection_reasons", pa.string())] + [(n, pa.string()) for n in extra],
         metadata={k.encode(): v.encode() for k, v in (metadata or {}).items()},
     )
 
 
 def chunk_rows(chunks: Sequence[Chunk], blocks: Iterable[np.ndarray], extra: Callable[[Chunk], dict] | None = None,
-               metadata: dict[str, str] | None = None) -> pa.RecordBatchReader:
+               metadata: dict[str, str] | None = None,
+               scan: Sequence[tuple[float, str]] | None = None) -> pa.RecordBatchReader:
     """The chunks with their vectors as a stream of record batches, one per block of vectors (``blocks`` yields them
-    in chunk order): LanceDB writes the stream as one commit, and only one block is ever in memory."""
+    in chunk order): LanceDB writes the stream as one commit, and only one block is ever in memory. ``scan`` holds
+    each chunk's (injection score, reasons), in chunk order."""
+    if scan is not None and len(scan) != len(chunks):
+        raise ValueError(f"{len(chunks)} chunks but {len(scan)} scan verdicts")
     blocks = iter(blocks)
     first = next(blocks, None)
     if first is None or not len(chunks):
@@ -106,6 +114,9 @@ def chunk_rows(chunks: Sequence[Chunk], blocks: Iterable[np.ndarray], extra: Cal
                       [c.start for c in part], [c.end for c in part]]
             columns = [pa.array(v, schema.field(i).type) for i, v in enumerate(values)]
             columns.append(pa.FixedSizeListArray.from_arrays(flat, int(vectors.shape[1])))
+            verdicts = scan[at - len(part): at] if scan is not None else [(None, None)] * len(part)
+            columns += [pa.array([v[0] for v in verdicts], pa.float32()),
+                        pa.array([v[1] for v in verdicts], pa.string())]
             rows = [extra(c) for c in part] if names else []
             columns += [pa.array([r[n] for r in rows], pa.string()) for n in names]
             yield pa.RecordBatch.from_arrays(columns, schema=schema)
@@ -123,13 +134,14 @@ def build_index(
     fts,
     vector_index: str = "auto",
     metadata: dict[str, str] | None = None,
+    scan: Sequence[tuple[float, str]] | None = None,
 ):
-    """Write chunks and their vectors (``blocks``: consecutive blocks of vectors, streamed), build the full-text (and,
-    if due, ANN) index, then mark the table complete."""
+    """Write chunks and their vectors (``blocks``: consecutive blocks of vectors, streamed) and their injection scan,
+    build the full-text (and, if due, ANN) index, then mark the table complete."""
     name = table_name(index_key)
     if name in table_names(db):
         db.drop_table(name)
-    data = chunk_rows(chunks, blocks, metadata=metadata)
+    data = chunk_rows(chunks, blocks, metadata=metadata, scan=scan)
     try:
         from lancedb.index import FTS
 
@@ -144,3 +156,19 @@ def build_index(
             db.drop_table(name)
         raise
     return table
+
+
+def has_scan(table) -> bool:
+    return all(c in table.schema.names for c in SCAN_COLUMNS)
+
+
+def count_flagged(table) -> int:
+    return table.count_rows("injection_reasons != ''") if has_scan(table) else 0
+
+
+def flagged(table) -> list[dict]:
+    """The chunks the injection scan flagged when they were written: id, doc_id, score, reasons, text."""
+    if not has_scan(table):
+        return []
+    rows = read_columns(table, ["id", "doc_id", "text", *SCAN_COLUMNS])
+    return sorted((r for r in rows if r["injection_reasons"]), key=lambda r: (-r["injection_score"], r["id"]))

@@ -151,6 +151,14 @@ def detector(backend: str = "ngram", threshold: float | None = None) -> Injectio
     return InjectionDetector(backend, threshold)
 
 
+def scan(texts: Sequence[str], backend: str = "ngram", batch_size: int = 512) -> list[tuple[float, str]]:
+    """(score, reasons) per text, reasons "" when not flagged: what chunk tables store for every chunk they hold."""
+    det, out = detector(backend), []
+    for i in range(0, len(texts), batch_size):
+        out += [(v.score, ", ".join(v.reasons) if v.flagged else "") for v in det.check_many(texts[i:i + batch_size])]
+    return out
+
+
 def detect_injection(text: str) -> Verdict:
     """The default detector's verdict on one text (rules + the shipped classifier)."""
     return detector().check(text)

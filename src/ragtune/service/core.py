@@ -14,16 +14,17 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ragtune import store
 from ragtune.config import GenerationConfig, RagConfig
+from ragtune.detectors.injection import detector
 from ragtune.engine import Engine, Workspace
 from ragtune.errors import DataError, RagtuneError
-from ragtune.detectors.injection import detector
 from ragtune.guard import InputError, RateLimiter, SharedRateLimiter, scan_output, validate_question
 from ragtune.service.answer_cache import AnswerCache
 from ragtune.service.audit import AuditLog
@@ -67,6 +68,7 @@ class Serving:
     generation: GenerationConfig
     scorer: object
     embed_query: object
+    flagged: dict = field(default_factory=dict)  # chunk id -> reasons, from the injection scan at ingest
 
 
 class QueryService:
@@ -124,8 +126,9 @@ class QueryService:
             table = open_published(self.workspace)
             # concurrent requests share one encoder call for their query vectors
             embed_query = MicroBatcher(lambda texts: list(engine.embedder.embed_queries(texts, cached=False)))
+            flagged = {r["id"]: r["injection_reasons"] for r in store.flagged(table)}
             self._state = Serving(record, engine, engine.retriever(table), generator, gen_config,
-                                  AnswerScorer(engine.embedder), embed_query)
+                                  AnswerScorer(engine.embedder), embed_query, flagged)
             self._stamp = stamp
             self.answers.forget_local()  # answers of the previous version are stale (their keys name it)
             return self._state
@@ -195,8 +198,9 @@ class QueryService:
         timings["search"] = round(_ms(t) - found.timings_ms.get("rerank_ms", 0.0), 3)
         if "rerank_ms" in found.timings_ms:
             timings["rerank"] = round(found.timings_ms["rerank_ms"], 3)
-        flagged = {h.chunk_id: _chunk_verdict(self.injection, h.text).reasons for h in hits}
-        flagged = {c: list(r) for c, r in flagged.items() if r}
+        flagged = {h.chunk_id: list(_chunk_verdict(self.injection, h.text).reasons) for h in hits}
+        flagged = {c: r or [f"flagged at ingest: {state.flagged[c]}"] for c, r in flagged.items()
+                   if r or c in state.flagged}
         record["guards"]["chunk_injection"] = flagged
         context = [h for h in hits if h.chunk_id not in flagged][:k]
         record["chunks"] = [{"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": h.score, "rank": h.rank,
