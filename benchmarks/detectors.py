@@ -148,7 +148,15 @@ def hallucination(data: Path) -> None:
         balanced = (f[y == 1].mean() + (~f[y == 0]).mean()) / 2
         print(f"| {name} | {np.mean(f):.3f} | {s2['precision']:.3f} | {s2['recall']:.3f} | {s2['f1']:.3f} | "
               f"{balanced:.3f} | {s.get('auroc', float('nan')):.3f} |")
-    print(f"\n{len(rows) / seconds:.1f} answers/s (scoring only, models loaded)")
+    flags, probs = np.array(flags), np.array(probs)
+    print(f"\nrate: human {y.mean():.3f}, flagged {flags.mean():.3f}, mean hallucination_score {probs.mean():.3f}")
+    lengths = np.array([len(r["answer"].split()) for r in rows])
+    cuts = np.quantile(lengths, [1 / 3, 2 / 3])
+    for name, mask in [(f"answers up to {cuts[0]:.0f} words", lengths <= cuts[0]),
+                       (f"{cuts[0]:.0f}-{cuts[1]:.0f} words", (lengths > cuts[0]) & (lengths <= cuts[1])),
+                       (f"over {cuts[1]:.0f} words", lengths > cuts[1])]:
+        print(f"  {name}: human {y[mask].mean():.3f}, flagged {flags[mask].mean():.3f} (n={mask.sum()})")
+    print(f"\n{len(rows) / seconds:.1f} answers/s (scoring only, models loaded, embeddings cached after a first run)")
 
 
 def main() -> int:
