@@ -183,3 +183,44 @@ def test_flagged_command_lists_what_the_index_scan_flagged(tmp_path):
     rows = [json.loads(line) for line in listed.output.splitlines()]
     assert [r["doc_id"] for r in rows] == ["printer"] and "addressed to an AI" in rows[0]["reasons"]
     assert rows[0]["score"] >= RULE_SCORE
+
+
+def test_judge_with_a_local_nli_model_built_here(tmp_path, workspace):
+    """hf-nli:<folder>: a claim's score is 1 - P(entailment) of (context, claim), as the model itself computes it."""
+    torch = pytest.importorskip("torch")
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    from ragtune.detectors.nli import NLIVerifier, make_verifier
+    from ragtune.errors import ConfigError
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "stipend", "is", "250", "300", "eur", "per", "week",
+             "on", "-", "call", "engineers", "receive", "a", "of", "."]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    torch.manual_seed(1)
+    labels = {0: "entailment", 1: "neutral", 2: "contradiction"}
+    model = BertForSequenceClassification(BertConfig(
+        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        num_labels=3, id2label=labels, label2id={v: k for k, v in labels.items()}))
+    folder = tmp_path / "nli"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+    context = "On-call engineers receive a stipend of 250 EUR per week."
+    claim = "The stipend is 250 EUR per week."
+    with torch.inference_mode():
+        logits = model.eval()(**tokenizer([context], [claim], return_tensors="pt")).logits
+    expected = 1 - float(torch.softmax(logits, -1)[0, 0])
+    assert isinstance(make_verifier(f"hf-nli:{folder}"), NLIVerifier)
+    with pytest.raises(ConfigError, match="expected hf-nli"):
+        make_verifier("nli")
+
+    src, out = tmp_path / "answers.jsonl", tmp_path / "judged.jsonl"
+    src.write_text(json.dumps({"question": "What is the stipend?", "contexts": [context], "answer": claim}) + "\n")
+    result = runner.invoke(app, ["judge", str(src), "--out", str(out), "--verifier", f"hf-nli:{folder}",
+                                 "--home", str(workspace.home)])
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(out.read_text())
+    assert verdict["claims"][0]["score"] == pytest.approx(expected, abs=1e-4)
+    assert verdict["claims"][0]["entailed"] == pytest.approx(1 - expected, abs=1e-4)
+    assert verdict["hallucinated"] is (expected >= 0.5)

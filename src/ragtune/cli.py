@@ -378,17 +378,21 @@ def judge(
     answers: Path = typer.Argument(..., help='JSONL, one {"question", "contexts": [...], "answer"} per line'),
     out: Path = typer.Option(..., "--out", "-o", help="JSONL verdicts, same order: hallucinated, score, "
                              "faithfulness, claims"),
+    verifier: Optional[str] = typer.Option(None, help="hf-nli:<folder>: a local Hugging Face NLI model decides "
+                                           "each claim [default: the embedding heuristic of ragtune eval]"),
     config: Optional[Path] = ConfigOpt,
     overrides: Optional[list[str]] = SetOpt,
     home: Optional[Path] = HomeOpt,
 ) -> None:
     """Check answers against their contexts with the offline scorer of `ragtune eval` (the config's embedder)."""
     from ragtune.detectors.batch import judge_file
+    from ragtune.detectors.nli import make_verifier
     from ragtune.engine import Engine
 
     try:
         engine = Engine(load_config(config, overrides), _workspace(home, None))
-        summary = judge_file(answers, out, engine.embedder, progress=sys.stderr.isatty())
+        summary = judge_file(answers, out, engine.embedder, progress=sys.stderr.isatty(),
+                             verifier=make_verifier(verifier))
     except RagtuneError as exc:
         _fail(exc)
     console.print(f"{summary['hallucinated']} of {summary['rows']} answers hallucinated (mean score "

@@ -57,7 +57,7 @@ def guard_file(src: Path, out: Path, backend: str = "ngram", threshold: float | 
             "threshold": det.threshold}
 
 
-def judge_file(src: Path, out: Path, embedder, progress: bool = True) -> dict:
+def judge_file(src: Path, out: Path, embedder, progress: bool = True, verifier=None) -> dict:
     """``{"question", "contexts": [..], "answer"}`` per line -> ``{"hallucinated", "score", "faithfulness",
     "claims"}`` per line, in the same order (the offline scorer of ``ragtune eval``)."""
     from ragtune.evaluation.answers import AnswerScorer
@@ -66,7 +66,7 @@ def judge_file(src: Path, out: Path, embedder, progress: bool = True) -> dict:
                            "contexts": lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
                            "answer": lambda v: isinstance(v, str)},
                      {"question": "a string", "contexts": "a list of strings", "answer": "a string"})
-    scorer = AnswerScorer(embedder)
+    scorer = AnswerScorer(embedder, verifier)
     verdicts = []
     with _progress(len(rows), "judge", progress) as bar:
         for r in rows:

@@ -142,6 +142,7 @@ class Support:
     chunk_id: str | None  # the chunk that supports it best
     facts_ok: bool  # its numbers and names all appear in the context or the question
     missing: tuple[str, ...] = ()
+    entailed: float | None = None  # P(entailment) from an NLI verifier, when one is used
 
     @property
     def supported(self) -> bool:
@@ -149,18 +150,24 @@ class Support:
 
     @property
     def probability(self) -> float:
-        """Probability-like: how likely the claim is unsupported."""
-        p = 1.0 / (1.0 + math.exp((self.score - SUPPORT_THRESHOLD) / SUPPORT_SCALE))
+        """Probability-like: how likely the claim is unsupported (an NLI verifier's 1 - P(entailment) when used)."""
+        if self.entailed is not None:
+            p = 1.0 - self.entailed
+        else:
+            p = 1.0 / (1.0 + math.exp((self.score - SUPPORT_THRESHOLD) / SUPPORT_SCALE))
         return p if self.facts_ok else max(p, FACT_MISSING)
 
     def as_dict(self) -> dict:
         return {"claim": self.claim, "supported": self.supported, "score": round(self.probability, 4),
-                "support": round(self.score, 4), "chunk_id": self.chunk_id, "missing": list(self.missing)}
+                "support": round(self.score, 4), "chunk_id": self.chunk_id, "missing": list(self.missing),
+                **({"entailed": round(self.entailed, 4)} if self.entailed is not None else {})}
 
 
 class AnswerScorer:
-    def __init__(self, embedder, threshold: float = SUPPORT_THRESHOLD):
-        self.embedder, self.threshold = embedder, threshold
+    def __init__(self, embedder, verifier=None):
+        """``verifier``: an NLI model (``ragtune.detectors.nli``) that decides support in place of the similarity
+        heuristic; the number and name check stays."""
+        self.embedder, self.verifier = embedder, verifier
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
         return self.embedder.embed_documents(texts) if texts else np.zeros((0, 1), np.float32)
@@ -192,10 +199,13 @@ class AnswerScorer:
                     score, chunk = (semantic + lexical) / 2, h.chunk_id
             if score < best[i][0]:
                 best[i] = (score, chunk)
+        entailed = [None] * len(claims)
+        if self.verifier is not None:
+            entailed = [float(e) for e in self.verifier.entailed([context] * len(claims), list(claims))]
         out = []
         for i, claim in enumerate(claims):
             missing = facts_missing(claim, context, question)
-            out.append(Support(claim, best[i][0], best[i][1], not missing, tuple(missing)))
+            out.append(Support(claim, best[i][0], best[i][1], not missing, tuple(missing), entailed[i]))
         return out
 
     def judge(self, question: str, answer: str, contexts: Sequence[str]) -> dict:
@@ -204,8 +214,8 @@ class AnswerScorer:
         refusal) and a verdict per claim."""
         hits = [Hit(f"context-{i + 1}", f"context-{i + 1}", 1.0, i + 1, t, 0, len(t)) for i, t in enumerate(contexts)]
         supports = self.support(claims_of(answer), hits, question)
-        score = max((s.probability for s in supports), default=0.0)
-        return {"hallucinated": score >= 0.5, "score": round(score, 4),
+        score = float(max((s.probability for s in supports), default=0.0))
+        return {"hallucinated": bool(score >= 0.5), "score": round(score, 4),
                 "faithfulness": sum(s.supported for s in supports) / len(supports) if supports else None,
                 "claims": [s.as_dict() for s in supports]}
 
