@@ -73,8 +73,9 @@ class Running:
         self.server.should_exit = True
         self.thread.join(10)
 
-    def ask(self, question, **kw):
-        return self.client.post("/query", json={"question": question, **kw})
+    def ask(self, question, key=None, **kw):
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        return self.client.post("/query", json={"question": question, **kw}, headers=headers)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def docs(sample):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, workspace, docs):
     ws = make_home(tmp_path_factory.mktemp("service"), workspace.cache.path, docs)
-    settings = ServiceSettings(high_stakes_topics=["salary", "dismissal"], rate_limit=1000)
+    settings = ServiceSettings(high_stakes_topics=["salary", "dismissal"], rate_limit=1000, anonymous=True)
     with Running(QueryService(ws, settings)) as running:
         yield running
 
@@ -184,12 +185,14 @@ def test_hot_switch_under_load_drops_no_request_and_loses_no_audit_record(served
 def test_rate_limit_holds_under_concurrency(tmp_path, workspace, docs):
     ws = make_home(tmp_path / "home", workspace.cache.path, docs)
     service = QueryService(ws, ServiceSettings(rate_limit=5, rate_window_s=300))
+    bob, carol = service.keys.create("bob"), service.keys.create("carol")
     with Running(service) as running, ThreadPoolExecutor(8) as pool:
-        codes = list(pool.map(lambda i: running.ask(f"What are the core working hours? {i}", client_id="bob")
-                              .status_code, range(20)))
-        other = running.ask("What are the core working hours?", client_id="carol").status_code
+        # a new client_id per request changes nothing: the limit is kept per key
+        codes = list(pool.map(lambda i: running.ask(f"What are the core working hours? {i}", key=bob,
+                                                    client_id=f"bob-{i}").status_code, range(20)))
+        other = running.ask("What are the core working hours?", key=carol, client_id="bob-0").status_code
     assert sorted(codes) == [200] * 5 + [429] * 15 and other == 200
-    statuses = [r["status"] for r in audit_records(ws) if r.get("client_id") == "bob"]
+    statuses = [r["status"] for r in audit_records(ws) if r.get("identity") == "bob"]
     assert statuses.count("rate_limited") == 15 and len(statuses) == 20
 
 
@@ -198,7 +201,7 @@ def test_generator_down_gives_a_degraded_answer_not_a_500(tmp_path, workspace, d
 
     ws = make_home(tmp_path / "home", workspace.cache.path, docs)
     gen = GenerationConfig(backend="openai:down", base_url="http://127.0.0.1:9/v1", timeout=0.5, retries=0)
-    with Running(QueryService(ws, ServiceSettings(generation=gen))) as running:
+    with Running(QueryService(ws, ServiceSettings(generation=gen, anonymous=True))) as running:
         res = running.ask("How much is the on-call stipend?")
     assert res.status_code == 200
     body = res.json()
@@ -344,6 +347,7 @@ def test_serve_with_two_workers_shares_one_rate_limit(tmp_path, workspace, docs)
 
     ws = make_home(tmp_path / "home", workspace.cache.path, docs)
     (tmp_path / "settings.yaml").write_text("rate_limit: 3\nrate_window_s: 600\n")
+    key = QueryService(ws).keys.create("dave")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -361,14 +365,13 @@ def test_serve_with_two_workers_shares_one_rate_limit(tmp_path, workspace, docs)
             assert time.time() < deadline and server.poll() is None, "the server did not start"
             time.sleep(0.5)
         # separate connections, so that both worker processes take requests
-        codes = [httpx.post(f"http://127.0.0.1:{port}/query", json={"question": f"What is the on-call stipend? {i}",
-                                                                     "client_id": "dave"}, timeout=60).status_code
-                 for i in range(8)]
+        codes = [httpx.post(f"http://127.0.0.1:{port}/query", json={"question": f"What is the on-call stipend? {i}"},
+                            headers={"authorization": f"Bearer {key}"}, timeout=60).status_code for i in range(8)]
     finally:
         os.killpg(server.pid, 15)
         server.wait(30)
     assert codes == [200] * 3 + [429] * 5
-    assert len([r for r in audit_records(ws) if r.get("client_id") == "dave"]) == 8
+    assert len([r for r in audit_records(ws) if r.get("identity") == "dave"]) == 8
 
 
 def test_audit_show_prints_what_the_answer_saw(served):

@@ -551,6 +551,9 @@ def serve(
         service.warm()  # fail now, not at the first request, when nothing is published; load the models
     except RagtuneError as exc:
         _fail(exc)
+    if not service.settings.anonymous and not service.keys.active():
+        typer.secho("warning: no API key exists, so every /query will be refused (401): create one with "
+                    "`ragtune keys create NAME`, or set `anonymous: true` in the settings", err=True, fg="yellow")
     if workers == 1:
         uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
         return
@@ -561,6 +564,46 @@ def serve(
     sock = listening_socket(host, port)
     uvicorn.run("ragtune.service.app:from_environment", factory=True, fd=sock.fileno(), workers=workers,
                 log_level="warning")
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the query service (stored hashed in the workspace).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(name: str = typer.Argument(..., help="who the key is for: the identity in rate limits and audits"),
+                home: Optional[Path] = HomeOpt) -> None:
+    """Create a key and print it, once: only its hash is kept."""
+    from ragtune.service.keys import KeyStore
+
+    try:
+        key = KeyStore(_workspace(home, None).home / "keys.sqlite").create(name)
+    except RagtuneError as exc:
+        _fail(exc)
+    print(key)
+    typer.secho(f"key for {name!r}: shown this once; send it as 'Authorization: Bearer <key>'", err=True)
+
+
+@keys_app.command("list")
+def keys_list(home: Optional[Path] = HomeOpt) -> None:
+    """The keys by name, when they were created and revoked (never the keys themselves)."""
+    from ragtune.service.keys import KeyStore
+
+    for k in KeyStore(_workspace(home, None).home / "keys.sqlite").list():
+        state = f"revoked {k['revoked_at']}" if k["revoked_at"] else "active"
+        print(f"{k['name']}\tcreated {k['created_at']}\t{state}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str = typer.Argument(..., help="the key's name"), home: Optional[Path] = HomeOpt) -> None:
+    """Revoke a key: requests with it are refused (401) from now on."""
+    from ragtune.service.keys import KeyStore
+
+    try:
+        KeyStore(_workspace(home, None).home / "keys.sqlite").revoke(name)
+    except RagtuneError as exc:
+        _fail(exc)
+    console.print(f"revoked {name}")
 
 
 review_app = typer.Typer(no_args_is_help=True, help="The human-review queue of held-back answers.")
@@ -629,8 +672,10 @@ def audit_show(request_id: str, home: Optional[Path] = HomeOpt) -> None:
 
     ws = _workspace(home, None)
     try:
-        log = AuditLog(ws.home / "audit")
-        record = log.find(request_id)
+        log, damaged = AuditLog(ws.home / "audit"), []
+        record = log.find(request_id, damaged)
+        for place in damaged:
+            typer.secho(f"warning: {place}: damaged audit line, skipped", err=True, fg="yellow")
         if record is None:
             raise RagtuneError(f"no audit record for request {request_id} in {ws.home / 'audit'}")
         chunks, events = seen_chunks(ws.db, record), log.events(request_id)

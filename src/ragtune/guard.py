@@ -142,11 +142,26 @@ def rule_reasons(text: str) -> tuple[str, ...]:
 
 # -- input validation -------------------------------------------------------------------------------------------
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0 (but tab and line breaks), DEL, C1
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")  # embeddings, overrides and isolates: text that reads reordered
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` is not acceptable plain text (control characters, bidi overrides, lone surrogates), or None."""
+    if _SURROGATE.search(text):
+        return "contains a lone surrogate (not valid Unicode text)"
+    if _CONTROL.search(text):
+        return "contains control characters (binary data?)"
+    if _BIDI.search(text):
+        return "contains bidirectional override characters"
+    if "\ufffd" in text:
+        return "is not valid UTF-8 text"
+    return None
 
 
 def validate_question(question, max_chars: int = 2000) -> str:
-    """The question, stripped; InputError naming what is wrong (type, empty, too long, control characters)."""
+    """The question, stripped; InputError naming what is wrong (type, empty, too long, characters)."""
     if not isinstance(question, str):
         raise InputError(f"question must be a string, got {type(question).__name__}")
     text = question.strip()
@@ -154,10 +169,9 @@ def validate_question(question, max_chars: int = 2000) -> str:
         raise InputError("question is empty")
     if len(text) > max_chars:
         raise InputError(f"question is {len(text)} characters long; the limit is {max_chars}")
-    if _CONTROL.search(text):
-        raise InputError("question contains control characters (binary data?)")
-    if "\ufffd" in text:
-        raise InputError("question is not valid UTF-8 text")
+    problem = text_problem(text)
+    if problem:
+        raise InputError(f"question {problem}")
     return text
 
 

@@ -5,6 +5,7 @@ configuration, the prompt version, the model, the guard verdicts. Secrets are sc
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -12,13 +13,18 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ragtune.errors import DataError
-
-_SECRET = re.compile(r"\b(?:sk|pk|rk|ghp|gho|xox[abp])[-_][A-Za-z0-9_\-]{16,}\b|\bBearer\s+[A-Za-z0-9._\-]{16,}")
+#: API-key and token shapes, of any length: OpenAI-style sk-/pk-/rk- keys, GitHub and Slack tokens, Bearer
+#: credentials, AWS access key ids, Hugging Face tokens, W&B keys (40 hex digits), ragtune's own keys (rt-)
+_SECRET = re.compile(
+    r"\b(?:sk|pk|rk|rt)-[A-Za-z0-9_\-]{4,}|\b(?:ghp|gho|ghs|ghu|xox[abprs])[-_][A-Za-z0-9_\-]{4,}|"
+    r"\bBearer\s+[A-Za-z0-9._~+/\-]+=*|\b(?:AKIA|ASIA)[0-9A-Z]{12,}\b|\bhf_[A-Za-z0-9]{8,}\b|\b[0-9a-f]{40}\b",
+    re.I)
+#: characters that must not reach a log raw: C1 controls, bidi overrides, line separators, lone surrogates
+_UNSAFE = re.compile("[\u0080-\u009f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]")
 
 
 def scrub(value):
-    """Replace API-key and bearer-token patterns, recursively, and any value of a key naming a secret."""
+    """Replace API-key and token patterns, recursively, and any value of a key naming a secret."""
     if isinstance(value, str):
         return _SECRET.sub("[secret redacted]", value)
     if isinstance(value, dict):
@@ -38,7 +44,8 @@ class AuditLog:
         """Append one record: one write of one line under a lock shared with other processes (then fsync, if
         asked: a record then survives a power cut too, not only a crash of the process)."""
         record = scrub({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **record})
-        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+        text = json.dumps(record, ensure_ascii=False, default=str)
+        line = (_UNSAFE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text) + "\n").encode("utf-8")
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"audit-{record['time'][:10]}.jsonl"
         with self._lock, open(path, "ab") as handle:
@@ -51,21 +58,37 @@ class AuditLog:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def records(self):
+    def records(self, damaged: list[str] | None = None):
+        """Every record, oldest first; a line that is not a whole record (torn by a crash, edited by hand) is passed
+        over and named in ``damaged`` (``path:line``)."""
         for path in sorted(self.folder.glob("audit-*.jsonl")):
-            with open(path, encoding="utf-8") as handle:
+            with open(path, encoding="utf-8", errors="replace") as handle:
                 for lineno, line in enumerate(handle, 1):
                     try:
-                        yield json.loads(line)
+                        record = json.loads(line)
                     except json.JSONDecodeError:
-                        raise DataError(f"{path}:{lineno}: damaged audit record") from None
+                        record = None
+                    if isinstance(record, dict):
+                        yield record
+                    elif damaged is not None:
+                        damaged.append(f"{path}:{lineno}")
 
-    def find(self, request_id: str) -> dict | None:
-        return next((r for r in self.records() if r.get("request_id") == request_id and not r.get("event")), None)
+    def find(self, request_id: str, damaged: list[str] | None = None) -> dict | None:
+        return next((r for r in self.records(damaged) if r.get("request_id") == request_id and not r.get("event")),
+                    None)
 
     def events(self, request_id: str) -> list[dict]:
         """What happened to a request afterwards (review decisions)."""
         return [r for r in self.records() if r.get("request_id") == request_id and r.get("event")]
+
+
+def digest(payload: str | bytes, prefix: int = 64) -> dict:
+    """What the log keeps of a refused payload: its length, its hash and a short prefix, never the whole."""
+    data = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else bytes(payload)
+    text = data[: prefix * 4].decode("utf-8", "replace")[:prefix]
+    return {"length": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+            "prefix": "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
+                              for c in text)}
 
 
 def seen_chunks(db, record: dict) -> list[dict]:

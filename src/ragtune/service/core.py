@@ -10,6 +10,7 @@ unfaithful or on a high-stakes topic -> cache -> audit.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import threading
 import time
@@ -27,7 +28,8 @@ from ragtune.engine import Engine, Workspace
 from ragtune.errors import DataError, RagtuneError
 from ragtune.guard import InputError, RateLimiter, SharedRateLimiter, scan_output, validate_question
 from ragtune.service.answer_cache import AnswerCache
-from ragtune.service.audit import AuditLog
+from ragtune.service.audit import AuditLog, digest
+from ragtune.service.keys import KeyStore
 from ragtune.service.review import ReviewQueue
 
 
@@ -36,7 +38,10 @@ class ServiceSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     max_question_chars: int = Field(2000, ge=1)
-    rate_limit: int = Field(60, ge=1, description="requests per client per window")
+    anonymous: bool = Field(False, description="answer requests without an API key (identity: anonymous@<address>); "
+                                               "otherwise every /query needs 'Authorization: Bearer <key>'")
+    rate_limit: int = Field(60, ge=1, description="requests per identity (API key) per window")
+    global_rate_limit: int = Field(1200, ge=1, description="requests per window from all identities together")
     rate_window_s: float = Field(60.0, gt=0)
     block_injection: bool = True
     injection_detector: str = Field("ngram", description="ngram (rules + the shipped classifier) | rules | "
@@ -51,6 +56,9 @@ class ServiceSettings(BaseModel):
     audit_fsync: bool = Field(False, description="fsync the audit log after every record (survives power loss; "
                                                  "costs milliseconds per request)")
     generation: GenerationConfig | None = Field(None, description="default: the published config's, else extractive")
+
+
+log = logging.getLogger("ragtune.service")
 
 
 class Unavailable(RagtuneError):
@@ -78,14 +86,18 @@ class QueryService:
         self.workspace, self.settings = workspace, settings or ServiceSettings()
         self.audit = AuditLog(workspace.home / "audit", fsync=self.settings.audit_fsync)
         self.reviews = ReviewQueue(workspace.home / "reviews.sqlite")
-        self.limiter = (SharedRateLimiter(workspace.home / "ratelimit.sqlite", self.settings.rate_limit,
-                                          self.settings.rate_window_s) if shared
-                        else RateLimiter(self.settings.rate_limit, self.settings.rate_window_s))
+        def limiter(limit):
+            return (SharedRateLimiter(workspace.home / "ratelimit.sqlite", limit, self.settings.rate_window_s)
+                    if shared else RateLimiter(limit, self.settings.rate_window_s))
+
+        self.limiter, self.all_limiter = limiter(self.settings.rate_limit), limiter(self.settings.global_rate_limit)
         self._lock = threading.Lock()
         self._state: Serving | None = None
         self._stamp = None
         self.answers = AnswerCache(self.settings.cache_size, workspace.home / "answers.sqlite" if shared else None)
         self.injection = detector(self.settings.injection_detector, self.settings.injection_threshold)
+        self.keys = KeyStore(workspace.home / "keys.sqlite")
+        self.problem: str | None = None  # why the current publication cannot be loaded, while the last good one serves
 
     # -- the published version, switched without a restart -------------------------------------------------------
     def _pointer_stamp(self):
@@ -99,7 +111,9 @@ class QueryService:
 
     def current(self):
         """The serving state for the current publication; reloaded when ``published.json`` changes. Requests in
-        flight keep the state they started with, so a switch drops none."""
+        flight keep the state they started with, so a switch drops none. A pointer that is damaged, missing or names
+        a version that cannot be opened leaves the last good publication serving (``problem`` says why, /health
+        reports it); with no good publication yet it is an error."""
         stamp = self._pointer_stamp()
         if stamp is not None and stamp == self._stamp and self._state is not None:
             return self._state
@@ -107,31 +121,49 @@ class QueryService:
             stamp = self._pointer_stamp()
             if stamp == self._stamp and self._state is not None:
                 return self._state
-            from ragtune.evaluation.answers import AnswerScorer
-            from ragtune.generation import make_generator
-            from ragtune.publish import open_published, published
-
-            record = published(self.workspace)
-            if record is None:
-                raise Unavailable(f"{self.workspace.home}: nothing is published yet; run `ploomber build`")
-            if "config" not in record:
-                raise DataError(f"{self.workspace.home / 'published.json'}: the publication has no configuration; "
-                                "publish again with `ploomber build`")
-            config = RagConfig.from_dict(record["config"], source="published.json")
-            engine = Engine(config, self.workspace)
-            gen_config = self.settings.generation or config.generation or GenerationConfig()
-            generator = make_generator(gen_config, engine.embedder, engine.responses)
-            from ragtune.batching import MicroBatcher
-
-            table = open_published(self.workspace)
-            # concurrent requests share one encoder call for their query vectors
-            embed_query = MicroBatcher(lambda texts: list(engine.embedder.embed_queries(texts, cached=False)))
-            flagged = {r["id"]: r["injection_reasons"] for r in store.flagged(table)}
-            self._state = Serving(record, engine, engine.retriever(table), generator, gen_config,
-                                  AnswerScorer(engine.embedder), embed_query, flagged)
-            self._stamp = stamp
+            try:
+                state = self._load()
+            except RagtuneError as exc:
+                if self._state is None:
+                    raise
+                old = self._state.record
+                self.problem = (f"{exc} (still serving the last good publication: {old['table']} version "
+                                f"{old['version']})")
+                log.error("publication not loaded: %s", self.problem)
+                self._stamp = stamp  # tried once per change of the pointer, not once per request
+                return self._state
+            self._state, self._stamp, self.problem = state, stamp, None
             self.answers.forget_local()  # answers of the previous version are stale (their keys name it)
             return self._state
+
+    def _load(self) -> Serving:
+        from ragtune.batching import MicroBatcher
+        from ragtune.evaluation.answers import AnswerScorer
+        from ragtune.generation import make_generator
+        from ragtune.publish import open_published, published
+
+        record = published(self.workspace)
+        if record is None:
+            raise Unavailable(f"{self.workspace.home}: nothing is published yet; run `ploomber build`")
+        if "config" not in record:
+            raise DataError(f"{self.workspace.home / 'published.json'}: the publication has no configuration; "
+                            "publish again with `ploomber build`")
+        config = RagConfig.from_dict(record["config"], source="published.json")
+        engine = Engine(config, self.workspace)
+        gen_config = self.settings.generation or config.generation or GenerationConfig()
+        generator = make_generator(gen_config, engine.embedder, engine.responses)
+        try:
+            table = open_published(self.workspace)
+        except RagtuneError:
+            raise
+        except Exception as exc:  # LanceDB: the version is gone, the table is missing or damaged
+            raise DataError(f"published table {record['table']} version {record['version']} cannot be opened: "
+                            f"{exc}") from None
+        # concurrent requests share one encoder call for their query vectors
+        embed_query = MicroBatcher(lambda texts: list(engine.embedder.embed_queries(texts, cached=False)))
+        flagged = {r["id"]: r["injection_reasons"] for r in store.flagged(table)}
+        return Serving(record, engine, engine.retriever(table), generator, gen_config, AnswerScorer(engine.embedder),
+                       embed_query, flagged)
 
     def warm(self) -> None:
         """Load the publication and the models now, so that the first request does not wait for them."""
@@ -141,35 +173,57 @@ class QueryService:
             state.engine.reranker.score("warm", ["up"])
 
     def health(self) -> dict:
-        record = self.current().record
-        return {"status": "ok", "table": record["table"], "version": record["version"],
-                "published_at": record["published_at"], "config_id": record.get("config_id"),
-                "release": record.get("release"), "documents": record.get("documents"),
-                "oldest_document_ingested_at": record.get("oldest_document_ingested_at")}
+        """``ok``, ``degraded`` (serving the last good publication; ``problem`` says why) or ``unavailable``."""
+        try:
+            record = self.current().record
+        except RagtuneError as exc:
+            return {"status": "unavailable", "problem": str(exc)}
+        report = {"status": "degraded" if self.problem else "ok", "table": record["table"],
+                  "version": record["version"], "published_at": record["published_at"],
+                  "config_id": record.get("config_id"), "release": record.get("release"),
+                  "documents": record.get("documents"),
+                  "oldest_document_ingested_at": record.get("oldest_document_ingested_at")}
+        return {**report, "problem": self.problem} if self.problem else report
 
     # -- one request ------------------------------------------------------------------------------------------------
-    def ask(self, question, client_id: str = "anonymous", filters: dict | None = None) -> dict:
-        """A response dict with ``status``: answered | degraded | pending_review | blocked | rate_limited."""
-        request_id = uuid.uuid4().hex
+    def ask(self, question, client_id: str = "anonymous", filters: dict | None = None, identity: str | None = None,
+            record: dict | None = None) -> dict:
+        """A response dict with ``status``: answered | degraded | pending_review | blocked | rate_limited.
+
+        ``identity`` is who asks (an API key's name; the rate limit is kept per identity, ``client_id`` is only a
+        label). The request's audit record is written here, unless the caller passes ``record`` to fill and writes
+        it itself (the HTTP layer, which audits every request exactly once, whatever happens to it)."""
         t0 = time.perf_counter()
-        record = {"request_id": request_id, "client_id": client_id, "question": question, "filters": filters}
+        own = record is None
+        record = {} if own else record
+        request_id = record.setdefault("request_id", uuid.uuid4().hex)
+        identity = identity or client_id
+        record.update(client_id=client_id, identity=identity, question=question, filters=filters)
         try:
-            response = self._ask(request_id, question, client_id, filters or {}, record, t0)
+            response = self._ask(request_id, question, identity, filters or {}, record, t0)
         except (InputError, RateLimited) as exc:
             status = "rate_limited" if isinstance(exc, RateLimited) else "blocked"
             response = {"request_id": request_id, "status": status, "reason": str(exc)}
             record.update(status=status, reason=str(exc))
         record["latency_ms"] = {**record.get("latency_ms", {}), "total": _ms(t0)}
         response["latency_ms"] = record["latency_ms"]
-        self.audit.write(record)
+        if own:
+            self.audit.write(record)
         return response
 
-    def _ask(self, request_id, question, client_id, filters, record, t0) -> dict:
+    def _ask(self, request_id, question, identity, filters, record, t0) -> dict:
         s = self.settings
-        text = validate_question(question, s.max_question_chars)
+        try:
+            text = validate_question(question, s.max_question_chars)
+        except InputError:
+            record["question"] = digest(question) if isinstance(question, str) else repr(type(question))
+            raise
         record["question"] = text
-        if not self.limiter.allow(client_id):
-            raise RateLimited(f"rate limit: at most {s.rate_limit} requests per {s.rate_window_s:g} s per client")
+        if not self.limiter.allow(identity):
+            raise RateLimited(f"rate limit: at most {s.rate_limit} requests per {s.rate_window_s:g} s per identity")
+        if not self.all_limiter.allow("*"):
+            raise RateLimited(f"the service is busy: at most {s.global_rate_limit} requests per "
+                              f"{s.rate_window_s:g} s in all")
         verdict = self.injection.check(text)
         record["guards"] = {"question_injection": list(verdict.reasons), "question_injection_score":
                             round(verdict.score, 4)}
