@@ -672,13 +672,14 @@ def audit_show(request_id: str, home: Optional[Path] = HomeOpt) -> None:
 
     ws = _workspace(home, None)
     try:
-        log, damaged = AuditLog(ws.home / "audit"), []
-        record = log.find(request_id, damaged)
+        damaged = []
+        mine = [r for r in AuditLog(ws.home / "audit").records(damaged) if r.get("request_id") == request_id]
         for place in damaged:
             typer.secho(f"warning: {place}: damaged audit line, skipped", err=True, fg="yellow")
+        record = next((r for r in mine if not r.get("event")), None)
         if record is None:
             raise RagtuneError(f"no audit record for request {request_id} in {ws.home / 'audit'}")
-        chunks, events = seen_chunks(ws.db, record), log.events(request_id)
+        chunks, events = seen_chunks(ws.db, record), [r for r in mine if r.get("event")]
     except RagtuneError as exc:
         _fail(exc)
     sys.stdout.write(json.dumps(record, indent=1, ensure_ascii=False) + "\n")

@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragtune.guard import text_problem
 from ragtune.service.audit import digest
@@ -207,6 +208,13 @@ def create_app(service: QueryService) -> FastAPI:
         body = await request.body()
         audit(request)["body"] = digest(body)
         return refuse(request, 422, "blocked", "; ".join(reasons)[:2000])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400:  # FastAPI could not decode the body (not UTF-8, say)
+            audit(request)["body"] = digest(await request.body())
+            return refuse(request, 422, "blocked", "request body is not valid JSON in UTF-8")
+        return refuse(request, exc.status_code, "blocked" if exc.status_code < 500 else "error", str(exc.detail))
 
     @app.exception_handler(Unavailable)
     async def unavailable(request: Request, exc: Unavailable):

@@ -48,9 +48,11 @@ class AuditLog:
         line = (_UNSAFE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text) + "\n").encode("utf-8")
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"audit-{record['time'][:10]}.jsonl"
-        with self._lock, open(path, "ab") as handle:
+        with self._lock, open(path, "ab+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
+                if handle.seek(0, os.SEEK_END) and (handle.seek(-1, os.SEEK_END), handle.read(1))[1] != b"\n":
+                    line = b"\n" + line  # a line torn by a crash stays alone; this record starts its own line
                 handle.write(line)
                 handle.flush()
                 if self.fsync:
@@ -73,13 +75,6 @@ class AuditLog:
                     elif damaged is not None:
                         damaged.append(f"{path}:{lineno}")
 
-    def find(self, request_id: str, damaged: list[str] | None = None) -> dict | None:
-        return next((r for r in self.records(damaged) if r.get("request_id") == request_id and not r.get("event")),
-                    None)
-
-    def events(self, request_id: str) -> list[dict]:
-        """What happened to a request afterwards (review decisions)."""
-        return [r for r in self.records() if r.get("request_id") == request_id and r.get("event")]
 
 
 def digest(payload: str | bytes, prefix: int = 64) -> dict:
