@@ -166,15 +166,19 @@ def test_keys_command_creates_lists_and_revokes(tmp_path):
     assert runner.invoke(cli, ["keys", "revoke", "web-frontend", *home]).exit_code == 2
 
 
-def test_no_key_and_no_anonymous_mode_says_what_to_do(home):
+def test_no_key_and_no_anonymous_mode_says_what_to_do(tmp_path, workspace, docs):
     from fastapi.testclient import TestClient
 
-    service = QueryService(home, ServiceSettings())
-    empty = QueryService.__new__(QueryService)  # a service whose workspace has no keys
-    del empty
-    with TestClient(create_app(service)) as client:
+    ws = make_home(tmp_path / "home", workspace.cache.path, docs)
+    with TestClient(create_app(QueryService(ws, ServiceSettings()))) as client:
         res = client.post("/query", json={"question": "What are the core working hours?"})
-    assert res.status_code == 401
+        assert res.status_code == 401 and "ragtune keys create NAME" in res.json()["reason"]
+        assert client.get("/health").status_code == 200  # health needs no key
+    with TestClient(create_app(QueryService(ws, ServiceSettings(anonymous=True)))) as client:
+        res = client.post("/query", json={"question": "What are the core working hours?"})
+        assert res.status_code == 200
+    record = next(r for r in audit_records(ws) if r["request_id"] == res.json()["request_id"])
+    assert record["identity"].startswith("anonymous@")
 
 
 def test_a_short_secret_in_a_question_is_scrubbed(served):
@@ -232,3 +236,71 @@ def test_a_torn_audit_line_is_skipped_with_a_warning(served):
     damaged = []
     ids = [r.get("request_id") for r in served.service.audit.records(damaged)]
     assert "after" in ids and "torn" not in ids and len(damaged) == 1
+
+
+# -- caches that notice damage -------------------------------------------------------------------------------------
+
+
+def _filled_cache(path, n=3000):
+    import numpy as np
+
+    from ragtune.cache import EmbeddingCache, text_hash
+
+    cache = EmbeddingCache(path)
+    vectors = np.random.default_rng(0).standard_normal((n, 384)).astype(np.float32)
+    cache.put_many("m", [(text_hash(str(i)), v) for i, v in enumerate(vectors)])
+    con = cache._conn()
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    return vectors
+
+
+@pytest.mark.parametrize("damage", ["truncate half", "overwrite pages"])
+def test_a_damaged_embedding_cache_is_quarantined_not_served(tmp_path, damage):
+    from ragtune.cache import EmbeddingCache, text_hash
+
+    path = tmp_path / "embeddings.sqlite"
+    vectors = _filled_cache(path)
+    data = bytearray(path.read_bytes())
+    if damage == "truncate half":
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        data[len(data) // 3: len(data) // 3 + 50_000] = b"\x00" * 50_000
+        path.write_bytes(bytes(data))
+    with pytest.warns(RuntimeWarning, match="embedding cache .* is damaged"):
+        cache = EmbeddingCache(path)
+    assert cache.count() == 0  # a fresh file, not a half-read one
+    assert list(tmp_path.glob("embeddings.sqlite.damaged-*")), "the damaged file is kept aside for inspection"
+    cache.put_many("m", [(text_hash("0"), vectors[0])])
+    assert cache.get_many("m", [text_hash("0")])[text_hash("0")].tolist() == vectors[0].tolist()
+
+
+def test_damage_found_by_a_read_while_in_use_is_quarantined(tmp_path):
+    from ragtune.cache import EmbeddingCache, text_hash
+
+    path = tmp_path / "embeddings.sqlite"
+    _filled_cache(path)
+    cache = EmbeddingCache(path)  # sound when opened
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2:] = b"\xff" * (len(data) - len(data) // 2)  # damaged under the running process
+    path.write_bytes(bytes(data))
+    with pytest.warns(RuntimeWarning, match="is damaged"):
+        found = cache.get_many("m", [text_hash(str(i)) for i in range(3000)])
+    assert found == {} and cache.count() == 0
+
+
+def test_a_damaged_answer_cache_is_replaced(tmp_path):
+    from ragtune.service.answer_cache import AnswerCache
+
+    path = tmp_path / "answers.sqlite"
+    cache = AnswerCache(10, path)
+    for i in range(10):
+        cache.put(f"k{i}", {"answer": "x" * 2000})
+    cache._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    cache._conn().close()
+    path.write_bytes(path.read_bytes()[:2048] + b"garbage" * 500)
+    with pytest.warns(RuntimeWarning, match="answer cache"):
+        fresh = AnswerCache(10, path)
+    assert fresh.get("k1") is None
+    fresh.put("k1", {"answer": "y"})
+    assert AnswerCache(10, path).get("k1") == {"answer": "y"}

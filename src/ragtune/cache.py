@@ -13,24 +13,70 @@ from pathlib import Path
 
 import numpy as np
 
+from ragtune import sqlite_files
+
 
 def text_hash(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()[:16]
 
 
-class EmbeddingCache:
-    """Vectors in a plain rowid table with a unique index on (model, hash): rows of 1.5 KB are appended, not inserted
-    into a B-tree keyed by random hashes (a WITHOUT ROWID table, the first layout: 4x slower to write and to read,
-    twice the size on disk; caches in that layout are migrated on open). Pages of 16 KiB for new files."""
+class _Store:
+    """A SQLite file per store, one connection per thread; a file found damaged (on open, or by a failing read or
+    write) is quarantined and replaced by an empty one (``ragtune.sqlite_files``)."""
+
+    what = "cache"
+    schema: tuple[str, ...] = ()
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._generation = 0  # bumped when the file is replaced: every thread reconnects
+        self._reset_lock = threading.Lock()
+        sqlite_files.check(self.path, self.what)
+        self._create()
+
+    def _create(self) -> None:
         with self._conn() as con:
-            con.execute("CREATE TABLE IF NOT EXISTS vectors ("
-                        " model TEXT NOT NULL, hash BLOB NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL)")
-            con.execute("CREATE UNIQUE INDEX IF NOT EXISTS vectors_key ON vectors (model, hash)")
+            for statement in self.schema:
+                con.execute(statement)
+
+    def _conn(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None or self._local.generation != self._generation:
+            con = sqlite3.connect(self.path, timeout=60)
+            con.execute("PRAGMA page_size=16384")  # takes effect only in a new file, before WAL is switched on
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            self._local.con, self._local.generation = con, self._generation
+        return con
+
+    def _recover(self, exc: BaseException, generation: int) -> None:
+        """After a damaged-file error: quarantine the file (once, whichever thread sees it first), start afresh."""
+        if not sqlite_files.damaged(exc):
+            raise exc
+        with self._reset_lock:
+            if self._generation == generation:
+                old = getattr(self._local, "con", None)
+                if old is not None:
+                    old.close()
+                sqlite_files.quarantine(self.path, self.what, str(exc))
+                self._generation += 1
+                self._create()
+
+
+class EmbeddingCache(_Store):
+    """Vectors in a plain rowid table with a unique index on (model, hash): rows of 1.5 KB are appended, not inserted
+    into a B-tree keyed by random hashes (a WITHOUT ROWID table, the first layout: 4x slower to write and to read,
+    twice the size on disk; caches in that layout are migrated on open). Pages of 16 KiB for new files."""
+
+    what = "embedding cache"
+    schema = ("CREATE TABLE IF NOT EXISTS vectors ("
+              " model TEXT NOT NULL, hash BLOB NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL)",
+              "CREATE UNIQUE INDEX IF NOT EXISTS vectors_key ON vectors (model, hash)")
+
+    def __init__(self, path: str | Path):
+        super().__init__(path)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -48,17 +94,16 @@ class EmbeddingCache:
             con.rollback()
             raise
 
-    def _conn(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = sqlite3.connect(self.path, timeout=60)
-            con.execute("PRAGMA page_size=16384")  # takes effect only in a new file, before WAL is switched on
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
-            self._local.con = con
-        return con
-
     def get_many(self, model: str, hashes: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        """The vectors found; a damaged file is quarantined and everything is a miss."""
+        generation = self._generation
+        try:
+            return self._get_many(model, hashes)
+        except sqlite3.DatabaseError as exc:
+            self._recover(exc, generation)
+            return {}
+
+    def _get_many(self, model: str, hashes: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}
         con = self._conn()
         step = 900  # below SQLite's bound-parameter limit
@@ -74,8 +119,16 @@ class EmbeddingCache:
 
     def put_many(self, model: str, items: Iterable[tuple[bytes, np.ndarray]]) -> None:
         rows = [(model, h, int(v.shape[0]), np.ascontiguousarray(v, dtype=np.float32).tobytes()) for h, v in items]
-        with self._conn() as con:  # one transaction: all or nothing
-            con.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", rows)
+        for attempt in (0, 1):  # a damaged file is replaced, then the write goes to the fresh one
+            generation = self._generation
+            try:
+                with self._conn() as con:  # one transaction: all or nothing
+                    con.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", rows)
+                return
+            except sqlite3.DatabaseError as exc:
+                if attempt:
+                    raise
+                self._recover(exc, generation)
 
     def count(self, model: str | None = None) -> int:
         con = self._conn()
@@ -84,23 +137,26 @@ class EmbeddingCache:
         return con.execute("SELECT COUNT(*) FROM vectors WHERE model = ?", (model,)).fetchone()[0]
 
 
-class ResponseCache:
+class ResponseCache(_Store):
     """Replies of hosted models (generations at temperature 0, judge verdicts) by the hash of their request: a rerun
     of the same evaluation makes no calls. SQLite in WAL mode, like the embedding cache."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        with self._conn() as con:
-            con.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
-
-    _conn = EmbeddingCache._conn
+    what = "response cache"
+    schema = ("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",)
 
     def get(self, key: str) -> str | None:
-        row = self._conn().execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+        generation = self._generation
+        try:
+            row = self._conn().execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._recover(exc, generation)
+            return None
         return row[0] if row else None
 
     def put(self, key: str, value: str) -> None:
-        with self._conn() as con:
-            con.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)", (key, value))
+        generation = self._generation
+        try:
+            with self._conn() as con:
+                con.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)", (key, value))
+        except sqlite3.DatabaseError as exc:
+            self._recover(exc, generation)  # a reply left out of a damaged cache is asked for again next time
