@@ -9,6 +9,7 @@ from ragtune.production import pipeline as steps
 corpus_state = steps.corpus_state
 dataset_state = steps.dataset_state
 release_state = steps.release_state
+pointer_state = steps.pointer_state
 
 
 def ingest(product, corpus, home, release, state):
@@ -27,7 +28,7 @@ def gate(product, upstream, release, state):
     steps.gate(product, upstream["evaluate"], release)
 
 
-def publish(product, upstream, home, release):
+def publish(product, upstream, home, release, pointer):
     steps.publish(product, upstream["ingest"], upstream["index"], upstream["gate"], home, release)
 
 

@@ -272,3 +272,19 @@ def _exec_with_fake_airflow(source: str):
                 sys.modules[k] = v
     assert namespace["dag"].schedule == "0 2 * * *" and namespace["dag"].dag_id == "ragtune_production"
     return ops, edges
+
+
+def test_a_damaged_or_dangling_pointer_is_republished_without_force(project, release):
+    ok(project.build())
+    pointer = project.home / "published.json"
+    good = json.loads(pointer.read_text())
+    for broken in ("{half a rec", json.dumps({**good, "version": 9999}), None):
+        if broken is None:
+            pointer.unlink()
+        else:
+            pointer.write_text(broken)
+        repaired = ok(project.build())
+        assert ran(repaired)["publish"] and not ran(repaired)["ingest"], repaired.stdout
+        assert published(project.workspace) == project.product("published.json")
+        assert published(project.workspace)["version"] == good["version"]
+        assert open_published(project.workspace) is not None

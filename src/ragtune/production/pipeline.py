@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 from ragtune.config import stable_hash
@@ -74,6 +75,29 @@ def dataset_state(dataset: str, release: str = "") -> str:
     for path in (root / "queries.jsonl", root / "qrels" / f"{split}.tsv", root / "references.jsonl"):
         digest.update(path.name.encode() + (path.read_bytes() if path.is_file() else b"-"))
     return digest.hexdigest()[:16]
+
+
+def pointer_state(home: str, out: str) -> str:
+    """What publish depends on besides its upstream: that the live pointer is still the one it wrote. "ok" while
+    ``<home>/published.json`` names what ``<out>/published.json`` recorded and that version opens (or before the first
+    publication); otherwise a value that differs from every earlier one, so that the next build republishes: a
+    damaged, deleted or dangling pointer is repaired without ``--force``."""
+    from ragtune import publish as publication
+
+    last = Path(out) / "published.json"
+    if not last.is_file():
+        return "ok"
+    ws = Workspace(Path(home))
+    try:
+        live = publication.published(ws)
+        if live is not None and {k: live.get(k) for k in ("table", "version")} == {
+                k: _read(last).get(k) for k in ("table", "version")} and publication.open_published(ws) is not None:
+            return "ok"
+    except Exception:  # damaged JSON, a missing table or version: all mean "republish"
+        pass
+    pointer = ws.home / publication.POINTER
+    seen = pointer.read_bytes() if pointer.is_file() else b"missing"
+    return "repair:" + hashlib.sha256(seen + str(time.time_ns()).encode()).hexdigest()[:16]
 
 
 def stale(corpus: str, ingested) -> bool:
