@@ -1,0 +1,60 @@
+"""A soak: 32 clients for 60 s (RAGTUNE_SOAK_SECONDS) against `ragtune serve --workers 2`, valid, invalid and hostile
+requests mixed: no 5xx, one audit line per request, and the servers' memory flat (its curve: BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from soak import soak
+from test_service import audit_records, make_home
+
+
+def test_soak_against_two_workers(tmp_path, workspace, sample):
+    seconds = float(os.environ.get("RAGTUNE_SOAK_SECONDS", "60"))
+    ws = make_home(tmp_path / "home", workspace.cache.path, sample.documents)
+    (tmp_path / "settings.yaml").write_text("rate_limit: 1000000\nglobal_rate_limit: 10000000\n")
+    from ragtune.service.keys import KeyStore
+
+    key = KeyStore(ws.home / "keys.sqlite").create("soak")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).with_name("ragtune")), "serve", "--home", str(ws.home),
+                               "--port", str(port), "--settings", str(tmp_path / "settings.yaml"), "--workers", "2"],
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline and server.poll() is None, "the server did not start"
+            time.sleep(0.5)
+        time.sleep(1.0)  # both workers up
+        before = len(audit_records(ws))
+        result = soak(url, key, server.pid, seconds=seconds, clients=32)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(30)
+    statuses, rss = result["statuses"], [b for _, b in result["rss"] if b]
+    print(f"soak: {result['requests']} requests, statuses {statuses}, kinds {result['kinds']}, "
+          f"client errors {len(result['failures'])}, RSS MB {[round(b / 2**20) for b in rss]}")
+    assert not [s for s in statuses if s >= 500], statuses
+    assert result["answered"] > 20 * seconds  # it served, not just refused
+    assert statuses.get(200, 0) > 0 and statuses.get(400, 0) > 0 and statuses.get(401, 0) > 0
+    records = audit_records(ws)[before:]
+    # every request reached the server, including those whose connection it closed after refusing a large body
+    assert len(records) == result["requests"], (len(records), result["requests"], result["failures"][:5])
+    # the first third is warm-up (models' first batches, allocator arenas); from then on memory must stay flat
+    third = max(1, len(rss) // 3)
+    assert max(rss[-third:]) <= max(rss[third:2 * third]) * 1.05 + 30 * 2**20, "server memory grew during the soak"
