@@ -34,6 +34,7 @@ from ragtune.data import load_dataset
 from ragtune.engine import Engine, Workspace
 from ragtune.ingest import sync
 from ragtune.publish import publish
+from ragtune.service.core import QueryService
 
 REQUESTS = 96
 REPEATS = 3  # uncached rows: timings on this VM drift by up to 40% between runs, so the median of three
@@ -45,7 +46,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def load(url: str, questions: list[str], clients: int) -> tuple[list[float], float]:
+async def load(url: str, questions: list[str], clients: int, key: str) -> tuple[list[float], float]:
     latencies: list[float] = []
     queue = list(questions)
 
@@ -53,7 +54,8 @@ async def load(url: str, questions: list[str], clients: int) -> tuple[list[float
         while queue:
             q = queue.pop()
             t0 = time.perf_counter()
-            res = await http.post("/query", json={"question": q, "client_id": f"c{i}"})
+            res = await http.post("/query", json={"question": q, "client_id": f"c{i}"},
+                                  headers={"authorization": f"Bearer {key}"})
             latencies.append((time.perf_counter() - t0) * 1000)
             assert res.status_code in (200, 202), res.text
 
@@ -83,20 +85,21 @@ def _children(pid: int) -> list[int]:
     return kids + [g for k in kids for g in _children(k)]
 
 
-def measure(url: str, questions_file: Path, questions: list[str], clients: int, cached: bool, seconds: int) -> tuple:
+def measure(url: str, questions_file: Path, questions: list[str], clients: int, cached: bool, seconds: int,
+            key: str) -> tuple:
     """(p50, p95, requests/s) of one row."""
     if shutil.which("wrk"):
         out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "120s", "-s", str(Path(__file__).with_name(
             "wrk_query.lua")), url], capture_output=True, text=True, check=True,
             env={**os.environ, "QUESTIONS": str(questions_file), "FIXED": "1" if cached else "0",
-                 "RUN": uuid.uuid4().hex[:8]}).stdout
+                 "RUN": uuid.uuid4().hex[:8], "KEY": key}).stdout
         p50, p95, _, rps, errors, non2xx = next(line for line in out.splitlines() if line.startswith("RESULT")).split()[1:]
         assert int(errors) == 0 and int(non2xx) == 0, out
         return float(p50), float(p95), float(rps)
     run = uuid.uuid4().hex[:8]
     batch = [questions[0]] * REQUESTS if cached else [
         f"{questions[i % len(questions)]} ({run}-{i})" for i in range(REQUESTS)]
-    lat, wall = asyncio.run(load(url, batch, clients))
+    lat, wall = asyncio.run(load(url, batch, clients, key))
     return float(np.percentile(lat, 50)), float(np.percentile(lat, 95)), len(lat) / wall
 
 
@@ -116,7 +119,8 @@ def main() -> None:
             ws = Workspace(Path(tmp))
             table, _ = sync(config, ds.corpus, ws.db, "production", Engine(config, ws).embedder)
             publish(ws, table, config=config.model_dump(mode="json"), config_id=config.id)
-            (Path(tmp) / "settings.yaml").write_text("rate_limit: 1000000\n")
+            (Path(tmp) / "settings.yaml").write_text("rate_limit: 1000000\nglobal_rate_limit: 10000000\n")
+            key = QueryService(ws).keys.create("bench")  # every request authenticated, as in production
             questions_file = Path(tmp) / "questions.txt"
             questions_file.write_text("\n".join(questions) + "\n")
             port = free_port()
@@ -136,16 +140,16 @@ def main() -> None:
                     assert time.time() < deadline and server.poll() is None, "server did not start"
                     time.sleep(0.5)
                 # warm up: every question once (embeds its sentences; later rows measure the serving path)
-                asyncio.run(load(url, [f"{q} (warm {i})" for i, q in enumerate(questions)], 4))
+                asyncio.run(load(url, [f"{q} (warm {i})" for i, q in enumerate(questions)], 4, key))
                 for cached, counts in ((False, (1, 8, 32)), (True, (1, 8))):
                     if cached:
-                        asyncio.run(load(url, [questions[0]], 1))  # the one question, cached from now on
+                        asyncio.run(load(url, [questions[0]], 1, key))  # the one question, cached from now on
                     for clients in counts:
                         runs = []
                         for _ in range(1 if cached or rerank else REPEATS):
                             cpu0, t0 = cpu_seconds(server.pid), time.perf_counter()
                             p50, p95, rps = measure(url, questions_file, questions, clients, cached,
-                                                    40 if rerank and not cached else 10)
+                                                    40 if rerank and not cached else 10, key)
                             cpu = (cpu_seconds(server.pid) - cpu0) / (rps * (time.perf_counter() - t0)) * 1000
                             runs.append((p95, p50, rps, cpu))
                         p95, p50, rps, cpu = sorted(runs)[len(runs) // 2]  # the run with the median p95

@@ -6,13 +6,14 @@ for line in io.lines(os.getenv("QUESTIONS")) do questions[#questions + 1] = line
 local fixed = os.getenv("FIXED") == "1"
 local run = os.getenv("RUN") or "0"  -- distinct per run, so that a repeated run does not hit the answer cache
 local counter = 0
+local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. (os.getenv("KEY") or "")}
 
 request = function()
   counter = counter + 1
   local q = questions[(counter % #questions) + 1] .. " (" .. run .. "-" .. counter .. ")"
   if fixed then q = questions[1] end
   local body = '{"question": "' .. q:gsub('\\', '\\\\'):gsub('"', '\\"') .. '", "client_id": "c' .. (counter % 8) .. '"}'
-  return wrk.format("POST", "/query", {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", "/query", headers, body)
 end
 
 done = function(summary, latency, requests)

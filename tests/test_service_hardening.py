@@ -304,3 +304,22 @@ def test_a_damaged_answer_cache_is_replaced(tmp_path):
     assert fresh.get("k1") is None
     fresh.put("k1", {"answer": "y"})
     assert AnswerCache(10, path).get("k1") == {"answer": "y"}
+
+
+def test_secrets_never_reach_a_wandb_run(tmp_path):
+    """A question carrying a key, a config field naming a secret: the offline W&B run holds neither."""
+    import pandas as pd
+
+    from ragtune.tracking import _log_run
+    from wandb_records import read_run
+
+    frame = pd.DataFrame({"question": ["my key is sk-abc123, what now?", "fine"], "ndcg@10": [1.0, 0.5]})
+    _log_run(tmp_path, "g", "eval", "secrets", "offline", "ragtune", {"per_query": frame}, {}, [],
+             config={"generation": {"api_key": "plain-secret-value"}, "note": "token hf_abcdefgh12"},
+             summary={"prompt_tokens": 12, "comment": "Bearer abc.def.ghi"})
+    (run_dir,) = tmp_path.glob("wandb/offline-run-*")
+    raw = b"".join(p.read_bytes() for p in run_dir.rglob("*") if p.is_file())
+    for secret in (b"sk-abc123", b"plain-secret-value", b"hf_abcdefgh12", b"abc.def.ghi"):
+        assert secret not in raw, secret
+    run = read_run(run_dir)
+    assert run["summary"]["prompt_tokens"] == 12  # a count named like a token stays

@@ -66,6 +66,10 @@ def _log_run(directory: Path, group: str | None, job_type: str, name: str, mode:
     os.environ.setdefault("WANDB_SILENT", "true")
     import wandb
 
+    from ragtune.redact import scrub
+
+    config, summary = scrub(config), scrub(summary)
+    tables = {k: f.map(scrub) if hasattr(f, "map") else f for k, f in tables.items()}  # questions included
     directory.mkdir(parents=True, exist_ok=True)
     run = wandb.init(project=project, group=group, job_type=job_type, name=name, config=config, tags=tags,
                      dir=str(directory), mode=mode, reinit="create_new")

@@ -45,16 +45,23 @@ class Verdict:
         return {"flagged": self.flagged, "score": round(self.score, 4), "reasons": list(self.reasons)}
 
 
-def ngram_features(texts: Sequence[str], n_features: int = 2**19):
-    """Hashed char (2-5, within words) and word (1-2) n-grams of the normalised texts, each block l2-normalised."""
-    from scipy.sparse import hstack
+@lru_cache(maxsize=4)
+def _vectorizers(n_features: int):
     from sklearn.feature_extraction.text import HashingVectorizer
 
-    norm = [normalise(t) for t in texts]
     chars = HashingVectorizer(analyzer="char_wb", ngram_range=(2, 5), n_features=n_features, alternate_sign=False,
                               dtype=np.float32)
     words = HashingVectorizer(analyzer="word", ngram_range=(1, 2), n_features=n_features, alternate_sign=False,
                               token_pattern=r"(?u)\b\w+\b", dtype=np.float32)
+    return chars, words
+
+
+def ngram_features(texts: Sequence[str], n_features: int = 2**19):
+    """Hashed char (2-5, within words) and word (1-2) n-grams of the normalised texts, each block l2-normalised."""
+    from scipy.sparse import hstack
+
+    norm = [normalise(t) for t in texts]
+    chars, words = _vectorizers(n_features)
     return hstack([chars.transform(norm), words.transform(norm)], format="csr")
 
 
@@ -73,10 +80,31 @@ class NgramClassifier:
         self.name = f"ngram@{self.meta['sha256'][:8]}"
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """The same numbers as ``ngram_features(texts) @ weights + bias``, without building sparse matrices: the
+        n-grams of each text are hashed as HashingVectorizer hashes them (a test holds the two equal), which is
+        several times faster for the one question of a request."""
         if not texts:
             return np.zeros(0)
-        logits = ngram_features(texts, self.n_features) @ self.weights + self.bias
+        chars, words = (v.build_analyzer() for v in _vectorizers(self.n_features))
+        logits = np.empty(len(texts))
+        for i, text in enumerate(texts):
+            norm = normalise(text)
+            logits[i] = self.bias + self._block(chars(norm), 0) + self._block(words(norm), self.n_features)
         return 1.0 / (1.0 + np.exp(-logits))
+
+    def _block(self, grams: list[str], offset: int) -> float:
+        from sklearn.utils import murmurhash3_32
+
+        counts: dict[int, int] = {}
+        n = self.n_features
+        for gram in grams:
+            h = murmurhash3_32(gram, seed=0)
+            index = (2147483647 - (n - 1)) % n if h == -2147483648 else abs(h) % n
+            counts[index] = counts.get(index, 0) + 1
+        if not counts:
+            return 0.0
+        norm = float(np.sqrt(sum(c * c for c in counts.values())))
+        return float(sum(self.weights[offset + j] * c for j, c in counts.items())) / norm
 
 
 class HFClassifier:

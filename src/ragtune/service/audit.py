@@ -13,26 +13,10 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-#: API-key and token shapes, of any length: OpenAI-style sk-/pk-/rk- keys, GitHub and Slack tokens, Bearer
-#: credentials, AWS access key ids, Hugging Face tokens, W&B keys (40 hex digits), ragtune's own keys (rt-)
-_SECRET = re.compile(
-    r"\b(?:sk|pk|rk|rt)-[A-Za-z0-9_\-]{4,}|\b(?:ghp|gho|ghs|ghu|xox[abprs])[-_][A-Za-z0-9_\-]{4,}|"
-    r"\bBearer\s+[A-Za-z0-9._~+/\-]+=*|\b(?:AKIA|ASIA)[0-9A-Z]{12,}\b|\bhf_[A-Za-z0-9]{8,}\b|\b[0-9a-f]{40}\b",
-    re.I)
+from ragtune.redact import scrub
+
 #: characters that must not reach a log raw: C1 controls, bidi overrides, line separators, lone surrogates
 _UNSAFE = re.compile("[\u0080-\u009f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]")
-
-
-def scrub(value):
-    """Replace API-key and token patterns, recursively, and any value of a key naming a secret."""
-    if isinstance(value, str):
-        return _SECRET.sub("[secret redacted]", value)
-    if isinstance(value, dict):
-        return {k: "[secret redacted]" if re.search(r"api_?key|secret|token|password|authorization", k, re.I)
-                else scrub(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [scrub(v) for v in value]
-    return value
 
 
 class AuditLog:

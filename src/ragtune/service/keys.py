@@ -11,6 +11,7 @@ import hashlib
 import re
 import secrets
 import sqlite3
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,12 +32,20 @@ def _hash(key: str) -> str:
 class KeyStore:
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._local = threading.local()
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         con.execute("CREATE TABLE IF NOT EXISTS keys (name TEXT PRIMARY KEY, sha256 TEXT UNIQUE NOT NULL, "
                     "created_at TEXT NOT NULL, revoked_at TEXT)")
+        return con
+
+    def _reader(self) -> sqlite3.Connection:
+        """A connection per thread, kept open: the check on every request is one indexed lookup."""
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = self._connect()
         return con
 
     def create(self, name: str) -> str:
@@ -78,22 +87,14 @@ class KeyStore:
         """True when at least one key is not revoked."""
         if not self.path.exists():
             return False
-        con = self._connect()
-        try:
-            return con.execute("SELECT 1 FROM keys WHERE revoked_at IS NULL LIMIT 1").fetchone() is not None
-        finally:
-            con.close()
+        return self._reader().execute("SELECT 1 FROM keys WHERE revoked_at IS NULL LIMIT 1").fetchone() is not None
 
     def identify(self, key: str) -> str | None:
         """The name of the active key ``key``, or None."""
         if not key or not self.path.exists():
             return None
-        con = self._connect()
-        try:
-            row = con.execute("SELECT name FROM keys WHERE sha256 = ? AND revoked_at IS NULL",
-                              (_hash(key),)).fetchone()
-        finally:
-            con.close()
+        row = self._reader().execute("SELECT name FROM keys WHERE sha256 = ? AND revoked_at IS NULL",
+                                     (_hash(key),)).fetchone()
         return row[0] if row else None
 
 
