@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -70,7 +71,7 @@ class NgramClassifier:
 
     def __init__(self, path: Path | None = None):
         source = path or resources.files("ragtune.detectors") / MODEL_FILE
-        with resources.as_file(source) if path is None else _nullcontext(Path(path)) as p, np.load(p) as z:
+        with resources.as_file(source) if path is None else nullcontext(Path(path)) as p, np.load(p) as z:
             self.meta = json.loads(str(z["meta"]))
             n = int(self.meta["n_features"])
             self.weights = np.zeros(2 * n, np.float32)
@@ -190,14 +191,3 @@ def scan(texts: Sequence[str], backend: str = "ngram", batch_size: int = 512) ->
 def detect_injection(text: str) -> Verdict:
     """The default detector's verdict on one text (rules + the shipped classifier)."""
     return detector().check(text)
-
-
-class _nullcontext:
-    def __init__(self, value):
-        self.value = value
-
-    def __enter__(self):
-        return self.value
-
-    def __exit__(self, *exc):
-        return False
