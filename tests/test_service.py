@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -340,36 +341,45 @@ def _hit(path: str, i: int) -> bool:
     return SharedRateLimiter(path, 7, window=300).allow("shared-client")
 
 
-def test_serve_with_two_workers_shares_one_rate_limit(tmp_path, workspace, docs):
+@contextmanager
+def serving(ws: Workspace, settings: Path, workers: int = 2):
+    """`ragtune serve --workers N` in a session of its own on a free loopback port; yields (url, process) once
+    /health answers, and stops it afterwards."""
     import os
     import subprocess
     import sys
 
-    ws = make_home(tmp_path / "home", workspace.cache.path, docs)
-    (tmp_path / "settings.yaml").write_text("rate_limit: 3\nrate_window_s: 600\n")
-    key = QueryService(ws).keys.create("dave")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen([str(Path(sys.executable).with_name("ragtune")), "serve", "--home", str(ws.home),
-                               "--port", str(port), "--settings", str(tmp_path / "settings.yaml"), "--workers", "2"],
+                               "--port", str(port), "--settings", str(settings), "--workers", str(workers)],
                               env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             assert time.time() < deadline and server.poll() is None, "the server did not start"
             time.sleep(0.5)
-        # separate connections, so that both worker processes take requests
-        codes = [httpx.post(f"http://127.0.0.1:{port}/query", json={"question": f"What is the on-call stipend? {i}"},
-                            headers={"authorization": f"Bearer {key}"}, timeout=60).status_code for i in range(8)]
+        yield url, server
     finally:
         os.killpg(server.pid, 15)
         server.wait(30)
+
+
+def test_serve_with_two_workers_shares_one_rate_limit(tmp_path, workspace, docs):
+    ws = make_home(tmp_path / "home", workspace.cache.path, docs)
+    (tmp_path / "settings.yaml").write_text("rate_limit: 3\nrate_window_s: 600\n")
+    key = QueryService(ws).keys.create("dave")
+    with serving(ws, tmp_path / "settings.yaml") as (url, _):
+        # separate connections, so that both worker processes take requests
+        codes = [httpx.post(f"{url}/query", json={"question": f"What is the on-call stipend? {i}"},
+                            headers={"authorization": f"Bearer {key}"}, timeout=60).status_code for i in range(8)]
     assert codes == [200] * 3 + [429] * 5
     assert len([r for r in audit_records(ws) if r.get("identity") == "dave"]) == 8
 

@@ -18,7 +18,6 @@ backend's own (the one chosen on the validation split for ``ngram``) unless the 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -111,29 +110,16 @@ class NgramClassifier:
 class HFClassifier:
     """A Hugging Face sequence-classification model from a local folder (loaded offline)."""
 
-    def __init__(self, path: str, threshold: float = 0.5, max_length: int = 512):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    def __init__(self, path: str, threshold: float = 0.5):
+        from ragtune.detectors.hf import LocalClassifier
 
-        folder = Path(path).expanduser()
-        if not folder.is_dir():
-            raise ConfigError(f"injection model hf:{path}: no such folder (a local Hugging Face model is expected)")
-        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        self.model = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True).eval()
-        labels = {int(i): str(n) for i, n in self.model.config.id2label.items()}
-        hits = [i for i, n in labels.items() if re.search(r"inject|jailbreak|malicious|unsafe|attack", n, re.I)]
-        self.positive = hits[0] if hits else 1
-        self.threshold, self.max_length, self.name = threshold, max_length, f"hf:{folder.name}"
+        self.model = LocalClassifier(path, "hf")
+        found = self.model.label(r"inject|jailbreak|malicious|unsafe|attack")
+        self.positive = 1 if found is None else found
+        self.threshold, self.name = threshold, self.model.name
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
-
-        if not texts:
-            return np.zeros(0)
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt")
-        with torch.inference_mode():
-            logits = self.model(**batch).logits
-        return torch.softmax(logits.float(), dim=-1)[:, self.positive].numpy()
+        return self.model.probabilities(self.positive, list(texts))
 
 
 class RulesOnly:

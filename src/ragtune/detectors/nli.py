@@ -8,9 +8,7 @@ entail/consistent/supported; a model with two labels and none so named is read a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -18,38 +16,20 @@ from ragtune.errors import ConfigError
 
 
 class NLIVerifier:
-    def __init__(self, path: str, max_length: int = 512, batch_size: int = 16):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    def __init__(self, path: str):
+        from ragtune.detectors.hf import LocalClassifier
 
-        folder = Path(path).expanduser()
-        if not folder.is_dir():
-            raise ConfigError(f"verifier hf-nli:{path}: no such folder (a local Hugging Face model is expected)")
-        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        self.model = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True).eval()
-        labels = {int(i): str(n) for i, n in self.model.config.id2label.items()}
-        hits = [i for i, n in labels.items() if re.search(r"entail|consistent|support", n, re.I)
-                and not re.match(r"(?:not|non|in|un)", n, re.I)]
-        if hits:
-            self.entailment = hits[0]
-        elif len(labels) == 2:
-            self.entailment = 1
-        else:
-            raise ConfigError(f"verifier hf-nli:{path}: no entailment label among {sorted(labels.values())}")
-        self.max_length, self.batch_size, self.name = max_length, batch_size, f"hf-nli:{folder.name}"
+        self.model = LocalClassifier(path, "hf-nli")
+        found = self.model.label(r"entail|consistent|support")
+        if found is None and len(self.model.labels) != 2:
+            raise ConfigError(f"verifier hf-nli:{path}: no entailment label among "
+                              f"{sorted(self.model.labels.values())}")
+        self.entailment = 1 if found is None else found
+        self.name = self.model.name
 
     def entailed(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
         """P(entailment) of each (premise, hypothesis) pair; the premise is truncated first when too long."""
-        import torch
-
-        out = []
-        for i in range(0, len(premises), self.batch_size):
-            batch = self.tokenizer(list(premises[i:i + self.batch_size]), list(hypotheses[i:i + self.batch_size]),
-                                   padding=True, truncation="only_first", max_length=self.max_length,
-                                   return_tensors="pt")
-            with torch.inference_mode():
-                logits = self.model(**batch).logits.float()
-            out.append(torch.softmax(logits, dim=-1)[:, self.entailment].numpy())
-        return np.concatenate(out) if out else np.zeros(0)
+        return self.model.probabilities(self.entailment, premises, hypotheses)
 
 
 def make_verifier(spec: str | None):
