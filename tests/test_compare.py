@@ -99,3 +99,17 @@ def test_compare_errors_are_clear():
         compare(summary, results, "mrr@3", "a")
     with pytest.raises(RagtuneError, match="unknown test"):
         compare(summary, results, "ndcg@10", "a", test="anova")
+
+
+def test_paired_test_is_the_one_named():
+    from scipy.stats import ttest_rel
+
+    from ragtune.compare import paired_test, randomization_test
+    from ragtune.errors import RagtuneError
+
+    rng = np.random.default_rng(3)
+    a, b = rng.random(40), rng.random(40) + 0.1
+    assert paired_test(a, b, "t-test") == pytest.approx(ttest_rel(a, b).pvalue)
+    assert paired_test(a, b) == randomization_test(a, b)
+    with pytest.raises(RagtuneError, match="expected one of randomization, t-test"):
+        paired_test(a, b, "wilcoxon")

@@ -94,3 +94,21 @@ def test_any_lancedb_uri_is_accepted(sample, tmp_path):
     _, info = Engine(RagConfig(), ws).index(Corpus(sample.documents[:3], source="three"))
     assert info.built
     assert (tmp_path / "elsewhere" / f"{info.table}.lance").is_dir()
+
+
+def test_an_index_that_cannot_be_opened_is_reported_not_dropped(fresh_workspace, monkeypatch):
+    """A passing failure (a remote store timing out, say) must not delete a good index."""
+    from ragtune.errors import DataError
+
+    db = fresh_workspace.db
+    chunks, vecs = tiny()
+    store.build_index(db, "k5", chunks, [vecs], FtsConfig())
+
+    def flaky(*args, **kwargs):
+        raise OSError("connection reset by peer")
+
+    monkeypatch.setattr(type(db), "open_table", flaky)
+    with pytest.raises(DataError, match="could not be opened .*left as it is"):
+        store.open_index(db, "k5")
+    monkeypatch.undo()
+    assert store.open_index(db, "k5") is not None and store.open_index(db, "k5").count_rows() == len(chunks)

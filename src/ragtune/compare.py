@@ -54,6 +54,13 @@ def randomization_test(a, b, resamples: int = 10_000, seed: int = 0) -> float:
 TESTS = ("randomization", "t-test")
 
 
+def paired_test(a, b, test: str = "randomization", resamples: int = 10_000, seed: int = 0) -> float:
+    """The two-sided p-value of the paired test named ``test`` (one of TESTS)."""
+    if test not in TESTS:
+        raise RagtuneError(f"test {test!r}: expected one of {', '.join(TESTS)}")
+    return paired_t_test(a, b) if test == "t-test" else randomization_test(a, b, resamples, seed)
+
+
 def holm(pvalues) -> np.ndarray:
     """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1)."""
     p = np.asarray(pvalues, dtype=float)
@@ -125,7 +132,7 @@ def compare(
     base = scores[baseline]
 
     def run_test(a, b) -> float:
-        return paired_t_test(a, b) if test == "t-test" else randomization_test(a, b, resamples, seed)
+        return paired_test(a, b, test, resamples, seed)
 
     rows = []
     for cid in done.index:

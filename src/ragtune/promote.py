@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ragtune.compare import bootstrap_ci, compare, randomization_test
+from ragtune.compare import bootstrap_ci, compare, paired_test
 from ragtune.config import RagConfig
 from ragtune.data import load_corpus, load_dataset
 from ragtune.engine import Workspace, atomic_write_dir, atomic_write_text
@@ -77,14 +77,14 @@ def decide(folder: Path, release: Release | None, alpha: float = 0.05, test: str
     both = mine.index.intersection(prod.index)
     a, b = mine.loc[both, metric].to_numpy(float), prod.loc[both, metric].to_numpy(float)
     delta = float(a.mean() - b.mean())
-    p = randomization_test(a, b)
+    p = paired_test(a, b, test)  # the test the user chose, against production as within the sweep
     versus = f"{metric} {a.mean():.4f} vs production {b.mean():.4f} (delta {delta:+.4f}, p {p:.4g}, {len(both)} queries)"
     if p < alpha and delta > 0:
         return Decision(True, f"significantly better than production {release.config.id}: {versus}", candidate), mine, done, spec
     if p < alpha:
         return Decision(False, f"significantly worse than production {release.config.id}: {versus}", candidate), mine, done, spec
     la, lb = mine.loc[both, "latency_ms"].to_numpy(float), prod.loc[both, "latency_ms"].to_numpy(float)
-    p_lat = randomization_test(la, lb)
+    p_lat = paired_test(la, lb, test)
     if p_lat < alpha and la.mean() < lb.mean():
         return Decision(True, f"as good as production ({versus}) and faster: latency {la.mean():.1f} ms vs "
                               f"{lb.mean():.1f} ms (p {p_lat:.4g})", candidate), mine, done, spec

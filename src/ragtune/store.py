@@ -64,15 +64,20 @@ def distinct(table, column: str) -> set:
 
 
 def open_index(db, index_key: str):
-    """The complete table for this key, or None. An incomplete leftover is dropped."""
+    """The complete table for this key, or None. An incomplete leftover (opened, but never tagged complete) is
+    dropped. A table that cannot be opened or read is left alone and the error says so: a passing failure of a remote
+    LanceDB must not delete a good index."""
+    from ragtune.errors import DataError
+
     name = table_name(index_key)
     if name not in table_names(db):
         return None
     try:
         table = db.open_table(name)
         complete = COMPLETE_TAG in table.tags.list()
-    except Exception:  # a table whose files are damaged is as good as absent
-        complete = False
+    except Exception as exc:
+        raise DataError(f"index table {name} could not be opened ({type(exc).__name__}: {exc}); it was left as it "
+                        "is: retry, or drop it to rebuild") from exc
     if not complete:
         db.drop_table(name)
         return None
