@@ -4,14 +4,14 @@ Backends (``BACKENDS``, chosen by name):
 
 - ``ngram`` (the default): logistic regression over hashed character and word n-grams of the normalised text, trained
   by ``python -m ragtune.detectors.training`` on public labelled sets (``sources.py``) and shipped as
-  ``injection-ngram.npz`` (no pickle: the nonzero weights and the settings). Language-agnostic features, about a
+  ``injection-ngram.npz`` (no pickle: the nonzero weights and the settings). Language-agnostic features, under a
   millisecond a question on one core.
 - ``hf:<path>``: any Hugging Face sequence-classification model on local disk (a fine-tuned DeBERTa or the like);
   the injection class is the label whose name says injection/jailbreak/malicious/unsafe, else label 1.
 - ``rules``: the rules alone.
 
-A text's ``score`` is the classifier's probability; a rule hit raises it to at least ``RULE_SCORE`` (the rules'
-measured precision on outside data, BENCHMARKS.md). It is flagged when ``score >= threshold``; the threshold is the
+A text's ``score`` is the classifier's probability; a rule hit raises it to at least ``RULE_SCORE``, so that a rule
+hit is always flagged (the rules' precision on outside data is in BENCHMARKS.md). It is flagged when ``score >= threshold``; the threshold is the
 backend's own (the one chosen on the validation split for ``ngram``) unless the caller sets one.
 """
 
