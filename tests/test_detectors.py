@@ -156,6 +156,11 @@ def test_judge_command_writes_a_verdict_per_answer(tmp_path, workspace):
     assert judged[2]["claims"] == [] and judged[2]["faithfulness"] is None
     assert all(set(j) == {"hallucinated", "score", "faithfulness", "claims"} for j in judged)
     assert "1 of 3 answers hallucinated" in result.output
+    strict = runner.invoke(app, ["judge", str(src), "--out", str(out), "--threshold", "0.95",
+                                 "--home", str(workspace.home)])
+    assert strict.exit_code == 0
+    assert [j["hallucinated"] for j in map(json.loads, out.read_text().splitlines())] == [
+        j["score"] >= 0.95 for j in judged]
 
 
 @pytest.mark.parametrize("line, message", [

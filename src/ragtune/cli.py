@@ -380,6 +380,8 @@ def judge(
                              "faithfulness, claims"),
     verifier: Optional[str] = typer.Option(None, help="hf-nli:<folder>: a local Hugging Face NLI model decides "
                                            "each claim [default: the embedding heuristic of ragtune eval]"),
+    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="hallucinated from this score on (0.5: any claim "
+                                    "unsupported, as in ragtune eval)"),
     config: Optional[Path] = ConfigOpt,
     overrides: Optional[list[str]] = SetOpt,
     home: Optional[Path] = HomeOpt,
@@ -392,7 +394,7 @@ def judge(
     try:
         engine = Engine(load_config(config, overrides), _workspace(home, None))
         summary = judge_file(answers, out, engine.embedder, progress=sys.stderr.isatty(),
-                             verifier=make_verifier(verifier))
+                             verifier=make_verifier(verifier), threshold=threshold)
     except RagtuneError as exc:
         _fail(exc)
     console.print(f"{summary['hallucinated']} of {summary['rows']} answers hallucinated (mean score "

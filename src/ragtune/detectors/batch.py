@@ -57,7 +57,8 @@ def guard_file(src: Path, out: Path, backend: str = "ngram", threshold: float | 
             "threshold": det.threshold}
 
 
-def judge_file(src: Path, out: Path, embedder, progress: bool = True, verifier=None) -> dict:
+def judge_file(src: Path, out: Path, embedder, progress: bool = True, verifier=None,
+               threshold: float = 0.5) -> dict:
     """``{"question", "contexts": [..], "answer"}`` per line -> ``{"hallucinated", "score", "faithfulness",
     "claims"}`` per line, in the same order (the offline scorer of ``ragtune eval``)."""
     from ragtune.evaluation.answers import AnswerScorer
@@ -70,7 +71,7 @@ def judge_file(src: Path, out: Path, embedder, progress: bool = True, verifier=N
     verdicts = []
     with _progress(len(rows), "judge", progress) as bar:
         for r in rows:
-            verdicts.append(scorer.judge(r["question"], r["answer"], r["contexts"]))
+            verdicts.append(scorer.judge(r["question"], r["answer"], r["contexts"], threshold))
             bar.update(1)
     write_jsonl(out, verdicts)
     return {"rows": len(rows), "hallucinated": sum(v["hallucinated"] for v in verdicts),

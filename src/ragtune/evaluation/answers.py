@@ -208,14 +208,14 @@ class AnswerScorer:
             out.append(Support(claim, best[i][0], best[i][1], not missing, tuple(missing), entailed[i]))
         return out
 
-    def judge(self, question: str, answer: str, contexts: Sequence[str]) -> dict:
-        """One answer's verdict: ``hallucinated`` (any claim unsupported: ``score`` >= 0.5), ``score`` (the worst
-        claim's probability), ``faithfulness`` (supported claims / claims; None when there is no claim, as in a
-        refusal) and a verdict per claim."""
+    def judge(self, question: str, answer: str, contexts: Sequence[str], threshold: float = 0.5) -> dict:
+        """One answer's verdict: ``hallucinated`` (``score`` >= ``threshold``; at 0.5, any claim unsupported),
+        ``score`` (the worst claim's probability), ``faithfulness`` (supported claims / claims; None when there is no
+        claim, as in a refusal) and a verdict per claim."""
         hits = [Hit(f"context-{i + 1}", f"context-{i + 1}", 1.0, i + 1, t, 0, len(t)) for i, t in enumerate(contexts)]
         supports = self.support(claims_of(answer), hits, question)
         score = float(max((s.probability for s in supports), default=0.0))
-        return {"hallucinated": bool(score >= 0.5), "score": round(score, 4),
+        return {"hallucinated": bool(score >= threshold), "score": round(score, 4),
                 "faithfulness": sum(s.supported for s in supports) / len(supports) if supports else None,
                 "claims": [s.as_dict() for s in supports]}
 
