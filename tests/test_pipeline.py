@@ -278,11 +278,14 @@ def test_a_damaged_or_dangling_pointer_is_republished_without_force(project, rel
     ok(project.build())
     pointer = project.home / "published.json"
     good = json.loads(pointer.read_text())
-    for broken in ("{half a rec", json.dumps({**good, "version": 9999}), None):
-        if broken is None:
-            pointer.unlink()
-        else:
-            pointer.write_text(broken)
+    from ragtune.production.pipeline import pointer_state
+
+    assert pointer_state(str(project.home), str(project.out)) == "ok"
+    pointer.rename(pointer.with_suffix(".bak"))  # deleted: the state changes, so the next build would republish
+    assert pointer_state(str(project.home), str(project.out)).startswith("repair:")
+    pointer.with_suffix(".bak").rename(pointer)
+    for broken in ("{half a rec", json.dumps({**good, "version": 9999})):
+        pointer.write_text(broken)
         repaired = ok(project.build())
         assert ran(repaired)["publish"] and not ran(repaired)["ingest"], repaired.stdout
         assert published(project.workspace) == project.product("published.json")
