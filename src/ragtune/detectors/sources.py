@@ -32,6 +32,10 @@ class Source:
     def file(self, root: Path) -> Path:
         return Path(root) / self.repo.replace("/", "+") / self.path
 
+    def files(self, root: Path) -> list[Path]:
+        """The file(s) of this source under ``root``, its ``{a,b}`` pattern expanded."""
+        return [Path(root) / self.repo.replace("/", "+") / p for p in expand(self.path)]
+
 
 INJECTION_SOURCES = [
     Source("deepset-train", "sinanw/llm-security-prompt-injection", "c8af0b015a9a4f3380f9e20214828c2dbeadc72c",
@@ -108,6 +112,6 @@ def expand(path: str) -> list[str]:
 
 def digest(src: Source, root: Path) -> str:
     h = hashlib.sha256()
-    for path in expand(src.path):
-        h.update((Path(root) / src.repo.replace("/", "+") / path).read_bytes())
+    for path in src.files(root):
+        h.update(path.read_bytes())
     return h.hexdigest()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ragtune.detectors.injection import MODEL_FILE, ngram_features
-from ragtune.detectors.sources import INJECTION_SOURCES, Source, digest, expand, export
+from ragtune.detectors.sources import INJECTION_SOURCES, Source, digest, export
 from ragtune.errors import RagtuneError
 
 C_GRID = (1.0, 4.0, 16.0)
@@ -44,8 +44,8 @@ def _rows(src: Source, root: Path) -> list[tuple[str, int]]:
         return [(r["instruction"], 0) for r in rows] + [(p, 0) for p in paragraphs]
     if src.name == "xquad":
         out = []
-        for f in expand(src.path):
-            for article in json.loads((Path(root) / src.repo.replace("/", "+") / f).read_text())["data"]:
+        for f in src.files(root):
+            for article in json.loads(f.read_text())["data"]:
                 for para in article["paragraphs"]:
                     out += [(para["context"], 0)] + [(qa["question"], 0) for qa in para["qas"]]
         return out
@@ -62,8 +62,7 @@ def _rows(src: Source, root: Path) -> list[tuple[str, int]]:
     if src.name.startswith("bipia"):
         return [(t, 1) for texts in json.loads(path.read_text()).values() for t in texts]
     if src.name in ("notinject", "wildguard-benign"):
-        files = [Path(root) / src.repo.replace("/", "+") / p for p in expand(src.path)]
-        return [(r["prompt"], 0) for f in files for r in json.loads(f.read_text())]
+        return [(r["prompt"], 0) for f in src.files(root) for r in json.loads(f.read_text())]
     raise RagtuneError(f"no reader for source {src.name}")
 
 
@@ -73,7 +72,7 @@ def load(root: Path, use: str, check: bool = True) -> dict[str, list[tuple[str, 
     for src in INJECTION_SOURCES:
         if src.use != use:
             continue
-        if not all((Path(root) / src.repo.replace("/", "+") / p).exists() for p in expand(src.path)):
+        if not all(f.exists() for f in src.files(root)):
             raise RagtuneError(f"{src.name}: {src.file(root)} is missing; fetch {src.repo} at {src.commit[:12]} "
                                f"({src.path}), or run with --from-mirrors")
         if check and digest(src, root) != src.sha256:
