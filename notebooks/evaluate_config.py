@@ -29,7 +29,7 @@ tracking_mode = None  # offline | online | disabled; default offline
 project = "ragtune"
 
 # %%
-from ragtune.sweep import run_config
+from ragtune.experiments.sweep import run_config
 
 result = run_config(config_yaml, dataset, out_dir, split, queries, home, sweep, tracking_mode, project)
 print(f"config {result.config.id} on {result.dataset}: {len(result.per_query)} queries")

@@ -33,7 +33,7 @@ tracking_mode = None  # offline | online | disabled
 # %%
 from IPython.display import Image, display
 
-from ragtune.study import run_study
+from ragtune.experiments.study import run_study
 
 study = run_study(spec_path, out, runner, workers, home, tracking_mode, dataset=dataset, queries=queries,
                   grid=grid, configs=configs)
@@ -45,7 +45,7 @@ study.leaderboard()
 # %%
 import matplotlib.pyplot as plt
 
-from ragtune.sweep import read_results
+from ragtune.experiments.sweep import read_results
 
 summary, _ = read_results([study.out])
 board = comparison.table.join(summary.set_index("config_id")[["param.retrieval.fusion", "param.retrieval.rrf_k",

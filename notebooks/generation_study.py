@@ -33,7 +33,7 @@ workers = 1
 tracking_mode = None  # offline | online | disabled
 
 # %%
-from ragtune.study import run_study
+from ragtune.experiments.study import run_study
 
 study = run_study(spec_path, out, runner, workers, home, tracking_mode, dataset=dataset, queries=queries,
                   grid=grid, configs=configs)
@@ -45,7 +45,7 @@ study.leaderboard()
 # %%
 import matplotlib.pyplot as plt
 
-from ragtune.sweep import read_results
+from ragtune.experiments.sweep import read_results
 
 summary, results = read_results([study.out])
 scores = [m for m in ("answer_relevance", "faithfulness", "hallucination", "context_precision", "answer_f1")

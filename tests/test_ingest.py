@@ -64,7 +64,7 @@ def _chunk_counts(table) -> dict[str, int]:
 
 
 def test_serving_reads_the_published_version_until_the_next_publication(setup, monkeypatch):
-    from ragtune.publish import open_published, publish
+    from ragtune.production.publish import open_published, publish
 
     config, engine, db, docs = setup
     ws = engine.workspace
@@ -91,7 +91,7 @@ def test_serving_reads_the_published_version_until_the_next_publication(setup, m
 
 def test_damaged_publication_record_is_a_clear_error(fresh_workspace):
     from ragtune.errors import DataError
-    from ragtune.publish import published
+    from ragtune.production.publish import published
 
     fresh_workspace.home.mkdir(parents=True)
     (fresh_workspace.home / "published.json").write_text("{not json")

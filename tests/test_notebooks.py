@@ -6,7 +6,7 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from ragtune.sweep import _execute_notebook
+from ragtune.experiments.sweep import _execute_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -63,7 +63,7 @@ def test_study_notebooks_run_a_small_sweep_and_compare(name, tmp_path, workspace
 
 
 def test_compare_notebook_reads_a_sweep_folder(tmp_path, workspace):
-    from ragtune.sweep import SweepSpec, run_sweep
+    from ragtune.experiments.sweep import SweepSpec, run_sweep
 
     spec = SweepSpec.model_validate({"name": "nb", "dataset": "sample", "queries": 6,
                                      "grid": {"retrieval.mode": ["fts", "vector"]}, "baseline": {"retrieval.mode": "fts"},

@@ -19,7 +19,7 @@ QUALITY = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map", "precision@10"
 
 def shipped_ids() -> dict[str, str]:
     from ragtune.config import RagConfig
-    from ragtune.sweep import SweepSpec
+    from ragtune.experiments.sweep import SweepSpec
 
     ids = {f"configs/{p.name}": RagConfig.from_yaml(p).id for p in sorted((REPO / "experiments" / "configs").glob("*.yaml"))}
     for path in sorted((REPO / "experiments").glob("*.yaml")):

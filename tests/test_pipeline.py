@@ -17,9 +17,9 @@ import pytest
 
 from ragtune.engine import Engine, Workspace
 from ragtune.production import load_release
-from ragtune.promote import promote
-from ragtune.publish import open_published, published
-from ragtune.sweep import SweepSpec, run_sweep
+from ragtune.production.promote import promote
+from ragtune.production.publish import open_published, published
+from ragtune.experiments.sweep import SweepSpec, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 PLOOMBER = Path(sys.executable).with_name("ploomber")

@@ -8,8 +8,8 @@ import pytest
 from ragtune.data import load_dataset
 from ragtune.errors import ConfigError
 from ragtune.production import load_release
-from ragtune.promote import promote
-from ragtune.sweep import SweepSpec, run_sweep
+from ragtune.production.promote import promote
+from ragtune.experiments.sweep import SweepSpec, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 

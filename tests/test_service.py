@@ -22,7 +22,7 @@ from ragtune.engine import Engine, Workspace
 from ragtune.detectors.injection import detect_injection
 from ragtune.guard import RateLimiter, scan_output, validate_question
 from ragtune.ingest import sync
-from ragtune.publish import publish
+from ragtune.production.publish import publish
 from ragtune.service.core import QueryService, ServiceSettings
 from ragtune.types import Document
 
@@ -274,7 +274,7 @@ def test_question_validation_and_rate_limiter_window():
 
 
 def test_micro_batcher_shares_calls_between_concurrent_callers():
-    from ragtune.batching import MicroBatcher
+    from ragtune.service.batching import MicroBatcher
 
     sizes = []
 
@@ -299,7 +299,7 @@ def test_micro_batcher_shares_calls_between_concurrent_callers():
 def test_micro_batcher_leader_serves_no_one_after_its_own_item():
     """Under a steady stream of callers, a caller that runs a batch runs only the batch holding its own item; then
     another waiting caller leads. (A leader that served until the queue ran dry was the service's slowest 5%.)"""
-    from ragtune.batching import MicroBatcher
+    from ragtune.service.batching import MicroBatcher
 
     mine = threading.local()
     foreign = []

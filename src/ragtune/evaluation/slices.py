@@ -8,27 +8,11 @@ looking at many slices does not manufacture a flag.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
-from ragtune.compare import holm
+from ragtune.stats import holm, permutation_less
 
 META_PREFIX = "meta."
-
-
-def permutation_less(a, b, resamples: int = 10_000, seed: int = 0) -> float:
-    """One-sided p-value that mean(a) < mean(b) by chance: random relabellings of a + b giving a difference at
-    least as low as the observed one (p = (hits + 1) / (resamples + 1))."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    observed = a.mean() - b.mean()
-    pooled = np.concatenate([a, b])
-    rng = np.random.default_rng(seed)
-    hits = 0
-    for start in range(0, resamples, 1000):  # blocks keep memory bounded for large query sets
-        perms = rng.permuted(np.tile(pooled, (min(1000, resamples - start), 1)), axis=1)
-        diffs = perms[:, : len(a)].mean(axis=1) - perms[:, len(a):].mean(axis=1)
-        hits += int((diffs <= observed + 1e-12).sum())
-    return (hits + 1) / (resamples + 1)
 
 
 def slice_report(per_query: pd.DataFrame, metric: str, min_size: int = 5, alpha: float = 0.05) -> pd.DataFrame:

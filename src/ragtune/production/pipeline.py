@@ -82,7 +82,7 @@ def pointer_state(home: str, out: str) -> str:
     ``<home>/published.json`` names what ``<out>/published.json`` recorded and that version opens (or before the first
     publication); otherwise a value that differs from every earlier one, so that the next build republishes: a
     damaged, deleted or dangling pointer is repaired without ``--force``."""
-    from ragtune import publish as publication
+    from ragtune.production import publish as publication
 
     last = Path(out) / "published.json"
     if not last.is_file():
@@ -166,9 +166,9 @@ def gate(out, evaluation, release: str = "") -> dict:
 
 
 def publish(out, ingested, indexed, gated, home: str, release: str = "") -> dict:
-    """Point serving at the evaluated version (atomic; see ragtune.publish). The record carries the configuration
+    """Point serving at the evaluated version (atomic; see ragtune.production.publish). The record carries the configuration
     the version was evaluated with (what serving must query it with) and the freshness of its documents."""
-    from ragtune import publish as publication
+    from ragtune.production import publish as publication
 
     verdict = _read(gated)
     if not verdict.get("passed"):

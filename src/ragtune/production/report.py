@@ -56,8 +56,8 @@ def _html(title: str, sections, plot: str) -> str:
 def write_report(out: dict, ingested: dict, evaluation: Path, gated: dict, published: dict,
                  tracking: str | None = None) -> dict:
     """``out`` maps md, html and plot to their paths. Returns the W&B run id (None when tracking is disabled)."""
-    from ragtune.plots import plot_gate
-    from ragtune.tracking import log_pipeline
+    from ragtune.experiments.plots import plot_gate
+    from ragtune.experiments.tracking import log_pipeline
 
     paths = {k: Path(str(v)) for k, v in out.items()}
     metrics = json.loads((evaluation / "metrics.json").read_text(encoding="utf-8"))

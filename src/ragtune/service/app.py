@@ -258,7 +258,7 @@ def from_environment() -> FastAPI:
     import os
     from pathlib import Path
 
-    from ragtune.device import limit_threads
+    from ragtune.models.device import limit_threads
     from ragtune.engine import Workspace
     from ragtune.service.core import load_settings
 

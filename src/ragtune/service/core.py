@@ -101,7 +101,7 @@ class QueryService:
 
     # -- the published version, switched without a restart -------------------------------------------------------
     def _pointer_stamp(self):
-        from ragtune.publish import POINTER
+        from ragtune.production.publish import POINTER
 
         try:
             st = (self.workspace.home / POINTER).stat()
@@ -137,10 +137,10 @@ class QueryService:
             return self._state
 
     def _load(self) -> Serving:
-        from ragtune.batching import MicroBatcher
+        from ragtune.service.batching import MicroBatcher
         from ragtune.evaluation.answers import AnswerScorer
         from ragtune.generation import make_generator
-        from ragtune.publish import open_published, published
+        from ragtune.production.publish import open_published, published
 
         record = published(self.workspace)
         if record is None:

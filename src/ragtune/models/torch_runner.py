@@ -23,8 +23,8 @@ from functools import cached_property
 
 import numpy as np
 
-from ragtune.embedding import pad_batch, tokenize
 from ragtune.errors import BackendError
+from ragtune.models.tokens import pad_batch, tokenize
 
 MAX_ROWS = 1024  # the best of 256, 512 and 1024 for the raw forward on an H200 (BENCHMARKS.md)
 CHUNK = 1024  # inputs tokenized at once, ahead of the model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from functools import lru_cache
 from glob import glob
@@ -60,3 +61,21 @@ def import_torch():
 def thread_limit() -> int:
     """The limit set by ``limit_threads``; 0: the runtime's default (one thread per core)."""
     return _threads
+
+
+def quiet_hugging_face() -> None:
+    """Offline, and no progress bars, before transformers loads a model."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def resolve_precision(precision: str, device: str):
+    """The torch dtype to cast a model to, or None for fp32. ``auto``: fp16 on CUDA, fp32 elsewhere."""
+    import torch
+
+    if precision == "auto":
+        precision = "fp16" if device == "cuda" else "fp32"
+    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]

@@ -3,7 +3,7 @@
 The whole module chain (transformer, pooling, normalisation) is traced into one graph by ``torch.onnx.export``, so the
 exported model returns the sentence embedding itself; its vectors match sentence-transformers' to about 1e-7
 (a test holds it to cosine >= 0.99999), which is why both runtimes share one embedding cache. The tokenizer is the
-model's own fast tokenizer, saved beside the graph. Exports live in the model cache (``ragtune.model_cache``) under
+model's own fast tokenizer, saved beside the graph. Exports live in the model cache (``ragtune.models.cache``) under
 a key made of the model's files, so each model is exported once per machine (about a second); a process that finds
 the export imports neither torch nor sentence-transformers, which saves about 6 s of start-up, and a query is
 embedded about three times faster than through torch on the CPU (BENCHMARKS.md).
@@ -15,7 +15,7 @@ import json
 import warnings
 from pathlib import Path
 
-from ragtune.model_cache import build_once, fingerprint, model_cache_dir
+from ragtune.models.cache import build_once, fingerprint, model_cache_dir
 
 EXPORT_VERSION = 1  # bump when the export changes, so old exports are not reused
 EXPORT_FILE = "export.json"
@@ -23,7 +23,7 @@ EXPORT_FILE = "export.json"
 
 def exported(model_path: str | Path) -> Path:
     """The directory holding ``model.onnx``, ``tokenizer.json`` and ``export.json`` for a sentence-transformers model
-    directory; exported on first use (``ragtune.model_cache.build_once``: never half-written, even when concurrent)."""
+    directory; exported on first use (``ragtune.models.cache.build_once``: never half-written, even when concurrent)."""
     model_path = Path(model_path)
     key = fingerprint(model_path, f"ragtune-onnx-export-v{EXPORT_VERSION}")
     out = model_cache_dir() / f"{model_path.parent.name}-{model_path.name}-{key}"

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ragtune.config import RagConfig, format_validation_error, read_yaml
 from ragtune.errors import ConfigError, RagtuneError
 
-DEFAULT_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "evaluate_config.py"
+DEFAULT_NOTEBOOK = Path(__file__).resolve().parents[3] / "notebooks" / "evaluate_config.py"
 
 
 class TrackingSpec(BaseModel):
@@ -211,8 +211,8 @@ def run_config(
     runner too. Returns the ``EvalResult``."""
     from ragtune.data import load_dataset
     from ragtune.engine import Workspace, evaluate
-    from ragtune.plots import plot_eval
-    from ragtune.tracking import log_eval
+    from ragtune.experiments.plots import plot_eval
+    from ragtune.experiments.tracking import log_eval
 
     cfg = RagConfig.from_dict(yaml.safe_load(config_yaml), source="config")
     ds = load_dataset(dataset, split, queries)
@@ -331,7 +331,7 @@ def run_sweep(
     if bar is not None:
         bar.close()
     collect(out)
-    from ragtune.tracking import log_sweep_results
+    from ragtune.experiments.tracking import log_sweep_results
 
     log_sweep_results(out, spec.name, spec.tracking.mode, spec.tracking.project)
     return report

@@ -17,15 +17,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ragtune.compare import bootstrap_ci, compare, paired_test
+from ragtune.experiments.compare import compare
+from ragtune.stats import bootstrap_ci, paired_test
 from ragtune.config import RagConfig
 from ragtune.data import load_corpus, load_dataset
 from ragtune.engine import Workspace, atomic_write_dir, atomic_write_text
 from ragtune.errors import RagtuneError
 from ragtune.production import RELEASE_DIR, Release, load_release
-from ragtune.sweep import SweepSpec, read_results
+from ragtune.experiments.sweep import SweepSpec, read_results
 
-REGRESSION_TEST = Path(__file__).resolve().parents[2] / "tests" / "test_production_regression.py"
+REGRESSION_TEST = Path(__file__).resolve().parents[3] / "tests" / "test_production_regression.py"
 
 
 @dataclass

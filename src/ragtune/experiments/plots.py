@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ragtune.compare import Comparison, pareto_front
+from ragtune.experiments.compare import Comparison
+from ragtune.stats import pareto_front
 
 
 def _figure(width: float, height: float, ncols: int = 1):

@@ -17,7 +17,7 @@ import json
 import re
 from pathlib import Path
 
-from ragtune.model_cache import build_once, fingerprint, model_cache_dir
+from ragtune.models.cache import build_once, fingerprint, model_cache_dir
 
 CONVERT_VERSION = 1
 DONE_FILE = "converted.json"

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragtune.compare import Comparison, compare_sweeps
-from ragtune.sweep import SweepReport, SweepSpec, run_sweep
+from ragtune.experiments.compare import Comparison
+from ragtune.experiments.leaderboard import compare_sweeps
+from ragtune.experiments.sweep import SweepReport, SweepSpec, run_sweep
 
 
 @dataclass

