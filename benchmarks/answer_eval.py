@@ -21,7 +21,9 @@ from pathlib import Path
 from _common import dataset_path, machine
 from ragtune.config import RagConfig
 from ragtune.data import load_dataset
-from ragtune.engine import Engine, Workspace, evaluate
+from ragtune.engine import Engine
+from ragtune.evaluation.run import evaluate
+from ragtune.workspace import Workspace
 from ragtune.evaluation.answers import AnswerScorer
 from ragtune.text import split_sentences
 from ragtune.types import Answer, Hit

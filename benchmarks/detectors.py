@@ -116,7 +116,8 @@ def faithbench(data: Path) -> list[dict]:
 def hallucination(data: Path) -> None:
     from ragtune.config import RagConfig
     from ragtune.detectors.training import scores
-    from ragtune.engine import Engine, Workspace
+    from ragtune.engine import Engine
+    from ragtune.workspace import Workspace
     from ragtune.evaluation.answers import AnswerScorer
     from ragtune.text import content_words
     from ragtune.types import Answer, Hit

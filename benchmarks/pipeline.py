@@ -25,7 +25,7 @@ from pathlib import Path
 
 from _common import REPO, dataset_path, machine
 from ragtune.data import sample_dataset_path
-from ragtune.engine import Workspace
+from ragtune.workspace import Workspace
 from ragtune.production import load_release
 from ragtune.production.promote import promote
 from ragtune.experiments.sweep import SweepSpec, run_sweep

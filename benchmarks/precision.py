@@ -21,7 +21,8 @@ from _common import dataset_path, machine
 from ragtune.stats import randomization_test
 from ragtune.config import RagConfig
 from ragtune.data import load_dataset
-from ragtune.engine import Workspace, evaluate
+from ragtune.evaluation.run import evaluate
+from ragtune.workspace import Workspace
 
 BASE = {"chunking": {"size": 512, "overlap": 0}}
 GROUPS = {

@@ -21,7 +21,8 @@ from _common import dataset_path, machine
 from ragtune import store
 from ragtune.config import RagConfig
 from ragtune.data import load_dataset
-from ragtune.engine import Engine, Workspace
+from ragtune.engine import Engine
+from ragtune.workspace import Workspace
 from ragtune.types import Chunk
 
 MODES = {

@@ -31,7 +31,8 @@ import numpy as np
 from _common import machine
 from ragtune.config import RagConfig
 from ragtune.data import load_dataset
-from ragtune.engine import Engine, Workspace
+from ragtune.engine import Engine
+from ragtune.workspace import Workspace
 from ragtune.ingest import sync
 from ragtune.production.publish import publish
 from ragtune.service.core import QueryService

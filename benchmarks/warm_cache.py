@@ -12,7 +12,8 @@ from pathlib import Path
 from _common import dataset_path, machine
 from ragtune.config import RagConfig
 from ragtune.data import load_dataset
-from ragtune.engine import Workspace, evaluate
+from ragtune.evaluation.run import evaluate
+from ragtune.workspace import Workspace
 
 
 def main() -> None:

@@ -31,7 +31,8 @@ import pandas as pd
 
 from ragtune.config import RagConfig
 from ragtune.data import load_dataset
-from ragtune.engine import Workspace, evaluate
+from ragtune.evaluation.run import evaluate
+from ragtune.workspace import Workspace
 
 ds = load_dataset(dataset, queries=queries)
 workspace = Workspace(Path(home)) if home else Workspace.default()

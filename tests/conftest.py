@@ -22,14 +22,14 @@ def shared_dataset(name: str) -> Path:
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory):
     """One workspace for the whole session: models embed each text once across all tests that share it."""
-    from ragtune.engine import Workspace
+    from ragtune.workspace import Workspace
 
     return Workspace(tmp_path_factory.mktemp("ragtune-home"))
 
 
 @pytest.fixture
 def fresh_workspace(tmp_path):
-    from ragtune.engine import Workspace
+    from ragtune.workspace import Workspace
 
     return Workspace(tmp_path / "home")
 

@@ -14,7 +14,8 @@ import pytest
 from openai_server import Server, completion
 from ragtune.cache import ResponseCache
 from ragtune.config import GenerationConfig, JudgeConfig, RagConfig
-from ragtune.engine import Engine, evaluate, summarize
+from ragtune.engine import Engine
+from ragtune.evaluation.run import evaluate, summarize
 from ragtune.evaluation.answers import AnswerScorer
 from ragtune.evaluation.judge import Judge, parse_score, parse_verdicts
 from ragtune.evaluation.slices import slice_report

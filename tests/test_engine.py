@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from ragtune.config import RagConfig
-from ragtune.engine import Engine, evaluate
+from ragtune.engine import Engine
+from ragtune.evaluation.run import evaluate
 
 MODES = {
     "fts": {"retrieval": {"mode": "fts"}},
@@ -19,7 +20,7 @@ MODES = {
 
 @pytest.fixture(scope="module")
 def results(sample, tmp_path_factory):
-    from ragtune.engine import Workspace
+    from ragtune.workspace import Workspace
 
     own = Workspace(tmp_path_factory.mktemp("engine-home"))  # a cold cache, so that counts are exact
     return {name: evaluate(RagConfig.from_dict(cfg), sample, own) for name, cfg in MODES.items()}
@@ -139,7 +140,7 @@ def test_writing_is_atomic(results, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("ragtune.engine.trec_run_lines", boom)
+    monkeypatch.setattr("ragtune.evaluation.run.trec_run_lines", boom)
     with pytest.raises(RuntimeError):
         results["vector"].write(out)
     assert (out / "metrics.json").read_text() == before  # the old result is intact

@@ -51,7 +51,7 @@ def test_metrics_equal_pytrec_eval(seed):
 
 def test_metrics_equal_pytrec_eval_on_a_real_bm25_run(sample, workspace):
     from ragtune.config import RagConfig
-    from ragtune.engine import evaluate
+    from ragtune.evaluation.run import evaluate
 
     result = evaluate(RagConfig.from_dict({"retrieval": {"mode": "fts"}}), sample, workspace)
     for m in PYTREC:

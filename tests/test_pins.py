@@ -37,7 +37,7 @@ def run_digest(run: dict[str, list[str]]) -> str:
 
 def shipped_results(workspace, sample) -> dict[str, dict]:
     from ragtune.config import RagConfig
-    from ragtune.engine import evaluate
+    from ragtune.evaluation.run import evaluate
 
     results = {}
     for path in sorted((REPO / "experiments" / "configs").glob("*.yaml")):
@@ -65,7 +65,7 @@ if __name__ == "__main__":
     import tempfile
 
     from ragtune.data import load_dataset, sample_dataset_path
-    from ragtune.engine import Workspace
+    from ragtune.workspace import Workspace
 
     with tempfile.TemporaryDirectory() as home:
         pins = {"ids": shipped_ids(),

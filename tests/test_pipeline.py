@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ragtune.engine import Engine, Workspace
+from ragtune.engine import Engine
+from ragtune.workspace import Workspace
 from ragtune.production import load_release
 from ragtune.production.promote import promote
 from ragtune.production.publish import open_published, published

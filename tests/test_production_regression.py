@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ragtune.engine import Workspace
+from ragtune.workspace import Workspace
 from ragtune.production import evaluate_release, load_release
 
 RELEASE = Path(__file__).resolve().parent / "../src/ragtune/production/release"

@@ -18,7 +18,8 @@ import pytest
 
 from ragtune.config import RagConfig
 from ragtune.data import Corpus
-from ragtune.engine import Engine, Workspace
+from ragtune.engine import Engine
+from ragtune.workspace import Workspace
 from ragtune.detectors.injection import detect_injection
 from ragtune.guard import RateLimiter, scan_output, validate_question
 from ragtune.ingest import sync

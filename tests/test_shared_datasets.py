@@ -11,7 +11,8 @@ import pytest
 from conftest import shared_dataset
 from ragtune.config import RagConfig
 from ragtune.data import Corpus, Dataset, load_dataset
-from ragtune.engine import Engine, evaluate
+from ragtune.engine import Engine
+from ragtune.evaluation.run import evaluate
 from ragtune.evaluation import evaluate_run
 
 pytestmark = pytest.mark.shared

@@ -88,7 +88,7 @@ def test_engine_reuses_an_index_and_rebuilds_when_inputs_change(sample, fresh_wo
 
 def test_any_lancedb_uri_is_accepted(sample, tmp_path):
     from ragtune.data import Corpus
-    from ragtune.engine import Workspace
+    from ragtune.workspace import Workspace
 
     ws = Workspace(tmp_path / "home", db_uri=f"file://{tmp_path}/elsewhere")
     _, info = Engine(RagConfig(), ws).index(Corpus(sample.documents[:3], source="three"))

@@ -48,7 +48,7 @@ def load_config(path: Optional[Path], overrides: Optional[list[str]]):
 
 
 def _workspace(home: Optional[Path], db: Optional[str]):
-    from ragtune.engine import Workspace
+    from ragtune.workspace import Workspace
 
     ws = Workspace.default()
     return Workspace(home or ws.home, db or ws.db_uri)
@@ -80,7 +80,7 @@ def eval_cmd(
 ) -> None:
     """Index a dataset with a configuration, run its queries and score them against the judgments."""
     from ragtune.data import load_dataset
-    from ragtune.engine import evaluate
+    from ragtune.evaluation.run import evaluate
 
     try:
         cfg = load_config(config, set_)
@@ -484,7 +484,7 @@ def pipeline_export_airflow(
     repo: Path = RepoOpt,
 ) -> None:
     """An Airflow DAG running each Ploomber task as one operator, wired like pipeline.yaml."""
-    from ragtune.engine import atomic_write_text
+    from ragtune.workspace import atomic_write_text
     from ragtune.production.schedule import airflow_dag
 
     try:

@@ -75,3 +75,17 @@ class Span:
     doc_id: str
     start: int
     end: int
+
+
+@dataclass
+class IndexInfo:
+    key: str
+    table: str
+    settings: str
+    corpus: str
+    fingerprint: str
+    documents: int
+    chunks: int
+    built: bool  # False: an existing complete table was reused
+    seconds: float
+    flagged: int = 0  # chunks the injection scan flagged when they were written (kept from generators)

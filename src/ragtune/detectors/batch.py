@@ -28,7 +28,7 @@ def read_rows(path: Path, schema: dict[str, Callable[[object], bool]], what: dic
 
 
 def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
-    from ragtune.engine import atomic_write_text
+    from ragtune.workspace import atomic_write_text
 
     atomic_write_text(Path(path), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 

@@ -210,7 +210,8 @@ def run_config(
     """Evaluate one configuration and write its result folder; what the sweep notebook calls, and the in-process
     runner too. Returns the ``EvalResult``."""
     from ragtune.data import load_dataset
-    from ragtune.engine import Workspace, evaluate
+    from ragtune.evaluation.run import evaluate
+    from ragtune.workspace import Workspace
     from ragtune.experiments.plots import plot_eval
     from ragtune.experiments.tracking import log_eval
 
@@ -262,7 +263,7 @@ def _run_one(spec: SweepSpec, cfg: RagConfig, out: Path, runner: str, home: Path
         else:
             run_config(**params)
     except Exception as exc:  # a crashed configuration is recorded and the sweep goes on
-        from ragtune.engine import atomic_write_text
+        from ragtune.workspace import atomic_write_text
 
         error = f"{type(exc).__name__}: {exc}"
         atomic_write_text(folder / "failed.json", json.dumps(

@@ -66,7 +66,7 @@ def require_release(folder: Path = RELEASE_DIR) -> Release:
 def evaluate_release(release: Release, workspace=None):
     """Evaluate the release on the dataset and queries it was promoted on (for the regression test and the gate)."""
     from ragtune.data import load_dataset
-    from ragtune.engine import evaluate
+    from ragtune.evaluation.run import evaluate
 
     ds = release.provenance["dataset"]
     data = load_dataset(ds["path"], ds.get("split", "test"), ds.get("queries"))

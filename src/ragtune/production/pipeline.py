@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ragtune.config import stable_hash
 from ragtune.data import load_corpus, load_dataset, resolve_dataset
-from ragtune.engine import Engine, Workspace, atomic_write_text
+from ragtune.engine import Engine
+from ragtune.workspace import Workspace, atomic_write_text
 from ragtune.errors import RagtuneError
 from ragtune.production import RELEASE_DIR, Release, require_release
 
@@ -140,7 +141,7 @@ def index(out, ingested, home: str, release: str = "") -> dict:
 
 def evaluate(out, indexed, dataset: str, home: str, release: str = "") -> Path:
     """The release's configuration on the evaluation set, against exactly the indexed version."""
-    from ragtune.engine import evaluate as run_eval
+    from ragtune.evaluation.run import evaluate as run_eval
 
     rel, ws = release_at(release), Workspace(Path(home))
     spec = rel.provenance["dataset"]

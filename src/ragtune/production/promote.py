@@ -21,7 +21,7 @@ from ragtune.experiments.compare import compare
 from ragtune.stats import bootstrap_ci, paired_test
 from ragtune.config import RagConfig
 from ragtune.data import load_corpus, load_dataset
-from ragtune.engine import Workspace, atomic_write_dir, atomic_write_text
+from ragtune.workspace import Workspace, atomic_write_dir, atomic_write_text
 from ragtune.errors import RagtuneError
 from ragtune.production import RELEASE_DIR, Release, load_release
 from ragtune.experiments.sweep import SweepSpec, read_results
@@ -52,7 +52,7 @@ def _production_scores(release: Release, spec: SweepSpec, results: pd.DataFrame,
     mine = results[results["config_id"] == release.config.id]
     if not mine.empty:
         return mine.set_index("query_id")
-    from ragtune.engine import evaluate
+    from ragtune.evaluation.run import evaluate
 
     ds = load_dataset(spec.dataset, spec.split, spec.queries)
     return evaluate(release.config, ds, workspace).per_query
@@ -173,7 +173,7 @@ from pathlib import Path
 
 import pytest
 
-from ragtune.engine import Workspace
+from ragtune.workspace import Workspace
 from ragtune.production import evaluate_release, load_release
 
 RELEASE = Path(__file__).resolve().parent / "{relative}"

@@ -13,7 +13,7 @@ import json
 from datetime import datetime, timezone
 
 from ragtune import faults, store
-from ragtune.engine import Workspace, atomic_write_text
+from ragtune.workspace import Workspace, atomic_write_text
 from ragtune.errors import DataError
 
 POINTER = "published.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ragtune.engine import atomic_write_text
+from ragtune.workspace import atomic_write_text
 
 
 def _sections(ingested: dict, metrics: dict, gated: dict, published: dict) -> list[tuple[str, list[list[str]]]]:

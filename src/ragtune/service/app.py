@@ -259,7 +259,7 @@ def from_environment() -> FastAPI:
     from pathlib import Path
 
     from ragtune.models.device import limit_threads
-    from ragtune.engine import Workspace
+    from ragtune.workspace import Workspace
     from ragtune.service.core import load_settings
 
     # the processes share the cores: each model runtime's own thread pool would oversubscribe them

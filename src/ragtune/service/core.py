@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ragtune import store
 from ragtune.config import GenerationConfig, RagConfig
 from ragtune.detectors.injection import detector
-from ragtune.engine import Engine, Workspace
+from ragtune.engine import Engine
+from ragtune.workspace import Workspace
 from ragtune.errors import DataError, RagtuneError
 from ragtune.guard import InputError, RateLimiter, SharedRateLimiter, scan_output, validate_question
 from ragtune.service.answer_cache import AnswerCache
