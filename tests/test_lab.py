@@ -7,10 +7,13 @@ import socket
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from ragtune.lab import NOTEBOOKS, kernel_env, lab_command
+from ragtune.lab import kernel_env, lab_command, notebooks_folder
+
+REPO = Path(__file__).resolve().parents[1]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -24,7 +27,7 @@ def free_port() -> int:
 @pytest.fixture
 def lab_server(tmp_path, workspace):
     folder = tmp_path / "notebooks"
-    shutil.copytree(NOTEBOOKS, folder, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+    shutil.copytree(REPO / "notebooks", folder, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
     port = free_port()
     program, argv = lab_command(port, no_browser=True, folder=folder,
                                 extra=["--IdentityProvider.token=", "--ServerApp.password=", "--ip=127.0.0.1"])
@@ -80,3 +83,20 @@ def test_quickstart_runs_in_jupyterlab(lab_server, tmp_path):
         finally:
             browser.close()
     assert (tmp_path / "quickstart.png").stat().st_size > 10_000
+
+
+def test_the_lab_finds_the_project_from_any_folder_inside_it(tmp_path):
+    from ragtune.errors import RagtuneError
+
+    assert notebooks_folder(REPO / "src" / "ragtune") == REPO / "notebooks"
+    with pytest.raises(RagtuneError, match="ragtune lab needs a ragtune project: no pipeline.yaml in"):
+        notebooks_folder(tmp_path)
+    (tmp_path / "pipeline.yaml").write_text("tasks: []\n")
+    with pytest.raises(RagtuneError, match="has no notebooks folder"):
+        notebooks_folder(tmp_path)
+
+
+def test_lab_kernels_share_the_project_workspace_unless_one_is_named(tmp_path):
+    env = kernel_env({"PATH": "/usr/bin"}, home=tmp_path / ".ragtune")
+    assert env["RAGTUNE_HOME"] == str(tmp_path / ".ragtune") and env["PATH"].endswith(os.pathsep + "/usr/bin")
+    assert kernel_env({"PATH": "", "RAGTUNE_HOME": "/elsewhere"}, home=tmp_path)["RAGTUNE_HOME"] == "/elsewhere"

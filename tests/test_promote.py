@@ -148,3 +148,15 @@ def test_damaged_releases_are_clear_errors(promoted, tmp_path):
     with pytest.raises(ConfigError, match="incomplete \\(missing provenance.json\\)"):
         load_release(copy)
     assert load_release(tmp_path / "nothing") is None
+
+
+def test_the_regression_test_goes_to_the_project_found_from_the_current_folder(tmp_path):
+    from ragtune.production.promote import project_regression_test
+
+    repo = Path(__file__).resolve().parents[1]
+    assert project_regression_test(repo / "notebooks") == repo / "tests" / "test_production_regression.py"
+    assert project_regression_test(tmp_path) is None  # no pipeline.yaml above: no project
+    (tmp_path / "pipeline.yaml").write_text("tasks: []\n")
+    assert project_regression_test(tmp_path) is None  # a project without tests/
+    (tmp_path / "tests").mkdir()
+    assert project_regression_test(tmp_path / "tests") == tmp_path / "tests" / "test_production_regression.py"

@@ -310,10 +310,14 @@ def promote(
 ) -> None:
     """Freeze a sweep's winner as the production config (only if it beats the current one), with provenance and a
     regression test."""
+    from ragtune.production import RELEASE_DIR
+    from ragtune.production.promote import project_regression_test
     from ragtune.production.promote import promote as run_promote
 
+    regression_test = project_regression_test()
     try:
-        decision = run_promote(folder, dry_run, alpha, test, workspace=_workspace(home, None))
+        decision = run_promote(folder, dry_run, alpha, test, regression_test=regression_test,
+                               workspace=_workspace(home, None))
     except RagtuneError as exc:
         _fail(exc)
     console.print(decision.reason, highlight=False)
@@ -321,8 +325,9 @@ def promote(
         console.print(decision.diff, highlight=False, markup=False)
     if decision.written:
         p = decision.provenance
-        console.print(f"promoted {p['config_id']} as release v{p['version']}: src/ragtune/production/release/, "
-                      "tests/test_production_regression.py")
+        console.print(f"promoted {p['config_id']} as release v{p['version']}: {RELEASE_DIR}", highlight=False)
+        console.print(f"regression test: {regression_test}" if regression_test else
+                      "no regression test written: not in a project folder with a tests/ folder", highlight=False)
     elif decision.promote:
         console.print("dry run: nothing written")
 
@@ -335,10 +340,14 @@ def lab(
     """Open JupyterLab on the project's notebooks (jupytext: the .py notebooks open as notebooks)."""
     import os
 
-    from ragtune.lab import kernel_env, lab_command
+    from ragtune.lab import kernel_env, lab_command, notebooks_folder
 
-    program, argv = lab_command(port, no_browser)
-    os.execvpe(program, argv, kernel_env())
+    try:
+        folder = notebooks_folder()
+    except RagtuneError as exc:
+        _fail(exc)
+    program, argv = lab_command(port, no_browser, folder)
+    os.execvpe(program, argv, kernel_env(home=folder.parent / ".ragtune"))
 
 
 @app.command("config")

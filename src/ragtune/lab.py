@@ -2,7 +2,9 @@
 
 The notebooks live in git as jupytext percent scripts (``notebooks/*.py``: reviewable diffs, no outputs). Before Lab
 starts, each gets its paired ``.ipynb`` (git-ignored); jupytext keeps the pair in sync when Lab saves. Ploomber's
-Jupyter server extension breaks Lab's file browser (HTTP 500), so it is switched off for this server.
+Jupyter server extension breaks Lab's file browser (HTTP 500), so it is switched off for this server. The kernels
+use the project's workspace (``<project>/.ragtune``, or ``$RAGTUNE_HOME``), the one the CLI uses from the project
+folder, so nothing the CLI embedded is embedded again in a notebook.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ import os
 import sys
 from pathlib import Path
 
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+from ragtune.errors import RagtuneError
+from ragtune.project import project_root
 
-
-def sync_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
+def sync_notebooks(folder: Path) -> list[Path]:
     """Write ``name.ipynb`` for every ``name.py`` notebook that has none or an older one; returns what was written."""
     import jupytext
 
@@ -30,18 +32,28 @@ def sync_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
     return written
 
 
-def kernel_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """An environment whose ``python`` is this interpreter. Jupyter's ``python3`` kernel spec runs ``python`` from
-    PATH, which outside an activated virtual environment is another Python, without ragtune."""
+def kernel_env(base: dict[str, str] | None = None, home: Path | None = None) -> dict[str, str]:
+    """An environment whose ``python`` is this interpreter (Jupyter's ``python3`` kernel spec runs ``python`` from
+    PATH, which outside an activated virtual environment is another Python, without ragtune), and whose workspace
+    is ``home`` unless ``$RAGTUNE_HOME`` names one."""
     env = dict(os.environ if base is None else base)
+    if home is not None:
+        env.setdefault("RAGTUNE_HOME", str(home))
     bindir = str(Path(sys.executable).parent)
     if not env.get("PATH", "").startswith(bindir + os.pathsep):
         env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     return env
 
 
-def lab_command(port: int = 8888, no_browser: bool = False, folder: Path = NOTEBOOKS,
-                extra: list[str] | None = None) -> tuple[str, list[str]]:
+def notebooks_folder(start: Path | None = None) -> Path:
+    """The ``notebooks/`` folder of the project at or above ``start`` (the current directory)."""
+    folder = project_root(start, "ragtune lab") / "notebooks"
+    if not folder.is_dir():
+        raise RagtuneError(f"{folder}: the project has no notebooks folder")
+    return folder
+
+
+def lab_command(port: int, no_browser: bool, folder: Path, extra: list[str] | None = None) -> tuple[str, list[str]]:
     """(program, argv) that starts JupyterLab on ``folder``; run it with ``kernel_env()``."""
     sync_notebooks(folder)
     argv = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={folder}", f"--port={port}",

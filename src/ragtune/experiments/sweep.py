@@ -35,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ragtune.config import RagConfig, format_validation_error, read_yaml
 from ragtune.errors import ConfigError, RagtuneError
 
-DEFAULT_NOTEBOOK = Path(__file__).resolve().parents[3] / "notebooks" / "evaluate_config.py"
+#: the notebook each configuration runs through; it ships inside the package, so a sweep runs from any folder
+DEFAULT_NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "evaluate_config.py"
 
 
 class TrackingSpec(BaseModel):
@@ -59,7 +60,7 @@ class SweepSpec(BaseModel):
     baseline: dict[str, Any] = Field(default_factory=dict, description="dotted overrides of base; default: base")
     metrics: list[str] | None = None
     primary_metric: str = "ndcg@10"
-    notebook: str | None = Field(None, description="per-config notebook; default notebooks/evaluate_config.py")
+    notebook: str | None = Field(None, description="per-config notebook; default the shipped evaluate_config.py")
     tracking: TrackingSpec = TrackingSpec()
 
     @field_validator("grid")

@@ -24,9 +24,17 @@ from ragtune.data import load_corpus, load_dataset
 from ragtune.workspace import Workspace, atomic_write_dir, atomic_write_text
 from ragtune.errors import RagtuneError
 from ragtune.production import RELEASE_DIR, Release, load_release
+from ragtune.project import find_project
 from ragtune.experiments.sweep import SweepSpec, read_results
 
-REGRESSION_TEST = Path(__file__).resolve().parents[3] / "tests" / "test_production_regression.py"
+REGRESSION_TEST = Path("tests") / "test_production_regression.py"  # in the project folder
+
+
+def project_regression_test(start: Path | None = None) -> Path | None:
+    """Where a promotion writes the regression test: ``tests/test_production_regression.py`` of the project at or
+    above ``start`` (the current directory); None outside a project or in one without a ``tests`` folder."""
+    root = find_project(start)
+    return root / REGRESSION_TEST if root is not None and (root / REGRESSION_TEST).parent.is_dir() else None
 
 
 @dataclass
@@ -130,7 +138,7 @@ def floors(metrics: dict[str, dict], names: list[str], queries: int) -> dict[str
 
 
 def promote(folder: str | Path, dry_run: bool = False, alpha: float = 0.05, test: str = "randomization",
-            release_dir: Path = RELEASE_DIR, regression_test: Path | None = REGRESSION_TEST,
+            release_dir: Path = RELEASE_DIR, regression_test: Path | None = None,
             workspace: Workspace | None = None) -> Decision:
     folder = Path(folder)
     release = load_release(release_dir)
