@@ -428,3 +428,35 @@ def test_answer_cache_is_shared_by_the_processes_of_one_home(tmp_path, workspace
         con.execute("BEGIN EXCLUSIVE")  # another writer holds the file: a put is left out, not an error
         other.put("k9", {"answer": 9})
         assert other.get("k9") == {"answer": 9}  # still in this process's memory
+
+
+def test_the_service_answers_every_sample_question_as_the_evaluation_of_the_published_config(tmp_path, workspace,
+                                                                                             sample):
+    """One per-question path (``Engine.answer_one``): served through the published table, each judged question of
+    the sample retrieves the chunks, keeps the same ones from the generator and gets the answer that an evaluation
+    of the published configuration on that table produced."""
+    from ragtune.evaluation.run import evaluate
+    from ragtune.production.publish import open_published
+
+    config = CONFIG.model_copy(update={"generation": RagConfig.from_dict({"generation": {}}).generation})
+    ws = Workspace(tmp_path / "home")
+    table, fresh = sync(config, Corpus([*sample.documents, PLANTED]), ws.db, "production",
+                        Engine(config, Workspace(workspace.home)).embedder)
+    publish(ws, table, config=config.model_dump(mode="json"), config_id=config.id, documents=fresh.documents)
+    result = evaluate(config, sample, Workspace(workspace.home), table=open_published(ws))
+
+    service = QueryService(ws, ServiceSettings(rate_limit=1000, global_rate_limit=1000, redact=False))
+    judged = sample.judged()
+    assert len(judged) > 40
+    for q in judged:
+        record = {}
+        response = service.ask(q.text, record=record)
+        assert response["status"] in ("answered", "pending_review"), (q.id, response)
+        given = [c["chunk_id"] for c in record["chunks"] if c["given_to_generator"]]
+        expected = result.answers[q.id]
+        served_ids = [c["chunk_id"] for c in record["chunks"]]
+        assert served_ids == [h.chunk_id for h in result.hits[q.id][: len(served_ids)]]
+        assert set(expected.citations) <= set(given) and record["answer"] == expected.text, q.id
+        assert record["citations"] == list(expected.citations)
+    kept_out = result.per_query["flagged_chunks_kept_out"]
+    assert kept_out.sum() > 0  # the planted page was among some questions' chunks and kept out on both paths

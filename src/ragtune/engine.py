@@ -6,8 +6,12 @@ the service call these; they hold no logic of their own.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from functools import cached_property
+
+import numpy as np
 
 from ragtune import store
 from ragtune.chunking import chunk_documents
@@ -16,9 +20,24 @@ from ragtune.data import Corpus
 from ragtune.embedding import CachedEmbedder, make_embedder
 from ragtune.errors import DataError
 from ragtune.rerank import make_reranker
-from ragtune.retrieval import Retriever
-from ragtune.types import IndexInfo
+from ragtune.retrieval import Retriever, SearchResult
+from ragtune.types import Answer, Hit, IndexInfo
 from ragtune.workspace import Workspace
+
+
+@dataclass
+class Turn:
+    """One question through a configuration: what retrieval found, which chunks were kept from the generator and
+    why, the context the generator saw, its answer, and what each stage took."""
+
+    question: str
+    found: SearchResult  # every candidate chunk, best first (ranking metrics read it)
+    hits: list[Hit]  # the retrieved chunks after the caller's filters, best first
+    kept_out: dict[str, list[str]]  # chunk id -> why it was kept from the generator (injection)
+    context: list[Hit]  # what the generator saw
+    answer: Answer | None  # None when there is no generator
+    query_vector: np.ndarray | None
+    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 class Engine:
@@ -103,3 +122,49 @@ class Engine:
 
     def retriever(self, table) -> Retriever:
         return Retriever(self.config, table, self.embedder, self.reranker)
+
+    @property
+    def depth(self) -> int:
+        """Chunks one question retrieves: enough for the evaluation's deepest cut-off, the reported ``top_k`` and the
+        generator's context. Every path (evaluation, CLI, service) asks for this depth, so all see one ranking."""
+        e, gen = self.config.evaluation, self.config.generation
+        return max(e.depth, *e.span_k, self.config.retrieval.top_k, gen.context_k if gen else 0)
+
+    def answer_one(self, question: str, retriever: Retriever, query_vector: np.ndarray | None = None, *,
+                   filter: Callable[[Hit], bool] | None = None, flagged: Mapping[str, str] | None = None,
+                   check: Callable[[str], Sequence[str]] | None = None, generator=None,
+                   context_k: int | None = None) -> Turn:
+        """The per-question path of ``ragtune eval``, ``ragtune query`` and the service: retrieve (``filter`` keeps
+        chunks), keep chunks from the generator that the ingest scan ``flagged`` (chunk id -> reasons) or that
+        ``check`` (chunk text -> reasons) objects to, and answer from the first ``context_k`` of the others with
+        ``generator`` (default: the configuration's; none: retrieval only)."""
+        timings: dict[str, float] = {}
+        if query_vector is None and self.config.retrieval.mode != "fts":
+            t0 = time.perf_counter()
+            query_vector = self.embedder.embed_queries([question])[0]
+            timings["embed_ms"] = (time.perf_counter() - t0) * 1000
+        found = retriever.search(question, self.depth, query_vector)
+        timings.update(found.timings_ms)
+        hits = [h for h in found.chunks(self.depth) if filter is None or filter(h)]
+        generator = self.generator if generator is None else generator
+        if generator is None:
+            return Turn(question, found, hits, {}, [], None, query_vector, timings)
+        k = context_k or self.config.generation.context_k
+        flagged = flagged or {}
+        kept_out, context = {}, []
+        for h in hits:
+            if len(context) == k:
+                break
+            reasons = list(check(h.text)) if check is not None else []
+            if not reasons and h.chunk_id in flagged:
+                reasons = [f"flagged at ingest: {flagged[h.chunk_id]}"]
+            if reasons:
+                kept_out[h.chunk_id] = reasons
+            else:
+                context.append(h)
+        from ragtune.generation import answer
+
+        t0 = time.perf_counter()
+        ans = answer(generator, question, context, query_vector=query_vector)
+        timings["generate_ms"] = (time.perf_counter() - t0) * 1000
+        return Turn(question, found, hits, kept_out, context, ans, query_vector, timings)

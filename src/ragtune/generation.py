@@ -173,7 +173,7 @@ def resolve_gguf(model: str) -> Path:
     return path
 
 
-@GENERATORS.register("llama-cpp", prefix=True)
+@GENERATORS.register("llama-cpp", prefix=True, hint="<smollm2 | path.gguf>")
 class LlamaCpp:
     """A local GGUF model through llama-cpp-python (the optional extra ``ragtune[llama]``; it compiles llama.cpp,
     about 17 minutes on 2 cores). Greedy decoding with a fixed seed; replies at temperature 0 are cached."""

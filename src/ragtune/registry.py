@@ -14,18 +14,20 @@ from typing import Any
 
 
 class Registry:
-    def __init__(self, kind: str, home: str, hint: str = ""):
+    def __init__(self, kind: str, home: str):
         self.kind = kind  # what a name names, for messages: "embedding model"
         self.home = home  # the module whose import registers the built-in backends
-        self.hint = hint  # how to write a prefixed name, for messages: "<model>"
         self._exact: dict[str, Callable[..., Any]] = {}
         self._prefixed: dict[str, Callable[..., Any]] = {}
+        self._hints: dict[str, str] = {}
 
-    def register(self, name: str, prefix: bool = False):
-        """Decorator registering ``factory`` under ``name`` (or the ``name:<...>`` forms when ``prefix``)."""
+    def register(self, name: str, prefix: bool = False, hint: str = "<model>"):
+        """Decorator registering ``factory`` under ``name``, or under the ``name:<...>`` forms when ``prefix``
+        (``hint`` says what goes after the colon, for messages)."""
 
         def deco(factory):
             (self._prefixed if prefix else self._exact)[name] = factory
+            self._hints[name] = hint
             return factory
 
         return deco
@@ -36,7 +38,7 @@ class Registry:
 
     def names(self) -> list[str]:
         self._loaded()
-        return sorted(self._exact) + [f"{p}:{self.hint or '<model>'}" for p in sorted(self._prefixed)]
+        return sorted(self._exact) + [f"{p}:{self._hints[p]}" for p in sorted(self._prefixed)]
 
     def check(self, name: str) -> None:
         """ValueError naming what is known when ``name`` is not a registered backend."""
@@ -57,4 +59,4 @@ CHUNKERS = Registry("chunking strategy", "ragtune.chunking")
 EMBEDDERS = Registry("embedding model", "ragtune.embedding")
 FUSIONS = Registry("fusion", "ragtune.retrieval")
 RERANKERS = Registry("reranker", "ragtune.rerank")
-GENERATORS = Registry("generator", "ragtune.generation", "<model>")
+GENERATORS = Registry("generator", "ragtune.generation")

@@ -5,7 +5,6 @@ configuration generates, summaries, and the files a run writes."""
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -101,24 +100,29 @@ def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = 
 
     depth = max(config.evaluation.depth, *config.evaluation.span_k)
     vectors = None if config.retrieval.mode == "fts" else engine.embedder.embed_queries([q.text for q in judged])
-    doc_run, chunk_run, rows = {}, {}, []
+    answering = engine.generator is not None
+    flagged = {r["id"]: r["injection_reasons"] for r in store.flagged(table)} if answering and info.flagged else {}
+    if answering:
+        from ragtune.evaluation.answers import AnswerScorer
+
+        scorer, judge = AnswerScorer(engine.embedder), engine.judge
+    doc_run, chunk_run, rows, answers, answer_rows = {}, {}, [], {}, {}
     queries = judged
     if progress:
         from tqdm.auto import tqdm
 
         queries = tqdm(judged, desc="queries", unit="q")
     for i, q in enumerate(queries):
-        res = retriever.search(q.text, depth, None if vectors is None else vectors[i])
-        doc_run[q.id] = [h.doc_id for h in res.documents(depth)]
-        chunk_run[q.id] = res.chunks(depth)
-        rows.append({"query_id": q.id, **res.timings_ms})
+        turn = engine.answer_one(q.text, retriever, None if vectors is None else vectors[i], flagged=flagged)
+        doc_run[q.id] = [h.doc_id for h in turn.found.documents(depth)]
+        chunk_run[q.id] = turn.hits
+        rows.append({"query_id": q.id, **turn.timings_ms})
+        if turn.answer is not None:
+            answers[q.id] = turn.answer
+            answer_rows[q.id] = _answer_scores(engine, scorer, judge, dataset, q, turn)
 
     timings = pd.DataFrame(rows).set_index("query_id")
-    answers, answer_scores = {}, None
-    if engine.generator is not None:
-        flagged = {r["id"] for r in store.flagged(table)} if info.flagged else set()
-        answers, answer_scores = _answer(engine, dataset, judged, chunk_run, vectors, progress, flagged)
-        timings["generate_ms"] = answer_scores.pop("generate_ms")
+    answer_scores = pd.DataFrame.from_dict(answer_rows, orient="index") if answering else None
     timings["latency_ms"] = timings.sum(axis=1)
     scores = evaluate_run(dataset.qrels, doc_run, config.evaluation.metrics)
     parts = [scores]
@@ -171,38 +175,19 @@ def summarize(per_query: pd.DataFrame) -> dict[str, float]:
     return summary
 
 
-def _answer(engine: Engine, dataset: Dataset, judged, chunk_run, vectors, progress: bool, flagged: set[str]):
-    """Generate an answer for every judged query from its top chunks, score it, time it, price it. Chunks the
-    injection scan flagged at indexing are kept from the generator (and counted)."""
-    from ragtune.evaluation.answers import AnswerScorer
-    from ragtune.generation import answer, cost_usd
+def _answer_scores(engine: Engine, scorer, judge, dataset: Dataset, q, turn) -> dict:
+    """One answer's scores (against the context it was given), tokens, cost, and the chunks kept from it."""
+    from ragtune.generation import cost_usd
     from ragtune.text import split_sentences
 
-    gen = engine.config.generation
-    scorer, judge = AnswerScorer(engine.embedder), engine.judge
-    qvecs = vectors if vectors is not None else engine.embedder.embed_queries([q.text for q in judged])
-    answers, rows = {}, {}
-    items = enumerate(judged)
-    if progress:
-        from tqdm.auto import tqdm
-
-        items = tqdm(items, total=len(judged), desc="answers", unit="q")
-    for i, q in items:
-        kept = [h for h in chunk_run[q.id] if h.chunk_id not in flagged]
-        hits = kept[: gen.context_k]
-        t0 = time.perf_counter()
-        ans = answer(engine.generator, q.text, hits, query_vector=qvecs[i])
-        elapsed = (time.perf_counter() - t0) * 1000
-        row = scorer.score(q.text, ans, hits, dataset.qrels.get(q.id), q.answer, qvecs[i])
-        if judge is not None and not ans.degraded:
-            row.update(judge.score(q.text, ans.text, split_sentences(ans.text), hits))
-        tokens_in, tokens_out = int(ans.usage.get("prompt_tokens", 0)), int(ans.usage.get("completion_tokens", 0))
-        row.update({"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "degraded": float(ans.degraded),
-                    "cost_usd": cost_usd(ans.usage, gen),
-                    "flagged_chunks_kept_out": len(chunk_run[q.id]) - len(kept),
-                    "generate_ms": elapsed})
-        answers[q.id], rows[q.id] = ans, row
-    return answers, pd.DataFrame.from_dict(rows, orient="index")
+    ans, gen = turn.answer, engine.config.generation
+    row = scorer.score(q.text, ans, turn.context, dataset.qrels.get(q.id), q.answer, turn.query_vector)
+    if judge is not None and not ans.degraded:
+        row.update(judge.score(q.text, ans.text, split_sentences(ans.text), turn.context))
+    row.update({"prompt_tokens": int(ans.usage.get("prompt_tokens", 0)),
+                "completion_tokens": int(ans.usage.get("completion_tokens", 0)), "degraded": float(ans.degraded),
+                "cost_usd": cost_usd(ans.usage, gen), "flagged_chunks_kept_out": len(turn.kept_out)})
+    return row
 
 
 def _span_metrics(config: RagConfig, dataset: Dataset, table, chunk_run) -> pd.DataFrame:

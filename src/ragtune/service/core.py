@@ -242,31 +242,21 @@ class QueryService:
                           citations=cached["citations"], latency_ms={"cache": _ms(t0)})
             return {**cached, "request_id": request_id, "cached": True}
 
-        timings = {}
         t = time.perf_counter()
         k = gen_config.context_k
         qvec = None if engine.config.retrieval.mode == "fts" else state.embed_query(text)
-        timings["embed"] = _ms(t)
-        t = time.perf_counter()
-        found = state.retriever.search(text, max(k, engine.config.retrieval.top_k), qvec)
-        hits = _filtered(found.chunks(engine.config.retrieval.candidates), filters)
-        timings["search"] = round(_ms(t) - found.timings_ms.get("rerank_ms", 0.0), 3)
-        if "rerank_ms" in found.timings_ms:
-            timings["rerank"] = round(found.timings_ms["rerank_ms"], 3)
-        flagged = {h.chunk_id: list(_chunk_verdict(self.injection, h.text).reasons) for h in hits}
-        flagged = {c: r or [f"flagged at ingest: {state.flagged[c]}"] for c, r in flagged.items()
-                   if r or c in state.flagged}
-        record["guards"]["chunk_injection"] = flagged
-        context = [h for h in hits if h.chunk_id not in flagged][:k]
+        timings = {"embed": _ms(t)}
+        turn = engine.answer_one(text, state.retriever, qvec, filter=_filter(filters), flagged=state.flagged,
+                                 check=lambda chunk: _chunk_verdict(self.injection, chunk).reasons,
+                                 generator=generator, context_k=k)
+        timings.update({stage[: -len("_ms")]: round(ms, 3) for stage, ms in turn.timings_ms.items()})
+        hits, context, ans = turn.hits, turn.context, turn.answer
+        record["guards"]["chunk_injection"] = turn.kept_out
         record["chunks"] = [{"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": h.score, "rank": h.rank,
                              "text_sha256": hashlib.sha256(h.text.encode()).hexdigest(),
-                             "given_to_generator": h in context} for h in hits[: k + len(flagged)]]
+                             "given_to_generator": h in context} for h in hits[: k + len(turn.kept_out)]]
+        from ragtune.generation import cost_usd
 
-        from ragtune.generation import answer, cost_usd
-
-        t = time.perf_counter()
-        ans = answer(generator, text, context, query_vector=qvec)
-        timings["generate"] = _ms(t)
         out_text, findings = ans.text, []
         if s.redact:
             template = getattr(generator, "template", "")
@@ -331,10 +321,12 @@ def _snippet(text: str, n: int = 240) -> str:
     return text if len(text) <= n else text[: n - 1].rsplit(" ", 1)[0] + "…"
 
 
-def _filtered(hits, filters: dict):
+def _filter(filters: dict):
     """``{"doc_prefix": "hr/"}`` keeps chunks of documents whose id starts with it; ``{"doc_ids": [...]}`` those."""
     prefix, ids = filters.get("doc_prefix"), filters.get("doc_ids")
-    return [h for h in hits if (prefix is None or h.doc_id.startswith(prefix)) and (ids is None or h.doc_id in ids)]
+    if prefix is None and ids is None:
+        return None
+    return lambda h: (prefix is None or h.doc_id.startswith(prefix)) and (ids is None or h.doc_id in ids)
 
 
 def _high_stakes(question: str, topics: list[str]) -> str | None:
