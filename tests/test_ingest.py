@@ -100,16 +100,16 @@ def test_damaged_publication_record_is_a_clear_error(fresh_workspace):
 
 
 def test_unindexed_rows_are_detected_and_reindex_covers_them(setup):
-    from ragtune.ingest import needs_index, reindex
+    from ragtune.store import needs_index, reindex
 
     config, engine, db, docs = setup
     table, _ = sync(config, Corpus(docs[:5]), db, "production", engine.embedder, index=False)
     assert needs_index(table)
-    reindex(table, config)
+    reindex(table, config.retrieval)
     assert not needs_index(table)
     table, _ = sync(config, Corpus(docs[:8]), db, "production", engine.embedder, index=False)
     assert needs_index(table)  # new rows are invisible to full-text search until the index is rebuilt
-    reindex(table, config)
+    reindex(table, config.retrieval)
     fts = Engine(config.with_overrides({"retrieval.mode": "fts"}), engine.workspace).retriever(table)
     query = " ".join(docs[7].text.split()[:15])
     assert docs[7].id in [h.doc_id for h in fts.search(query, 10).documents(3)]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ragtune import store
-from ragtune.config import FtsConfig, RagConfig
+from ragtune.config import RagConfig, RetrievalConfig
 from ragtune.engine import Engine
 from ragtune.types import Chunk
 
@@ -18,7 +18,7 @@ def test_built_index_is_complete_and_reopened(fresh_workspace):
     db = fresh_workspace.db
     chunks, vecs = tiny()
     blocks = np.array_split(vecs, 3)  # streamed block by block into one commit
-    table = store.build_index(db, "k1", chunks, iter(blocks), FtsConfig(), metadata={"corpus": "tiny"})
+    table = store.build_index(db, "k1", chunks, iter(blocks), RetrievalConfig(), metadata={"corpus": "tiny"})
     assert table.count_rows() == 20 and table.version == 2  # one write (version 1), then the full-text index
     rows = sorted(table.to_arrow().to_pylist(), key=lambda r: int(r["doc_id"][1:]))
     assert [r["id"] for r in rows] == [c.id for c in chunks]
@@ -34,7 +34,7 @@ def test_built_index_is_complete_and_reopened(fresh_workspace):
 def test_incomplete_leftover_is_dropped_not_searched(fresh_workspace):
     db = fresh_workspace.db
     chunks, vecs = tiny()
-    store.build_index(db, "k2", chunks, [vecs], FtsConfig())
+    store.build_index(db, "k2", chunks, [vecs], RetrievalConfig())
     # what a build killed before its last step leaves behind: a table without the completion tag
     db.open_table(store.table_name("k2")).tags.delete(store.COMPLETE_TAG)
     assert store.open_index(db, "k2") is None
@@ -53,14 +53,14 @@ def test_failed_build_leaves_no_table(fresh_workspace, monkeypatch):
 
     monkeypatch.setattr("lancedb.table.LanceTable.create_index", fail)
     with pytest.raises(Boom):
-        store.build_index(db, "k3", chunks, [vecs], FtsConfig())
+        store.build_index(db, "k3", chunks, [vecs], RetrievalConfig())
     assert store.table_name("k3") not in store.table_names(db)
 
 
 def test_vector_blocks_must_cover_the_chunks(fresh_workspace):
     chunks, vecs = tiny()
     with pytest.raises(Exception, match="20 chunks but 19 vectors"):
-        store.build_index(fresh_workspace.db, "k4", chunks, [vecs[:10], vecs[10:19]], FtsConfig())
+        store.build_index(fresh_workspace.db, "k4", chunks, [vecs[:10], vecs[10:19]], RetrievalConfig())
     assert store.table_name("k4") not in store.table_names(fresh_workspace.db)
 
 
@@ -102,7 +102,7 @@ def test_an_index_that_cannot_be_opened_is_reported_not_dropped(fresh_workspace,
 
     db = fresh_workspace.db
     chunks, vecs = tiny()
-    store.build_index(db, "k5", chunks, [vecs], FtsConfig())
+    store.build_index(db, "k5", chunks, [vecs], RetrievalConfig())
 
     def flaky(*args, **kwargs):
         raise OSError("connection reset by peer")

@@ -5,6 +5,7 @@ the service call these; they hold no logic of their own.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -23,6 +24,21 @@ from ragtune.rerank import make_reranker
 from ragtune.retrieval import Retriever, SearchResult
 from ragtune.types import Answer, Hit, IndexInfo
 from ragtune.workspace import Workspace
+
+
+def encode_chunks(documents, config: RagConfig, embedder: CachedEmbedder, progress=None):
+    """What every table write starts from (experiment builds and production syncs): the documents' chunks, each
+    chunk's injection scan (score, reasons), and the vectors as consecutive blocks (all embedded, into the cache,
+    before the first block is handed out: a failing model touches no table). ``progress``: a tqdm bar."""
+    from ragtune.detectors.injection import scan
+
+    chunks = chunk_documents(documents, config.chunking, embedder)
+    if progress is not None:
+        progress.total = len(chunks)
+    texts = [c.text for c in chunks]
+    blocks = embedder.embed_in_blocks(texts, progress and progress.update)
+    first = next(blocks, None)  # the whole embedding happens here, before any table is touched
+    return chunks, scan(texts), itertools.chain([] if first is None else [first], blocks)
 
 
 @dataclass
@@ -87,17 +103,11 @@ class Engine:
             table = store.open_index(self.workspace.db, key)
             built = table is None
             if built:
-                from ragtune.detectors.injection import scan
-
-                chunks = chunk_documents(corpus.documents, self.config.chunking, self.embedder)
                 meta = {"ragtune_index_key": key, "corpus": corpus.source, "fingerprint": corpus.fingerprint}
-                verdicts = scan([c.text for c in chunks])
-                with self._progress(len(chunks)) as bar:
-                    blocks = self.embedder.embed_in_blocks([c.text for c in chunks], bar and bar.update)
-                    table = store.build_index(
-                        self.workspace.db, key, chunks, blocks, self.config.retrieval.fts,
-                        self.config.retrieval.vector_index, meta, verdicts,
-                    )
+                with self._progress() as bar:
+                    chunks, verdicts, blocks = encode_chunks(corpus.documents, self.config, self.embedder, bar)
+                    table = store.build_index(self.workspace.db, key, chunks, blocks, self.config.retrieval, meta,
+                                              verdicts)
         info = IndexInfo(
             key, store.table_name(key), stable_hash(self.config.index_settings), corpus.source, corpus.fingerprint,
             len(corpus.documents), table.count_rows(), built, round(time.perf_counter() - start, 3),
@@ -106,13 +116,13 @@ class Engine:
         self.workspace.remember(info)
         return table, info
 
-    def _progress(self, total: int):
+    def _progress(self):
         """A progress bar over embedded chunks (a context manager yielding None when progress is off)."""
         if not self.progress:
             return nullcontext()
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=f"embed ({self.config.embedding.model})", unit="chunk")
+        return tqdm(desc=f"embed ({self.config.embedding.model})", unit="chunk")
 
     def open_table(self, key: str):
         table = store.open_index(self.workspace.db, key)

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ragtune import faults, store
-from ragtune.chunking import chunk_documents
 from ragtune.data import Corpus
-from ragtune.detectors.injection import scan
+from ragtune.engine import encode_chunks
 
 
 @dataclass
@@ -65,7 +64,7 @@ def _quote(ids: list[str]) -> str:
 
 def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) -> tuple[object, Freshness]:
     """Bring table ``name`` in line with ``corpus`` under ``config``; returns (table, freshness). With
-    ``index=False`` the search indexes are left to a later ``reindex`` (the pipeline's separate index step)."""
+    ``index=False`` the search indexes are left to a later ``store.reindex`` (the pipeline's separate index step)."""
     start = time.perf_counter()
     table = db.open_table(name) if name in store.table_names(db) else None
     held = _state(table)
@@ -84,13 +83,9 @@ def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) ->
     fresh.removed = sorted(set(held) - set(docs))
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     todo = [docs[i] for i in fresh.added + fresh.changed]
-    chunks = chunk_documents(todo, config.chunking, embedder) if todo else []
     # every chunk is embedded (into the cache) before the table is touched; the rows then stream in one commit
-    blocks = embedder.embed_in_blocks([c.text for c in chunks]) if chunks else iter(())
+    chunks, verdicts, blocks = encode_chunks(todo, config, embedder) if todo else ([], [], iter(()))
     hashes = {d.id: doc_hash(d.text) for d in todo}
-    verdicts = scan([c.text for c in chunks]) if chunks else []
-    rows = store.chunk_rows(chunks, blocks, lambda c: {"doc_hash": hashes[c.doc_id], "ingested_at": now},
-                            scan=verdicts) if chunks else None
     fresh.chunks_embedded = len(chunks)
     fresh.flagged = [c.id for c, (_, reasons) in zip(chunks, verdicts) if reasons]
     gone = fresh.changed + fresh.removed
@@ -98,13 +93,11 @@ def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) ->
         for i in range(0, len(gone), 500):
             table.delete(f"doc_id IN ({_quote(gone[i:i + 500])})")
         faults.checkpoint("ingest.deleted")
-    if rows is not None:
-        if table is None:
-            table = db.create_table(name, rows, schema=rows.schema)
-        else:
-            table.add(rows)
-    if index and table is not None and needs_index(table):
-        reindex(table, config)
+    if chunks:
+        table = store.write_chunks(db, name, chunks, blocks, table, scan=verdicts,
+                                   extra=lambda c: {"doc_hash": hashes[c.doc_id], "ingested_at": now})
+    if index and table is not None and store.needs_index(table):
+        store.reindex(table, config.retrieval)
     if table is not None:
         fresh.version = table.version
         kept = [held[i][1] for i in docs if i in held and i not in fresh.changed]
@@ -112,25 +105,3 @@ def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) ->
         fresh.oldest = min(stamps) if stamps else None
     fresh.seconds = time.perf_counter() - start
     return table, fresh
-
-
-def needs_index(table) -> bool:
-    """True when rows were written after the last full-text index build (or none was built)."""
-    fts = [i for i in table.list_indices() if i.index_type == "FTS"]
-    if not fts:
-        return True
-    stats = table.index_stats(fts[0].name)
-    return stats is None or stats.num_unindexed_rows > 0
-
-
-def reindex(table, config) -> None:
-    """Rebuild the full-text index over the current rows, build or refresh the ANN index when the table is large
-    enough, and compact. A rebuilt full-text index never misses rows added since the last one; small tables
-    rebuild in well under a second."""
-    from lancedb.index import FTS
-
-    fts = config.retrieval.fts
-    table.create_index("text", config=FTS(language=fts.language, stem=fts.stem,
-                                          remove_stop_words=fts.remove_stop_words), replace=True)
-    store.build_ann(table, config.retrieval.vector_index, table.count_rows(), replace=True)
-    table.optimize()

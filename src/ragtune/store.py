@@ -131,30 +131,56 @@ def chunk_rows(chunks: Sequence[Chunk], blocks: Iterable[np.ndarray], extra: Cal
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-def build_index(
-    db,
-    index_key: str,
-    chunks: Sequence[Chunk],
-    blocks: Iterable[np.ndarray],
-    fts,
-    vector_index: str = "auto",
-    metadata: dict[str, str] | None = None,
-    scan: Sequence[tuple[float, str]] | None = None,
-):
-    """Write chunks and their vectors (``blocks``: consecutive blocks of vectors, streamed) and their injection scan,
-    build the full-text (and, if due, ANN) index, then mark the table complete."""
+def write_chunks(db, name: str, chunks: Sequence[Chunk], blocks: Iterable[np.ndarray], table=None, *,
+                 scan: Sequence[tuple[float, str]] | None = None, extra: Callable[[Chunk], dict] | None = None,
+                 metadata: dict[str, str] | None = None):
+    """The one write of chunk rows, for experiment builds and incremental syncs alike: the chunks with their vectors
+    (``blocks``, streamed) and injection scan, in one commit, into ``table`` or a new table ``name``."""
+    rows = chunk_rows(chunks, blocks, extra, metadata, scan)
+    if table is None:
+        return db.create_table(name, rows, schema=rows.schema)
+    table.add(rows)
+    return table
+
+
+def index_table(table, retrieval, replace: bool = False) -> None:
+    """The search indexes a configuration's ``retrieval`` settings ask for: full text over ``text``, and the ANN
+    index when it is due (``build_ann``)."""
+    from lancedb.index import FTS
+
+    fts = retrieval.fts
+    table.create_index("text", config=FTS(language=fts.language, stem=fts.stem,
+                                          remove_stop_words=fts.remove_stop_words), replace=replace)
+    build_ann(table, retrieval.vector_index, table.count_rows(), replace=replace)
+
+
+def needs_index(table) -> bool:
+    """True when rows were written after the last full-text index build (or none was built)."""
+    fts = [i for i in table.list_indices() if i.index_type == "FTS"]
+    if not fts:
+        return True
+    stats = table.index_stats(fts[0].name)
+    return stats is None or stats.num_unindexed_rows > 0
+
+
+def reindex(table, retrieval) -> None:
+    """Rebuild the full-text index over the current rows, build or refresh the ANN index when the table is large
+    enough, and compact. A rebuilt full-text index never misses rows added since the last one; small tables
+    rebuild in well under a second."""
+    index_table(table, retrieval, replace=True)
+    table.optimize()
+
+
+def build_index(db, index_key: str, chunks: Sequence[Chunk], blocks: Iterable[np.ndarray], retrieval,
+                metadata: dict[str, str] | None = None, scan: Sequence[tuple[float, str]] | None = None):
+    """A complete table in one go: write the chunks (``write_chunks``), build the search indexes, then mark the
+    table complete. A failure drops what was written."""
     name = table_name(index_key)
     if name in table_names(db):
         db.drop_table(name)
-    data = chunk_rows(chunks, blocks, metadata=metadata, scan=scan)
     try:
-        from lancedb.index import FTS
-
-        table = db.create_table(name, data, schema=data.schema)
-        table.create_index(
-            "text", config=FTS(language=fts.language, stem=fts.stem, remove_stop_words=fts.remove_stop_words)
-        )
-        build_ann(table, vector_index, len(chunks))
+        table = write_chunks(db, name, chunks, blocks, scan=scan, metadata=metadata)
+        index_table(table, retrieval)
         table.tags.create(COMPLETE_TAG, table.version)
     except BaseException:
         if name in table_names(db):

@@ -14,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+from ragtune import store
 from ragtune.config import stable_hash
 from ragtune.data import load_corpus, load_dataset, resolve_dataset
 from ragtune.engine import Engine
@@ -127,14 +128,12 @@ def ingest(out, corpus: str, home: str, release: str = "") -> dict:
 
 def index(out, ingested, home: str, release: str = "") -> dict:
     """Full-text (and, for large tables, ANN) indexes over the synced rows; records the version to evaluate."""
-    from ragtune.ingest import needs_index, reindex
-
     rel, ws = release_at(release), Workspace(Path(home))
     name = _read(ingested)["table"]
     with ws.lock(name):
         table = ws.db.open_table(name)
-        if needs_index(table):
-            reindex(table, rel.config)
+        if store.needs_index(table):
+            store.reindex(table, rel.config.retrieval)
     indices = sorted(i.index_type for i in table.list_indices())
     return _write(out, {"table": name, "version": table.version, "rows": table.count_rows(), "indices": indices})
 
