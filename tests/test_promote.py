@@ -160,3 +160,11 @@ def test_the_regression_test_goes_to_the_project_found_from_the_current_folder(t
     assert project_regression_test(tmp_path) is None  # a project without tests/
     (tmp_path / "tests").mkdir()
     assert project_regression_test(tmp_path / "tests") == tmp_path / "tests" / "test_production_regression.py"
+
+
+def test_the_committed_regression_test_is_what_promote_writes_for_the_committed_release():
+    from ragtune.production import RELEASE_DIR
+    from ragtune.production.promote import regression_test_source
+
+    path = REPO / "tests" / "test_production_regression.py"
+    assert path.read_text() == regression_test_source(load_release().provenance, RELEASE_DIR, path)

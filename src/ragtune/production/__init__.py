@@ -30,6 +30,13 @@ class Release:
     def floors(self) -> dict[str, float]:
         return dict(self.provenance["floors"])
 
+    def checks(self, metrics: dict[str, float]) -> list[dict]:
+        """Each floor against ``metrics``: ``{"metric", "value", "floor", "passed"}``, by metric name. A metric that
+        is missing fails its check. The gate of the pipeline and the regression test both judge by this."""
+        return [{"metric": m, "value": metrics.get(m), "floor": floor,
+                 "passed": metrics.get(m) is not None and metrics[m] >= floor - 1e-9}
+                for m, floor in sorted(self.floors.items())]
+
 
 def load_release(folder: Path = RELEASE_DIR) -> Release | None:
     """The release in ``folder``; None when nothing was promoted yet; a clear error when it is damaged."""

@@ -153,9 +153,7 @@ def gate(out, evaluation, release: str = "") -> dict:
     """Every floor of the release must hold; otherwise GateFailed, and nothing downstream runs."""
     rel = release_at(release)
     metrics = _read(Path(evaluation) / "metrics.json")["metrics"]
-    checks = [{"metric": m, "value": metrics.get(m), "floor": floor,
-               "passed": metrics.get(m) is not None and metrics[m] >= floor - 1e-9}
-              for m, floor in sorted(rel.floors.items())]
+    checks = rel.checks(metrics)
     failed = [c for c in checks if not c["passed"]]
     record = _write(out, {"passed": not failed, "release": rel.version, "config_id": rel.config.id, "checks": checks})
     if failed:
