@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -14,7 +15,34 @@ from rich.table import Table
 
 from ragtune.errors import ConfigError, RagtuneError
 
-app = typer.Typer(
+
+def _fail(exc: RagtuneError) -> None:
+    typer.secho(f"error: {exc}", err=True, fg="red")
+    raise typer.Exit(2)
+
+
+class _App(typer.Typer):
+    """Typer with the one error handler: a RagtuneError from any command is printed as ``error: ...`` (it says what
+    is wrong and where) and exits with status 2, with no traceback."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+
+        def deco(fn):
+            @functools.wraps(fn)
+            def run(*a, **kw):
+                try:
+                    return fn(*a, **kw)
+                except RagtuneError as exc:
+                    _fail(exc)
+
+            register(run)
+            return fn
+
+        return deco
+
+
+app = _App(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Measure, compare and promote retrieval-augmented generation configurations on LanceDB.",
@@ -25,11 +53,6 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="RagConfig YAML (defaults 
 SetOpt = typer.Option(None, "--set", "-s", help="override a config value: KEY=VALUE, e.g. chunking.size=512")
 HomeOpt = typer.Option(None, "--home", help="workspace folder for caches and indexes [env RAGTUNE_HOME, .ragtune]")
 DbOpt = typer.Option(None, "--db", help="LanceDB URI [env RAGTUNE_DB, <home>/lancedb]")
-
-
-def _fail(exc: RagtuneError) -> None:
-    typer.secho(f"error: {exc}", err=True, fg="red")
-    raise typer.Exit(2)
 
 
 def load_config(path: Optional[Path], overrides: Optional[list[str]]):
@@ -82,14 +105,11 @@ def eval_cmd(
     from ragtune.data import load_dataset
     from ragtune.evaluation.run import evaluate
 
-    try:
-        cfg = load_config(config, set_)
-        ds = load_dataset(dataset, split, queries, corpus)
-        result = evaluate(cfg, ds, _workspace(home, db), progress=not quiet)
-        if out:
-            result.write(out)
-    except RagtuneError as exc:
-        _fail(exc)
+    cfg = load_config(config, set_)
+    ds = load_dataset(dataset, split, queries, corpus)
+    result = evaluate(cfg, ds, _workspace(home, db), progress=not quiet)
+    if out:
+        result.write(out)
     title = f"{ds.name} · config {cfg.id}{f' ({cfg.name})' if cfg.name else ''} · {result.extra['queries']} queries"
     console.print(metrics_table(result.summary, title))
     idx = result.index
@@ -123,11 +143,8 @@ def index(
     from ragtune.data import load_corpus
     from ragtune.engine import Engine
 
-    try:
-        cfg = load_config(config, set_)
-        _, info = Engine(cfg, _workspace(home, db), progress=True).index(load_corpus(corpus))
-    except RagtuneError as exc:
-        _fail(exc)
+    cfg = load_config(config, set_)
+    _, info = Engine(cfg, _workspace(home, db), progress=True).index(load_corpus(corpus))
     state = "built" if info.built else "up to date"
     console.print(f"{info.table}: {info.chunks} chunks from {info.documents} documents, {state} ({info.seconds:.1f} s)"
                   + (f"; {info.flagged} flagged as possible prompt injection (`ragtune flagged`)" if info.flagged
@@ -163,15 +180,12 @@ def search(
     """Search an index with a configuration's retrieval (and re-ranking) settings."""
     from ragtune.engine import Engine
 
-    try:
-        cfg = load_config(config, set_)
-        engine = Engine(cfg, _workspace(home, db))
-        table = _table_for(engine, corpus)
-        k = k or cfg.retrieval.top_k
-        result = engine.retriever(table).search(query, k)
-        hits = result.chunks(k) if chunks else result.documents(k)
-    except RagtuneError as exc:
-        _fail(exc)
+    cfg = load_config(config, set_)
+    engine = Engine(cfg, _workspace(home, db))
+    table = _table_for(engine, corpus)
+    k = k or cfg.retrieval.top_k
+    result = engine.retriever(table).search(query, k)
+    hits = result.chunks(k) if chunks else result.documents(k)
     if as_json:
         for h in hits:
             print(json.dumps({"rank": h.rank, "doc_id": h.doc_id, "chunk_id": h.chunk_id, "score": h.score,
@@ -201,17 +215,14 @@ def flagged_cmd(
     from ragtune import store
     from ragtune.engine import Engine
 
-    try:
-        ws = _workspace(home, db)
-        if published:
-            from ragtune.production.publish import open_published
+    ws = _workspace(home, db)
+    if published:
+        from ragtune.production.publish import open_published
 
-            table = open_published(ws)
-        else:
-            table = _table_for(Engine(load_config(config, set_), ws), corpus)
-        rows = store.flagged(table)
-    except RagtuneError as exc:
-        _fail(exc)
+        table = open_published(ws)
+    else:
+        table = _table_for(Engine(load_config(config, set_), ws), corpus)
+    rows = store.flagged(table)
     if as_json:
         for r in rows:
             print(json.dumps({"chunk_id": r["id"], "doc_id": r["doc_id"], "score": round(r["injection_score"], 4),
@@ -240,12 +251,9 @@ def sweep(
     """Run every configuration of a sweep spec (resumable), then collect results.parquet and summary.parquet."""
     from ragtune.experiments.sweep import SweepSpec, parse_shard, run_sweep
 
-    try:
-        sweep_spec = SweepSpec.from_yaml(spec).with_overrides(str(spec), dataset=dataset, queries=queries)
-        report = run_sweep(sweep_spec, out, workers, parse_shard(shard), "inprocess" if in_process else "papermill",
-                           home or _workspace(None, None).home)
-    except RagtuneError as exc:
-        _fail(exc)
+    sweep_spec = SweepSpec.from_yaml(spec).with_overrides(str(spec), dataset=dataset, queries=queries)
+    report = run_sweep(sweep_spec, out, workers, parse_shard(shard), "inprocess" if in_process else "papermill",
+                       home or _workspace(None, None).home)
     counts = {s: report.count(s) for s in ("done", "skipped", "failed")}
     console.print(f"sweep {sweep_spec.name} shard {shard}: {counts['done']} run, {counts['skipped']} already complete, "
                   f"{counts['failed']} failed -> {report.out}/results.parquet")
@@ -264,10 +272,7 @@ def merge(
     """Join the folders of a sharded sweep into one."""
     from ragtune.experiments.sweep import merge as merge_folders
 
-    try:
-        summary, _ = merge_folders(folders, out)
-    except RagtuneError as exc:
-        _fail(exc)
+    summary, _ = merge_folders(folders, out)
     console.print(f"{out}: {int((summary['status'] == 'done').sum())} completed configurations")
 
 
@@ -283,10 +288,7 @@ def compare_cmd(
     """Leaderboard with bootstrap intervals, paired significance tests against the baseline, Holm-corrected."""
     from ragtune.experiments.leaderboard import compare_sweeps
 
-    try:
-        comp, plots = compare_sweeps(folders, metric, baseline, test, alpha, out)
-    except RagtuneError as exc:
-        _fail(exc)
+    comp, plots = compare_sweeps(folders, metric, baseline, test, alpha, out)
     table = Table(title=f"{comp.metric} · baseline {comp.baseline} · {comp.test}, Holm-corrected", title_justify="left")
     for col in ("config", "name", "mean", "95% CI", "delta", "p (Holm)", "d", "p95 ms"):
         table.add_column(col, justify="left" if col in ("config", "name") else "right")
@@ -315,11 +317,8 @@ def promote(
     from ragtune.production.promote import promote as run_promote
 
     regression_test = project_regression_test()
-    try:
-        decision = run_promote(folder, dry_run, alpha, test, regression_test=regression_test,
-                               workspace=_workspace(home, None))
-    except RagtuneError as exc:
-        _fail(exc)
+    decision = run_promote(folder, dry_run, alpha, test, regression_test=regression_test,
+                           workspace=_workspace(home, None))
     console.print(decision.reason, highlight=False)
     if decision.diff:
         console.print(decision.diff, highlight=False, markup=False)
@@ -342,10 +341,7 @@ def lab(
 
     from ragtune.lab import kernel_env, lab_command, notebooks_folder
 
-    try:
-        folder = notebooks_folder()
-    except RagtuneError as exc:
-        _fail(exc)
+    folder = notebooks_folder()
     program, argv = lab_command(port, no_browser, folder)
     os.execvpe(program, argv, kernel_env(home=folder.parent / ".ragtune"))
 
@@ -356,10 +352,7 @@ def config_cmd(
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
     """Validate a configuration and print it fully resolved, with its id."""
-    try:
-        cfg = load_config(config, set_)
-    except RagtuneError as exc:
-        _fail(exc)
+    cfg = load_config(config, set_)
     sys.stdout.write(f"# config id: {cfg.id}\n{cfg.to_yaml()}")
 
 
@@ -374,10 +367,7 @@ def guard(
     """Check texts for prompt injection with the detector the service uses."""
     from ragtune.detectors.batch import guard_file
 
-    try:
-        summary = guard_file(prompts, out, detector, threshold, progress=sys.stderr.isatty())
-    except RagtuneError as exc:
-        _fail(exc)
+    summary = guard_file(prompts, out, detector, threshold, progress=sys.stderr.isatty())
     console.print(f"{summary['flagged']} of {summary['rows']} flagged ({summary['detector']}, threshold "
                   f"{summary['threshold']:.3f}) -> {out}")
 
@@ -400,17 +390,14 @@ def judge(
     from ragtune.detectors.nli import make_verifier
     from ragtune.engine import Engine
 
-    try:
-        engine = Engine(load_config(config, overrides), _workspace(home, None))
-        summary = judge_file(answers, out, engine.embedder, progress=sys.stderr.isatty(),
-                             verifier=make_verifier(verifier), threshold=threshold)
-    except RagtuneError as exc:
-        _fail(exc)
+    engine = Engine(load_config(config, overrides), _workspace(home, None))
+    summary = judge_file(answers, out, engine.embedder, progress=sys.stderr.isatty(),
+                         verifier=make_verifier(verifier), threshold=threshold)
     console.print(f"{summary['hallucinated']} of {summary['rows']} answers hallucinated (mean score "
                   f"{summary['mean_score']:.3f}) -> {out}")
 
 
-pipeline_app = typer.Typer(no_args_is_help=True, help="The production pipeline (pipeline.yaml): status and scheduling.")
+pipeline_app = _App(no_args_is_help=True, help="The production pipeline (pipeline.yaml): status and scheduling.")
 app.add_typer(pipeline_app, name="pipeline")
 RepoOpt = typer.Option(Path("."), "--repo", help="the repo root holding pipeline.yaml")
 
@@ -425,10 +412,7 @@ def pipeline_status(
     """What is published, how fresh the last ingest was, and (with --corpus) whether the index is stale."""
     from ragtune.production.publish import published
 
-    try:
-        record = published(_workspace(home, None))
-    except RagtuneError as exc:
-        _fail(exc)
+    record = published(_workspace(home, None))
     if record is None:
         console.print("nothing published yet: run `ploomber build`")
         raise typer.Exit(1)
@@ -443,10 +427,7 @@ def pipeline_status(
     if corpus is not None:
         from ragtune.production.pipeline import stale
 
-        try:
-            is_stale = stale(corpus, ingested)
-        except RagtuneError as exc:
-            _fail(exc)
+        is_stale = stale(corpus, ingested)
         if is_stale:
             console.print(f"stale: {corpus} has changed since the last ingest; run `ploomber build`")
             raise typer.Exit(3)
@@ -466,24 +447,21 @@ def pipeline_schedule(
     from ragtune.production import schedule as sched
 
     repo = repo.resolve()
-    try:
-        if systemd is not None:
-            for name, text in sched.systemd_units(on_calendar, repo, home).items():
-                systemd.mkdir(parents=True, exist_ok=True)
-                (systemd / name).write_text(text, encoding="utf-8")
-                console.print(f"wrote {systemd / name}")
-            console.print("enable: copy them to ~/.config/systemd/user/ and run "
-                          "`systemctl --user enable --now ragtune-pipeline.timer`")
-            return
-        if cron is None:
-            raise ConfigError("give --cron SCHEDULE (crontab) or --systemd FOLDER")
-        entry = sched.cron_entry(cron, repo, home)
-        if install:
-            sched.install_cron(entry, repo)
-            console.print("installed in your crontab:")
-        sys.stdout.write(entry + "\n")
-    except RagtuneError as exc:
-        _fail(exc)
+    if systemd is not None:
+        for name, text in sched.systemd_units(on_calendar, repo, home).items():
+            systemd.mkdir(parents=True, exist_ok=True)
+            (systemd / name).write_text(text, encoding="utf-8")
+            console.print(f"wrote {systemd / name}")
+        console.print("enable: copy them to ~/.config/systemd/user/ and run "
+                      "`systemctl --user enable --now ragtune-pipeline.timer`")
+        return
+    if cron is None:
+        raise ConfigError("give --cron SCHEDULE (crontab) or --systemd FOLDER")
+    entry = sched.cron_entry(cron, repo, home)
+    if install:
+        sched.install_cron(entry, repo)
+        console.print("installed in your crontab:")
+    sys.stdout.write(entry + "\n")
 
 
 @pipeline_app.command("export-airflow")
@@ -496,10 +474,7 @@ def pipeline_export_airflow(
     from ragtune.workspace import atomic_write_text
     from ragtune.production.schedule import airflow_dag
 
-    try:
-        atomic_write_text(out, airflow_dag(repo.resolve(), cron))
-    except RagtuneError as exc:
-        _fail(exc)
+    atomic_write_text(out, airflow_dag(repo.resolve(), cron))
     console.print(f"wrote {out}")
 
 
@@ -522,10 +497,7 @@ def query(
     as_json: bool = typer.Option(False, "--json", help="print the whole response as JSON"),
 ) -> None:
     """Answer one question from the published production index, with citations (audited like a served request)."""
-    try:
-        response = _service(home, settings).ask(question, client_id="cli")
-    except RagtuneError as exc:
-        _fail(exc)
+    response = _service(home, settings).ask(question, client_id="cli")
     if as_json:
         sys.stdout.write(json.dumps(response, indent=1, ensure_ascii=False) + "\n")
     elif response["status"] in ("answered", "degraded"):
@@ -557,11 +529,8 @@ def serve(
 
     from ragtune.service.app import create_app, listening_socket
 
-    try:
-        service = _service(home, settings)
-        service.warm()  # fail now, not at the first request, when nothing is published; load the models
-    except RagtuneError as exc:
-        _fail(exc)
+    service = _service(home, settings)
+    service.warm()  # fail now, not at the first request, when nothing is published; load the models
     if not service.settings.anonymous and not service.keys.active():
         typer.secho("warning: no API key exists, so every /query will be refused (401): create one with "
                     "`ragtune keys create NAME`, or set `anonymous: true` in the settings", err=True, fg="yellow")
@@ -577,7 +546,7 @@ def serve(
                 log_level="warning")
 
 
-keys_app = typer.Typer(no_args_is_help=True, help="API keys of the query service (stored hashed in the workspace).")
+keys_app = _App(no_args_is_help=True, help="API keys of the query service (stored hashed in the workspace).")
 app.add_typer(keys_app, name="keys")
 
 
@@ -587,10 +556,7 @@ def keys_create(name: str = typer.Argument(..., help="who the key is for: the id
     """Create a key and print it, once: only its hash is kept."""
     from ragtune.service.keys import KeyStore
 
-    try:
-        key = KeyStore(_workspace(home, None).home / "keys.sqlite").create(name)
-    except RagtuneError as exc:
-        _fail(exc)
+    key = KeyStore(_workspace(home, None).home / "keys.sqlite").create(name)
     print(key)
     typer.secho(f"key for {name!r}: shown this once; send it as 'Authorization: Bearer <key>'", err=True)
 
@@ -610,14 +576,11 @@ def keys_revoke(name: str = typer.Argument(..., help="the key's name"), home: Op
     """Revoke a key: requests with it are refused (401) from now on."""
     from ragtune.service.keys import KeyStore
 
-    try:
-        KeyStore(_workspace(home, None).home / "keys.sqlite").revoke(name)
-    except RagtuneError as exc:
-        _fail(exc)
+    KeyStore(_workspace(home, None).home / "keys.sqlite").revoke(name)
     console.print(f"revoked {name}")
 
 
-review_app = typer.Typer(no_args_is_help=True, help="The human-review queue of held-back answers.")
+review_app = _App(no_args_is_help=True, help="The human-review queue of held-back answers.")
 app.add_typer(review_app, name="review")
 
 
@@ -627,10 +590,7 @@ def review_list(status: str = typer.Option("pending", help="pending | approved |
     """Answers waiting for (or past) review."""
     from ragtune.service.review import ReviewQueue
 
-    try:
-        items = ReviewQueue(_workspace(home, None).home / "reviews.sqlite").list(None if status == "all" else status)
-    except RagtuneError as exc:
-        _fail(exc)
+    items = ReviewQueue(_workspace(home, None).home / "reviews.sqlite").list(None if status == "all" else status)
     table = Table(title=f"reviews ({status})", title_justify="left")
     for col in ("id", "created", "status", "question", "reasons"):
         table.add_column(col)
@@ -642,10 +602,7 @@ def review_list(status: str = typer.Option("pending", help="pending | approved |
 def _decide(review_id: str, approve: bool, note: str, reviewer: str, home: Optional[Path]) -> None:
     from ragtune.service.core import QueryService
 
-    try:
-        decision = QueryService(_workspace(home, None)).decide(review_id, approve, reviewer, note)
-    except RagtuneError as exc:
-        _fail(exc)
+    decision = QueryService(_workspace(home, None)).decide(review_id, approve, reviewer, note)
     console.print(f"review {review_id}: {decision['status']} by {reviewer}")
 
 
@@ -682,17 +639,14 @@ def audit_show(request_id: str, home: Optional[Path] = HomeOpt) -> None:
     from ragtune.service.audit import AuditLog, seen_chunks
 
     ws = _workspace(home, None)
-    try:
-        damaged = []
-        mine = [r for r in AuditLog(ws.home / "audit").records(damaged) if r.get("request_id") == request_id]
-        for place in damaged:
-            typer.secho(f"warning: {place}: damaged audit line, skipped", err=True, fg="yellow")
-        record = next((r for r in mine if not r.get("event")), None)
-        if record is None:
-            raise RagtuneError(f"no audit record for request {request_id} in {ws.home / 'audit'}")
-        chunks, events = seen_chunks(ws.db, record), [r for r in mine if r.get("event")]
-    except RagtuneError as exc:
-        _fail(exc)
+    damaged = []
+    mine = [r for r in AuditLog(ws.home / "audit").records(damaged) if r.get("request_id") == request_id]
+    for place in damaged:
+        typer.secho(f"warning: {place}: damaged audit line, skipped", err=True, fg="yellow")
+    record = next((r for r in mine if not r.get("event")), None)
+    if record is None:
+        raise RagtuneError(f"no audit record for request {request_id} in {ws.home / 'audit'}")
+    chunks, events = seen_chunks(ws.db, record), [r for r in mine if r.get("event")]
     sys.stdout.write(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     for c in chunks:
         flag = "" if c["unchanged"] else " [red]TEXT CHANGED[/]"
