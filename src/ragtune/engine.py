@@ -15,11 +15,15 @@ from functools import cached_property
 import numpy as np
 
 from ragtune import store
+from ragtune.cache import ResponseCache
 from ragtune.chunking import chunk_documents
 from ragtune.config import RagConfig, stable_hash
 from ragtune.data import Corpus
+from ragtune.detectors.injection import scan
 from ragtune.embedding import CachedEmbedder, make_embedder
 from ragtune.errors import DataError
+from ragtune.evaluation.judge import Judge
+from ragtune.generation import answer, make_generator
 from ragtune.rerank import make_reranker
 from ragtune.retrieval import Retriever, SearchResult
 from ragtune.types import Answer, Hit, IndexInfo
@@ -30,8 +34,6 @@ def encode_chunks(documents, config: RagConfig, embedder: CachedEmbedder, progre
     """What every table write starts from (experiment builds and production syncs): the documents' chunks, each
     chunk's injection scan (score, reasons), and the vectors as consecutive blocks (all embedded, into the cache,
     before the first block is handed out: a failing model touches no table). ``progress``: a tqdm bar."""
-    from ragtune.detectors.injection import scan
-
     chunks = chunk_documents(documents, config.chunking, embedder)
     if progress is not None:
         progress.total = len(chunks)
@@ -74,22 +76,16 @@ class Engine:
 
     @cached_property
     def responses(self):
-        from ragtune.cache import ResponseCache
-
         return ResponseCache(self.workspace.home / "responses.sqlite")
 
     @cached_property
     def generator(self):
         """The configuration's answer generator (None when it has no ``generation`` section)."""
-        from ragtune.generation import make_generator
-
         gen = self.config.generation
         return None if gen is None else make_generator(gen, self.embedder, self.responses)
 
     @cached_property
     def judge(self):
-        from ragtune.evaluation.judge import Judge
-
         cfg = self.config.evaluation.judge
         return None if cfg is None else Judge(cfg, self.responses)
 
@@ -172,7 +168,6 @@ class Engine:
                 kept_out[h.chunk_id] = reasons
             else:
                 context.append(h)
-        from ragtune.generation import answer
 
         t0 = time.perf_counter()
         ans = answer(generator, question, context, query_vector=query_vector)

@@ -16,6 +16,7 @@ os.environ.setdefault("LANCEDB_LOG", "error")  # lance prints a deprecation line
 import numpy as np
 import pyarrow as pa
 
+from ragtune.errors import DataError
 from ragtune.types import Chunk
 
 COMPLETE_TAG = "ragtune-complete"
@@ -67,8 +68,6 @@ def open_index(db, index_key: str):
     """The complete table for this key, or None. An incomplete leftover (opened, but never tagged complete) is
     dropped. A table that cannot be opened or read is left alone and the error says so: a passing failure of a remote
     LanceDB must not delete a good index."""
-    from ragtune.errors import DataError
-
     name = table_name(index_key)
     if name not in table_names(db):
         return None

@@ -8,7 +8,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ragtune.data import read_jsonl
+from ragtune.detectors.injection import InjectionDetector
 from ragtune.errors import DataError
+from ragtune.evaluation.answers import AnswerScorer
+from ragtune.workspace import atomic_write_text
 
 
 def read_rows(path: Path, schema: dict[str, Callable[[object], bool]], what: dict[str, str]) -> list[dict]:
@@ -28,8 +31,6 @@ def read_rows(path: Path, schema: dict[str, Callable[[object], bool]], what: dic
 
 
 def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
-    from ragtune.workspace import atomic_write_text
-
     atomic_write_text(Path(path), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
@@ -42,8 +43,6 @@ def _progress(total: int, desc: str, enabled: bool):
 def guard_file(src: Path, out: Path, backend: str = "ngram", threshold: float | None = None,
                batch_size: int = 256, progress: bool = True) -> dict:
     """``{"text"}`` per line -> ``{"flagged", "score", "reasons"}`` per line, in the same order."""
-    from ragtune.detectors.injection import InjectionDetector
-
     rows = read_rows(src, {"text": lambda v: isinstance(v, str)}, {"text": "a string"})
     det = InjectionDetector(backend, threshold)
     verdicts = []
@@ -61,8 +60,6 @@ def judge_file(src: Path, out: Path, embedder, progress: bool = True, verifier=N
                threshold: float = 0.5) -> dict:
     """``{"question", "contexts": [..], "answer"}`` per line -> ``{"hallucinated", "score", "faithfulness",
     "claims"}`` per line, in the same order (the offline scorer of ``ragtune eval``)."""
-    from ragtune.evaluation.answers import AnswerScorer
-
     rows = read_rows(src, {"question": lambda v: isinstance(v, str),
                            "contexts": lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
                            "answer": lambda v: isinstance(v, str)},

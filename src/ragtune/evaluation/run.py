@@ -18,7 +18,10 @@ from ragtune.embedding import EmbedStats
 from ragtune.engine import Engine
 from ragtune.errors import DataError
 from ragtune.evaluation import evaluate_run, span_qrels, span_scores, trec_run_lines
-from ragtune.evaluation.slices import metadata_columns
+from ragtune.evaluation.answers import AnswerScorer
+from ragtune.evaluation.slices import metadata_columns, slice_report
+from ragtune.generation import cost_usd
+from ragtune.text import split_sentences
 from ragtune.types import Answer, Hit, IndexInfo
 from ragtune.workspace import Workspace, atomic_write_dir
 
@@ -73,8 +76,6 @@ class EvalResult:
     def slices(self, metric: str | None = None) -> pd.DataFrame:
         """Per-slice scores of ``metric`` (default: the first configured metric) for every metadata key of the
         queries, each flagged when significantly below the other queries."""
-        from ragtune.evaluation.slices import slice_report
-
         return slice_report(self.per_query, metric or self.config.evaluation.metrics[0])
 
 
@@ -103,8 +104,6 @@ def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = 
     answering = engine.generator is not None
     flagged = {r["id"]: r["injection_reasons"] for r in store.flagged(table)} if answering and info.flagged else {}
     if answering:
-        from ragtune.evaluation.answers import AnswerScorer
-
         scorer, judge = AnswerScorer(engine.embedder), engine.judge
     doc_run, chunk_run, rows, answers, answer_rows = {}, {}, [], {}, {}
     queries = judged
@@ -177,9 +176,6 @@ def summarize(per_query: pd.DataFrame) -> dict[str, float]:
 
 def _answer_scores(engine: Engine, scorer, judge, dataset: Dataset, q, turn) -> dict:
     """One answer's scores (against the context it was given), tokens, cost, and the chunks kept from it."""
-    from ragtune.generation import cost_usd
-    from ragtune.text import split_sentences
-
     ans, gen = turn.answer, engine.config.generation
     row = scorer.score(q.text, ans, turn.context, dataset.qrels.get(q.id), q.answer, turn.query_vector)
     if judge is not None and not ans.degraded:

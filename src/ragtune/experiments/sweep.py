@@ -33,7 +33,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ragtune.config import RagConfig, format_validation_error, read_yaml
+from ragtune.data import load_dataset, resolve_dataset
 from ragtune.errors import ConfigError, RagtuneError
+from ragtune.evaluation.run import evaluate
+from ragtune.workspace import Workspace, atomic_write_text
 
 #: the notebook each configuration runs through; it ships inside the package, so a sweep runs from any folder
 DEFAULT_NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "evaluate_config.py"
@@ -114,8 +117,6 @@ class SweepSpec(BaseModel):
             raise ConfigError(f"{source}: notebook {self.notebook_path()} not found")
 
     def dataset_path(self, source: str = "sweep spec") -> Path:
-        from ragtune.data import resolve_dataset
-
         path = resolve_dataset(self.dataset)
         if not path.is_dir():
             raise ConfigError(f"{source}: dataset {self.dataset!r} not found (no folder {path.resolve()})")
@@ -210,9 +211,6 @@ def run_config(
 ):
     """Evaluate one configuration and write its result folder; what the sweep notebook calls, and the in-process
     runner too. Returns the ``EvalResult``."""
-    from ragtune.data import load_dataset
-    from ragtune.evaluation.run import evaluate
-    from ragtune.workspace import Workspace
     from ragtune.experiments.plots import plot_eval
     from ragtune.experiments.tracking import log_eval
 
@@ -264,7 +262,6 @@ def _run_one(spec: SweepSpec, cfg: RagConfig, out: Path, runner: str, home: Path
         else:
             run_config(**params)
     except Exception as exc:  # a crashed configuration is recorded and the sweep goes on
-        from ragtune.workspace import atomic_write_text
 
         error = f"{type(exc).__name__}: {exc}"
         atomic_write_text(folder / "failed.json", json.dumps(

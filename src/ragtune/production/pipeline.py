@@ -18,9 +18,11 @@ from ragtune import store
 from ragtune.config import stable_hash
 from ragtune.data import load_corpus, load_dataset, resolve_dataset
 from ragtune.engine import Engine
-from ragtune.workspace import Workspace, atomic_write_text
 from ragtune.errors import RagtuneError
+from ragtune.evaluation.run import evaluate as run_eval
+from ragtune.ingest import sync
 from ragtune.production import RELEASE_DIR, Release, require_release
+from ragtune.workspace import Workspace, atomic_write_text
 
 
 class GateFailed(RagtuneError):
@@ -114,8 +116,6 @@ def stale(corpus: str, ingested) -> bool:
 
 def ingest(out, corpus: str, home: str, release: str = "") -> dict:
     """Incremental: only new and changed documents are chunked and embedded; deleted ones are removed."""
-    from ragtune.ingest import sync
-
     rel, ws = release_at(release), Workspace(Path(home))
     name = production_table(rel)
     docs = load_corpus(corpus)
@@ -140,8 +140,6 @@ def index(out, ingested, home: str, release: str = "") -> dict:
 
 def evaluate(out, indexed, dataset: str, home: str, release: str = "") -> Path:
     """The release's configuration on the evaluation set, against exactly the indexed version."""
-    from ragtune.evaluation.run import evaluate as run_eval
-
     rel, ws = release_at(release), Workspace(Path(home))
     spec = rel.provenance["dataset"]
     data = load_dataset(dataset, spec.get("split", "test"), spec.get("queries"))

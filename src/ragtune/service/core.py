@@ -22,16 +22,20 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragtune import store
-from ragtune.config import GenerationConfig, RagConfig
+from ragtune.config import GenerationConfig, RagConfig, format_validation_error, read_yaml
 from ragtune.detectors.injection import detector
 from ragtune.engine import Engine
-from ragtune.workspace import Workspace
-from ragtune.errors import DataError, RagtuneError
+from ragtune.errors import ConfigError, DataError, RagtuneError
+from ragtune.evaluation.answers import AnswerScorer
+from ragtune.generation import cost_usd, make_generator
 from ragtune.guard import InputError, RateLimiter, SharedRateLimiter, scan_output, validate_question
+from ragtune.production.publish import POINTER, open_published, published
 from ragtune.service.answer_cache import AnswerCache
 from ragtune.service.audit import AuditLog, digest
+from ragtune.service.batching import MicroBatcher
 from ragtune.service.keys import KeyStore
 from ragtune.service.review import ReviewQueue
+from ragtune.workspace import Workspace
 
 
 class ServiceSettings(BaseModel):
@@ -102,8 +106,6 @@ class QueryService:
 
     # -- the published version, switched without a restart -------------------------------------------------------
     def _pointer_stamp(self):
-        from ragtune.production.publish import POINTER
-
         try:
             st = (self.workspace.home / POINTER).stat()
             return st.st_mtime_ns, st.st_size, st.st_ino
@@ -138,11 +140,6 @@ class QueryService:
             return self._state
 
     def _load(self) -> Serving:
-        from ragtune.service.batching import MicroBatcher
-        from ragtune.evaluation.answers import AnswerScorer
-        from ragtune.generation import make_generator
-        from ragtune.production.publish import open_published, published
-
         record = published(self.workspace)
         if record is None:
             raise Unavailable(f"{self.workspace.home}: nothing is published yet; run `ploomber build`")
@@ -255,7 +252,6 @@ class QueryService:
         record["chunks"] = [{"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": h.score, "rank": h.rank,
                              "text_sha256": hashlib.sha256(h.text.encode()).hexdigest(),
                              "given_to_generator": h in context} for h in hits[: k + len(turn.kept_out)]]
-        from ragtune.generation import cost_usd
 
         out_text, findings = ans.text, []
         if s.redact:
@@ -339,8 +335,6 @@ def load_settings(path: Path | None) -> ServiceSettings:
         return ServiceSettings()
     from pydantic import ValidationError
 
-    from ragtune.config import format_validation_error, read_yaml
-    from ragtune.errors import ConfigError
 
     try:
         return ServiceSettings.model_validate(read_yaml(path, "service settings") or {})
