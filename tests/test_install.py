@@ -26,9 +26,11 @@ def run(argv: list, cwd: Path, env: dict | None = None) -> subprocess.CompletedP
 
 
 def test_the_wheel_sweeps_from_an_empty_folder(tmp_path, workspace):
+    # no PYTHONPATH: a checkout's src/ (with its egg-info) on it would pass for an installed ragtune
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     wheels = tmp_path / "wheels"
     run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", wheels, REPO],
-        tmp_path)
+        tmp_path, env)
     (wheel,) = wheels.glob("ragtune-*.whl")
 
     env_dir = tmp_path / "venv"
@@ -36,9 +38,11 @@ def test_the_wheel_sweeps_from_an_empty_folder(tmp_path, workspace):
     python = env_dir / "bin" / "python"
     target = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path)
                   .stdout.strip())
-    # this environment's packages, but not the editable checkout: only site-packages itself goes on the path
+    # this environment's packages, but not the editable checkout: only site-packages itself goes on the path (its
+    # .pth files are not read); --ignore-installed: the editable ragtune found there is neither kept nor uninstalled
     (target / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps", wheel], tmp_path)
+    run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps", "--ignore-installed",
+         wheel], tmp_path, env)
 
     project = tmp_path / "empty"
     project.mkdir()
@@ -47,7 +51,6 @@ def test_the_wheel_sweeps_from_an_empty_folder(tmp_path, workspace):
         "grid": {"retrieval.mode": ["hybrid"]}, "baseline": {"retrieval.mode": "hybrid"},
         "tracking": {"mode": "disabled"},
     }))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env['PATH']}"
     where = run([python, "-c", "import ragtune; print(ragtune.__file__)"], project, env).stdout.strip()
     assert where.startswith(str(env_dir)) and str(REPO / "src") not in where
