@@ -275,3 +275,11 @@ def test_blocks_are_stored_by_a_writer_thread_and_its_failures_raised(minilm, tm
     monkeypatch.setattr(cache, "put_many", full_disk)
     with pytest.raises(sqlite3.OperationalError, match="disk is full"):
         emb.embed_documents([f"other text {i}" for i in range(7)])
+
+
+def test_blocks_read_back_from_the_cache_are_not_counted_as_requests(tmp_path, minilm):
+    emb = CachedEmbedder(minilm, EmbeddingCache(tmp_path / "c.sqlite"))
+    blocks = list(emb.embed_in_blocks(TEXTS + TEXTS[:1], block=2))
+    assert (emb.stats.requested, emb.stats.computed) == (len(TEXTS) + 1, len(TEXTS))  # one request, four computed
+    assert [len(b) for b in blocks] == [2, 2, 1]
+    assert np.array_equal(np.vstack(blocks), emb.embed_documents(TEXTS + TEXTS[:1]))

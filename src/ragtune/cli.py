@@ -77,7 +77,7 @@ def _workspace(home: Optional[Path], db: Optional[str]):
     return Workspace(home or ws.home, db or ws.db_uri)
 
 
-def metrics_table(summary: dict[str, float], title: str) -> Table:
+def metrics_table(summary: dict[str, float], title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -110,13 +110,19 @@ def eval_cmd(
     result = evaluate(cfg, ds, _workspace(home, db), progress=not quiet)
     if out:
         result.write(out)
-    title = f"{ds.name} · config {cfg.id}{f' ({cfg.name})' if cfg.name else ''} · {result.extra['queries']} queries"
-    console.print(metrics_table(result.summary, title))
+    console.print(f"{ds.name} · {cfg.name or 'config'} ({cfg.id}) · {result.extra['queries']} queries",
+                  highlight=False)
+    unjudged = result.extra["queries_without_judgments"]
+    if unjudged:
+        console.print(f"{unjudged} of {len(ds.queries)} queries have no relevance judgment and are not scored",
+                      highlight=False)
+    console.print(metrics_table(result.summary))
     idx = result.index
+    emb = result.embedding
     console.print(
         f"index {idx.table}: {idx.chunks} chunks from {idx.documents} documents "
-        f"({'built' if idx.built else 'reused'}); embedded {result.embedding.computed} new texts, "
-        f"{result.embedding.requested - result.embedding.computed} from the cache"
+        f"({'built' if idx.built else 'reused'}); texts embedded by the model: {emb.computed}, "
+        f"found in the cache: {emb.requested - emb.computed}", highlight=False
     )
     gen = result.extra.get("generation")
     if gen:
@@ -129,6 +135,8 @@ def eval_cmd(
     if out:
         console.print(f"wrote {out}/ (metrics.json, per_query.csv and .parquet, run.trec, config.yaml"
                       + (", answers.jsonl" if gen else "") + ", slices.csv where queries carry metadata)")
+    else:
+        console.print("nothing saved (--out DIR writes the metrics, per-query scores and run)", style="dim")
 
 
 @app.command()

@@ -309,7 +309,8 @@ class CachedEmbedder:
                 self.embed_documents(texts[i : i + block], progress)
             progress = None
         for i in range(0, len(texts), block):
-            yield self.embed_documents(texts[i : i + block], progress)
+            part = [self.embedder.document_prefix + t for t in texts[i : i + block]]
+            yield self._embed(part, progress, count=self.cache is None)  # a read-back is not a second request
 
     def embed_queries(self, texts: Sequence[str], cached: bool = True) -> np.ndarray:
         """``cached=False``: straight through the model, neither looked up nor stored (a live service's questions:
@@ -320,8 +321,10 @@ class CachedEmbedder:
         self.embedder.load()
         return self.embedder.encode(texts)
 
-    def _embed(self, texts: list[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
-        self.stats.requested += len(texts)
+    def _embed(self, texts: list[str], progress: Callable[[int], None] | None = None,
+               count: bool = True) -> np.ndarray:
+        if count:
+            self.stats.requested += len(texts)
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         hashes = [text_hash(t) for t in texts]

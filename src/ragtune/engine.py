@@ -30,16 +30,15 @@ from ragtune.types import Answer, Hit, IndexInfo
 from ragtune.workspace import Workspace
 
 
-def encode_chunks(documents, config: RagConfig, embedder: CachedEmbedder, progress=None):
+def encode_chunks(documents, config: RagConfig, embedder: CachedEmbedder, bar=None):
     """What every table write starts from (experiment builds and production syncs): the documents' chunks, each
     chunk's injection scan (score, reasons), and the vectors as consecutive blocks (all embedded, into the cache,
-    before the first block is handed out: a failing model touches no table). ``progress``: a tqdm bar."""
+    before the first block is handed out: a failing model touches no table). ``bar(total)``: a progress bar."""
     chunks = chunk_documents(documents, config.chunking, embedder)
-    if progress is not None:
-        progress.total = len(chunks)
     texts = [c.text for c in chunks]
-    blocks = embedder.embed_in_blocks(texts, progress and progress.update)
-    first = next(blocks, None)  # the whole embedding happens here, before any table is touched
+    with bar(len(texts)) if bar is not None else nullcontext() as progress:
+        blocks = embedder.embed_in_blocks(texts, progress and progress.update)
+        first = next(blocks, None)  # the whole embedding happens here, before any table is touched
     return chunks, scan(texts), itertools.chain([] if first is None else [first], blocks)
 
 
@@ -100,10 +99,10 @@ class Engine:
             built = table is None
             if built:
                 meta = {"ragtune_index_key": key, "corpus": corpus.source, "fingerprint": corpus.fingerprint}
-                with self._progress() as bar:
-                    chunks, verdicts, blocks = encode_chunks(corpus.documents, self.config, self.embedder, bar)
-                    table = store.build_index(self.workspace.db, key, chunks, blocks, self.config.retrieval, meta,
-                                              verdicts)
+                bar = self._bar if self.progress else None
+                chunks, verdicts, blocks = encode_chunks(corpus.documents, self.config, self.embedder, bar)
+                table = store.build_index(self.workspace.db, key, chunks, blocks, self.config.retrieval, meta,
+                                          verdicts)
         info = IndexInfo(
             key, store.table_name(key), stable_hash(self.config.index_settings), corpus.source, corpus.fingerprint,
             len(corpus.documents), table.count_rows(), built, round(time.perf_counter() - start, 3),
@@ -112,13 +111,10 @@ class Engine:
         self.workspace.remember(info)
         return table, info
 
-    def _progress(self):
-        """A progress bar over embedded chunks (a context manager yielding None when progress is off)."""
-        if not self.progress:
-            return nullcontext()
+    def _bar(self, total: int):
         from tqdm.auto import tqdm
 
-        return tqdm(desc=f"embed ({self.config.embedding.model})", unit="chunk")
+        return tqdm(total=total, desc=f"embed ({self.config.embedding.model})", unit="chunk")
 
     def open_table(self, key: str):
         table = store.open_index(self.workspace.db, key)
