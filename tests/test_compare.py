@@ -32,11 +32,12 @@ def test_winner_only_when_significant_after_correction():
     assert t.loc["better", "ci_low"] < t.loc["better", "mean"] < t.loc["better", "ci_high"]
     raw = t.loc[["better", "noise", "worse"], "p_value"].to_numpy()
     assert t.loc[["better", "noise", "worse"], "p_holm"].to_numpy() == pytest.approx(holm(raw))
-    assert "winner: better" in comp.verdict()
+    assert "winner: s/better (better)" in comp.verdict()
 
     only_noise = {k: configs[k] for k in ("base", "noise")}
     comp = compare(*frames(only_noise), "ndcg@10", "base")
-    assert comp.winner is None and "keep the baseline" in comp.verdict()
+    assert comp.winner is None
+    assert "the baseline s/base (base)" in comp.verdict() and "keep the baseline" in comp.verdict()
 
 def test_a_tie_goes_to_the_faster_configuration():
     base = np.linspace(0.1, 0.5, 50)

@@ -268,6 +268,15 @@ def sweep(
     for o in report.outcomes:
         if o.status == "failed":
             console.print(f"  [red]failed[/] {o.config_id}: {o.error} (see {report.out}/configs/{o.config_id}/failed.json)")
+    if shard == "1/1" and counts["done"] + counts["skipped"]:
+        from ragtune.experiments.leaderboard import compare_sweeps
+
+        try:
+            comp, plots = compare_sweeps([report.out], track=False)
+        except RagtuneError as exc:  # the baseline failed, say: the runs are kept; say why there is no leaderboard
+            console.print(f"no leaderboard: {exc}", highlight=False)
+        else:
+            print_comparison(comp, plots)
     if counts["failed"]:
         raise typer.Exit(1)
 
@@ -297,17 +306,28 @@ def compare_cmd(
     from ragtune.experiments.leaderboard import compare_sweeps
 
     comp, plots = compare_sweeps(folders, metric, baseline, test, alpha, out)
-    table = Table(title=f"{comp.metric} · baseline {comp.baseline} · {comp.test}, Holm-corrected", title_justify="left")
-    for col in ("config", "name", "mean", "95% CI", "delta", "p (Holm)", "d", "p95 ms"):
-        table.add_column(col, justify="left" if col in ("config", "name") else "right")
+    print_comparison(comp, plots)
+
+
+def print_comparison(comp, plots: dict[str, Path]) -> None:
+    """The leaderboard: configurations by name (id beside), best mean first, and the verdict."""
+    queries = int(comp.table["queries"].max()) if len(comp.table) else 0
+    console.print(f"{comp.metric} on {queries} queries · baseline {comp.table.loc[comp.baseline, 'name']} "
+                  f"({comp.baseline}) · {comp.test}, Holm-corrected", highlight=False)
+    table = Table()
+    for col in ("config", "id", "mean", "95% CI", "delta", "p (Holm)", "d", "p95 ms"):
+        table.add_column(col, justify="left" if col in ("config", "id") else "right")
     for cid, row in comp.table.iterrows():
         mark = " (baseline)" if row["baseline"] else (" *" if row["significant"] else "")
-        table.add_row(cid + mark, str(row["name"]).split("/", 1)[-1], f"{row['mean']:.4f}", f"{row['ci_low']:.3f}-{row['ci_high']:.3f}",
-                      f"{row['delta']:+.4f}", "" if row["baseline"] else f"{row['p_holm']:.4f}",
-                      f"{row['effect_size']:.2f}", f"{row['latency_p95_ms']:.1f}")
+        table.add_row(str(row["name"]).split("/", 1)[-1] + mark, cid, f"{row['mean']:.4f}",
+                      f"{row['ci_low']:.3f}-{row['ci_high']:.3f}", f"{row['delta']:+.4f}",
+                      "" if row["baseline"] else f"{row['p_holm']:.4f}", f"{row['effect_size']:.2f}",
+                      f"{row['latency_p95_ms']:.1f}")
     console.print(table)
-    console.print(comp.verdict())
-    console.print(f"wrote leaderboard.csv and {len(plots)} plots to {next(iter(plots.values())).parent if plots else out}")
+    console.print(comp.verdict(), highlight=False)
+    if plots:
+        console.print(f"wrote leaderboard.csv, verdict.txt and {len(plots)} plots to {next(iter(plots.values())).parent}",
+                      highlight=False)
 
 
 @app.command()

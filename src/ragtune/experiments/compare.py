@@ -24,11 +24,12 @@ class Comparison:
     winner: str | None  # config id, or None when nothing beats the baseline significantly
 
     def verdict(self) -> str:
+        base = self.table.loc[self.baseline]
         if self.winner is None:
-            return (f"no configuration beats the baseline {self.baseline} on {self.metric} significantly "
-                    f"({self.test}, Holm-corrected, alpha {self.alpha}): keep the baseline")
+            return (f"no configuration beats the baseline {base['name']} ({self.baseline}) on {self.metric} "
+                    f"significantly ({self.test}, Holm-corrected, alpha {self.alpha}): keep the baseline")
         row = self.table.loc[self.winner]
-        return (f"winner: {self.winner} ({row['name']}): {self.metric} {row['mean']:.4f} vs baseline "
+        return (f"winner: {row['name']} ({self.winner}): {self.metric} {row['mean']:.4f} vs baseline "
                 f"{self.table.loc[self.baseline, 'mean']:.4f}, +{row['delta']:.4f}, p_holm {row['p_holm']:.4g}, "
                 f"d {row['effect_size']:.2f}")
 
