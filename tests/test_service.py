@@ -23,7 +23,7 @@ from ragtune.workspace import Workspace
 from ragtune.detectors.injection import detect_injection
 from ragtune.guard import RateLimiter, scan_output, validate_question
 from ragtune.ingest import sync
-from ragtune.production.publish import publish
+from ragtune.production.publish import publish, published
 from ragtune.service.core import QueryService, ServiceSettings
 from ragtune.types import Document
 
@@ -345,7 +345,7 @@ def _hit(path: str, i: int) -> bool:
 @contextmanager
 def serving(ws: Workspace, settings: Path, workers: int = 2):
     """`ragtune serve --workers N` in a session of its own on a free loopback port; yields (url, process) once
-    /health answers, and stops it afterwards."""
+    /health answers, and stops it afterwards. What it prints goes to ``serve.log`` beside the workspace."""
     import os
     import subprocess
     import sys
@@ -353,9 +353,11 @@ def serving(ws: Workspace, settings: Path, workers: int = 2):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    log = open(ws.home.parent / "serve.log", "w")
     server = subprocess.Popen([str(Path(sys.executable).with_name("ragtune")), "serve", "--home", str(ws.home),
                                "--port", str(port), "--settings", str(settings), "--workers", str(workers)],
-                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True,
+                              stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -371,6 +373,7 @@ def serving(ws: Workspace, settings: Path, workers: int = 2):
     finally:
         os.killpg(server.pid, 15)
         server.wait(30)
+        log.close()
 
 
 def test_serve_with_two_workers_shares_one_rate_limit(tmp_path, workspace, docs):
@@ -383,6 +386,11 @@ def test_serve_with_two_workers_shares_one_rate_limit(tmp_path, workspace, docs)
                             headers={"authorization": f"Bearer {key}"}, timeout=60).status_code for i in range(8)]
     assert codes == [200] * 3 + [429] * 5
     assert len([r for r in audit_records(ws) if r.get("identity") == "dave"]) == 8
+    printed = (ws.home.parent / "serve.log").read_text()
+    assert f"serving production version {published(ws)['version']} (config {CONFIG.id}) from" in printed
+    assert "with 2 workers: POST /query" in printed
+    assert printed.count('"POST /query HTTP/1.1" 200') == 3 and printed.count('"POST /query HTTP/1.1" 429') == 5
+    assert "Shutting down" in printed
 
 
 def test_audit_show_prints_what_the_answer_saw(served):

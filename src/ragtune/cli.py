@@ -549,6 +549,7 @@ def serve(
     settings: Optional[Path] = SettingsOpt,
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="server processes, up to one per core (the rate "
                                 "limit and the answer cache are then shared through SQLite)"),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="one line per request on stdout"),
 ) -> None:
     """Serve the published production configuration over HTTP: POST /query, GET /health, GET /review/{id}."""
     import os
@@ -562,16 +563,24 @@ def serve(
     if not service.settings.anonymous and not service.keys.active():
         typer.secho("warning: no API key exists, so every /query will be refused (401): create one with "
                     "`ragtune keys create NAME`, or set `anonymous: true` in the settings", err=True, fg="yellow")
+    pub = service.current().record
+    release = f", release v{pub['release']}" if pub.get("release") else ""
+    console.print(f"serving {pub['table']} version {pub['version']} (config {pub.get('config_id')}{release}) from "
+                  f"{service.workspace.home} on http://{host}:{port} with {workers} "
+                  f"worker{'s' if workers > 1 else ''}: POST /query, GET /health; audit log in "
+                  f"{service.workspace.home / 'audit'}; Ctrl-C stops", highlight=False, soft_wrap=True)
+    # uvicorn at info: start-up, one access line per request, shutdown
+    logs = {"log_level": "info", "access_log": access_log}
     if workers == 1:
-        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
-        return
-    os.environ["RAGTUNE_HOME"] = str(service.workspace.home)
-    os.environ["RAGTUNE_SERVICE_WORKERS"] = str(workers)
-    if settings:
-        os.environ["RAGTUNE_SERVICE_SETTINGS"] = str(settings.resolve())
-    sock = listening_socket(host, port)
-    uvicorn.run("ragtune.service.app:from_environment", factory=True, fd=sock.fileno(), workers=workers,
-                log_level="warning")
+        uvicorn.run(create_app(service), host=host, port=port, **logs)
+    else:
+        os.environ["RAGTUNE_HOME"] = str(service.workspace.home)
+        os.environ["RAGTUNE_SERVICE_WORKERS"] = str(workers)
+        if settings:
+            os.environ["RAGTUNE_SERVICE_SETTINGS"] = str(settings.resolve())
+        sock = listening_socket(host, port)
+        uvicorn.run("ragtune.service.app:from_environment", factory=True, fd=sock.fileno(), workers=workers, **logs)
+    console.print("stopped", highlight=False)
 
 
 keys_app = _App(no_args_is_help=True, help="API keys of the query service (stored hashed in the workspace).")
