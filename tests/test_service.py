@@ -468,3 +468,13 @@ def test_the_service_answers_every_sample_question_as_the_evaluation_of_the_publ
         assert record["citations"] == list(expected.citations)
     kept_out = result.per_query["flagged_chunks_kept_out"]
     assert kept_out.sum() > 0  # the planted page was among some questions' chunks and kept out on both paths
+
+
+def test_a_refused_body_is_told_what_to_send(served):
+    junk = served.client.post("/query", content=b"question=hi", headers={"content-type": "application/json"})
+    bare = served.client.post("/query", content=b'"hi"')
+    empty = served.client.post("/query", json={})
+    for res, problem in ((junk, "the body is not valid JSON"), (bare, "the body must be a JSON object"),
+                         (empty, "question: required")):
+        assert res.status_code == 422 and res.json()["reason"].startswith(problem), res.json()
+        assert 'send Content-Type: application/json and a JSON object such as {"question":' in res.json()["reason"]

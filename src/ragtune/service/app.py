@@ -59,6 +59,24 @@ class Filters(BaseModel):
         return v if v is None else [_plain(i) for i in v]
 
 
+#: what every refused request body is told to send instead
+SEND = ('send Content-Type: application/json and a JSON object such as {"question": "How many vacation days do new '
+        'employees get?"}, optionally with "client_id" (a label) and "filters" ({"doc_prefix": "hr/"} or '
+        '{"doc_ids": [...]})')
+
+
+def _problem(error: dict) -> str:
+    """One validation error of a request body, said plainly: where, and what is wrong."""
+    where = ".".join(str(p) for p in error["loc"] if p != "body")
+    if error["type"] == "json_invalid":
+        return f"the body is not valid JSON ({error.get('ctx', {}).get('error', error['msg'])})"
+    if not where and error["type"] in ("dict_type", "model_attributes_type"):
+        return "the body must be a JSON object"
+    if error["type"] == "missing":
+        return f"{where}: required"
+    return f"{where or 'body'}: {error['msg']}"
+
+
 class QueryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     question: str = Field(..., description="checked by the service: 400 with the reason when refused")
@@ -204,10 +222,10 @@ def create_app(service: QueryService) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        reasons = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()]
+        reasons = "; ".join(dict.fromkeys(_problem(e) for e in exc.errors()))
         body = await request.body()
         audit(request)["body"] = digest(body)
-        return refuse(request, 422, "blocked", "; ".join(reasons)[:2000])
+        return refuse(request, 422, "blocked", f"{reasons[:2000]}. {SEND}")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
