@@ -1,7 +1,9 @@
 """JupyterLab end to end in a real headless browser (Debian's chromium driven by Playwright): open the quickstart
 notebook, run all cells, and find its result table and plot in the page."""
 
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -29,10 +31,11 @@ def lab_server(tmp_path, workspace):
     folder = tmp_path / "notebooks"
     shutil.copytree(REPO / "notebooks", folder, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
     port = free_port()
-    program, argv = lab_command(port, no_browser=True, folder=folder,
-                                extra=["--IdentityProvider.token=", "--ServerApp.password=", "--ip=127.0.0.1"])
+    program, argv = lab_command(port, no_browser=True, folder=folder, ip="127.0.0.1", token="",
+                                extra=["--ServerApp.password="])
     env = {**kernel_env(), "RAGTUNE_HOME": str(workspace.home)}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    log = open(tmp_path / "lab.log", "w")
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
@@ -40,15 +43,23 @@ def lab_server(tmp_path, workspace):
             try:
                 with urllib.request.urlopen(f"{base}/api/contents/", timeout=2) as resp:
                     assert resp.status == 200  # the file browser's API works (Ploomber's extension is off)
+                    listed = sorted(item["name"] for item in json.load(resp)["content"])
                     break
             except OSError:
                 if time.time() > deadline or proc.poll() is not None:
                     raise RuntimeError("JupyterLab did not start")
                 time.sleep(0.5)
+        # each notebook listed once, as the notebook it opens as
+        notebooks = [n for n in listed if n.endswith((".py", ".ipynb"))]
+        assert notebooks == sorted(p.with_suffix(".ipynb").name for p in folder.glob("*.py")), listed
         yield base, folder
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+        log.close()
+    printed = (tmp_path / "lab.log").read_text()
+    loaded = re.findall(r"Extension package (\w+)|(\w+) \| extension was successfully loaded", printed)
+    assert not {n for pair in loaded for n in pair} & {"ploomber", "ploomber_extension", "nbclassic"}, printed
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; `make test` does)")

@@ -362,6 +362,9 @@ def promote(
 @app.command()
 def lab(
     port: int = typer.Option(8888, help="port to serve on"),
+    ip: str = typer.Option("localhost", "--ip", help="interface to listen on (0.0.0.0: every interface)"),
+    token: Optional[str] = typer.Option(None, "--token", help="the access token [a random one, printed]"),
+    no_token: bool = typer.Option(False, "--no-token", help="no token: anyone who reaches the port gets a shell"),
     no_browser: bool = typer.Option(False, "--no-browser", help="do not open a browser"),
 ) -> None:
     """Open JupyterLab on the project's notebooks (jupytext: the .py notebooks open as notebooks)."""
@@ -369,8 +372,13 @@ def lab(
 
     from ragtune.lab import kernel_env, lab_command, notebooks_folder
 
+    if no_token and token is not None:
+        raise ConfigError("--token and --no-token: give one of them")
+    if no_token and ip not in ("localhost", "127.0.0.1", "::1"):
+        typer.secho(f"warning: --no-token on {ip}: anyone who can reach port {port} can run code as you", err=True,
+                    fg="yellow")
     folder = notebooks_folder()
-    program, argv = lab_command(port, no_browser, folder)
+    program, argv = lab_command(port, no_browser, folder, ip=ip, token="" if no_token else token)
     os.execvpe(program, argv, kernel_env(home=folder.parent / ".ragtune"))
 
 

@@ -53,11 +53,22 @@ def notebooks_folder(start: Path | None = None) -> Path:
     return folder
 
 
-def lab_command(port: int, no_browser: bool, folder: Path, extra: list[str] | None = None) -> tuple[str, list[str]]:
-    """(program, argv) that starts JupyterLab on ``folder``; run it with ``kernel_env()``."""
+#: server extensions kept off: Ploomber's two (they break the file browser) and nbclassic (a migration banner and
+#: deprecation warnings on every start, for an interface Lab does not use)
+OFF = ("ploomber", "ploomber_extension", "nbclassic")
+
+
+def lab_command(port: int, no_browser: bool, folder: Path, extra: list[str] | None = None, ip: str = "localhost",
+                token: str | None = None) -> tuple[str, list[str]]:
+    """(program, argv) that starts JupyterLab on ``folder``; run it with ``kernel_env()``. ``token``: None for
+    Jupyter's own random token, "" for none. The ``.py`` notebooks are hidden from the file browser: each opens as
+    its paired ``.ipynb`` (jupytext writes both on save), so every notebook is listed once."""
     sync_notebooks(folder)
     argv = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={folder}", f"--port={port}",
-            "--ServerApp.jpserver_extensions=ploomber=False", *(extra or [])]
+            f"--ServerApp.ip={ip}", *[f"--ServerApp.jpserver_extensions={name}=False" for name in OFF],
+            "--ContentsManager.hide_globs=__pycache__", "--ContentsManager.hide_globs=*.pyc",
+            "--ContentsManager.hide_globs=*.py", "--ContentsManager.hide_globs=.ipynb_checkpoints",
+            *([f"--IdentityProvider.token={token}"] if token is not None else []), *(extra or [])]
     if no_browser:
         argv.append("--no-browser")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
