@@ -34,6 +34,7 @@ test: $(STAMP) browser
 # missing and we may (root with apt-get); otherwise that one test is skipped with the reason.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && echo "installing Debian's chromium with apt-get (a system package, about a minute) for the JupyterLab browser test" \
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "chromium is not installed: the JupyterLab browser test will be skipped"
 
