@@ -3,13 +3,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ragtune.data import load_dataset
 from ragtune.errors import ConfigError
 from ragtune.production import load_release
 from ragtune.production.promote import promote
-from ragtune.experiments.sweep import SweepSpec, run_sweep
+from ragtune.experiments.sweep import SweepSpec, read_results, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -168,3 +169,34 @@ def test_the_committed_regression_test_is_what_promote_writes_for_the_committed_
 
     path = REPO / "tests" / "test_production_regression.py"
     assert path.read_text() == regression_test_source(load_release().provenance, RELEASE_DIR, path)
+
+
+def test_latency_recorded_under_a_planted_load_does_not_decide(tmp_path, workspace):
+    """Production's latencies in the sweep carry a planted load (+50 ms a query): on the recorded numbers the
+    candidate (the same search under another id) is significantly faster; timed fairly, it is not, and production
+    stays, with the reason saying how latency was measured."""
+    from ragtune.stats import paired_test
+
+    data = keyword_dataset(tmp_path / "data")
+    paths = {"release_dir": tmp_path / "release", "regression_test": None}
+    base = {"retrieval": {"mode": "vector"}}
+    first = sweep(tmp_path, "prod", workspace.home, data, base=base, grid={"retrieval.top_k": [10]},
+                  baseline={"retrieval.top_k": 10})
+    assert promote(first, **paths, workspace=workspace).written
+    production = load_release(paths["release_dir"]).config.id
+    second = sweep(tmp_path, "same", workspace.home, data, base=base, grid={"retrieval.top_k": [10, 11]},
+                   baseline={"retrieval.top_k": 11})
+    planted = second / "configs" / production / "result" / "per_query.parquet"
+    frame = pd.read_parquet(planted)
+    frame["latency_ms"] += 50.0
+    frame.to_parquet(planted)
+    _, results = read_results([second])
+    recorded = results.pivot_table(index="query_id", columns="config_id", values="latency_ms")
+    candidate = next(c for c in recorded.columns if c != production)
+    assert paired_test(recorded[candidate], recorded[production]) < 0.05  # the plant alone would decide
+
+    decision = promote(second, **paths, workspace=workspace, latency_rounds=3)
+    assert not decision.promote and not decision.written, decision.reason
+    assert "not faster by at least 10%" in decision.reason and "timed now in one process: 40 queries x 3 rounds" \
+        in decision.reason
+    assert load_release(paths["release_dir"]).config.id == production

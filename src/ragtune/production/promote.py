@@ -3,7 +3,8 @@
 The candidate is the sweep's winner by the rule of the comparison (significant after Holm's correction; on a tie
 the faster configuration), or the baseline when nothing beats it. It replaces the current production configuration
 only when it is significantly better on the primary metric, or not significantly different and significantly
-faster (paired test on per-query latency). The release folder is written beside its target and swapped in.
+faster: by a paired test on per-query latency timed again for both, interleaved in one process
+(``evaluation.latency``), and by at least MIN_SPEEDUP. The release folder is written beside its target and swapped in.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ragtune.config import RagConfig
 from ragtune.data import load_corpus, load_dataset
 from ragtune.workspace import Workspace, atomic_write_dir, atomic_write_text
 from ragtune.errors import RagtuneError
+from ragtune.evaluation.latency import time_configs
 from ragtune.production import RELEASE_DIR, Release, load_release
 from ragtune.project import find_project
 from ragtune.experiments.sweep import SweepSpec, read_results
@@ -66,8 +68,14 @@ def _production_scores(release: Release, spec: SweepSpec, results: pd.DataFrame,
     return evaluate(release.config, ds, workspace).per_query
 
 
+#: "as good and faster" needs the candidate's median latency lower by at least this share, besides significance:
+#: a few per cent is within what a machine's state moves between runs
+MIN_SPEEDUP = 0.10
+
+
 def decide(folder: Path, release: Release | None, alpha: float = 0.05, test: str = "randomization",
-           workspace: Workspace | None = None) -> tuple[Decision, pd.DataFrame, pd.DataFrame, SweepSpec]:
+           workspace: Workspace | None = None,
+           latency_rounds: int = 5) -> tuple[Decision, pd.DataFrame, pd.DataFrame, SweepSpec]:
     spec = _spec(folder)
     summary, results = read_results([folder])
     comp = compare(summary, results, spec.primary_metric, spec.baseline_config().id, test, alpha)
@@ -92,13 +100,18 @@ def decide(folder: Path, release: Release | None, alpha: float = 0.05, test: str
         return Decision(True, f"significantly better than production {release.config.id}: {versus}", candidate), mine, done, spec
     if p < alpha:
         return Decision(False, f"significantly worse than production {release.config.id}: {versus}", candidate), mine, done, spec
-    la, lb = mine.loc[both, "latency_ms"].to_numpy(float), prod.loc[both, "latency_ms"].to_numpy(float)
+    # latency decides only when timed fairly: both configurations again, now, interleaved (evaluation.latency)
+    trial = time_configs([candidate, release.config], load_dataset(spec.dataset, spec.split, spec.queries),
+                         workspace, latency_rounds)
+    la, lb = trial.per_query[candidate.id].to_numpy(float), trial.per_query[release.config.id].to_numpy(float)
     p_lat = paired_test(la, lb, test)
-    if p_lat < alpha and la.mean() < lb.mean():
-        return Decision(True, f"as good as production ({versus}) and faster: latency {la.mean():.1f} ms vs "
-                              f"{lb.mean():.1f} ms (p {p_lat:.4g})", candidate), mine, done, spec
+    gain = 1 - float(np.median(la)) / float(np.median(lb))
+    timing = (f"latency median {np.median(la):.2f} ms vs {np.median(lb):.2f} ms ({gain:+.0%} faster, p {p_lat:.4g}; "
+              f"{trial.describe()})")
+    if p_lat < alpha and gain >= MIN_SPEEDUP:
+        return Decision(True, f"as good as production ({versus}) and faster: {timing}", candidate), mine, done, spec
     return Decision(False, f"not significantly better than production {release.config.id} ({versus}) and not "
-                           f"measurably faster (p {p_lat:.4g}): production stays", candidate), mine, done, spec
+                           f"faster by at least {MIN_SPEEDUP:.0%}: {timing}; production stays", candidate), mine, done, spec
 
 
 def provenance_for(candidate: RagConfig, per_query: pd.DataFrame, row: pd.Series, spec: SweepSpec, folder: Path,
@@ -139,10 +152,10 @@ def floors(metrics: dict[str, dict], names: list[str], queries: int) -> dict[str
 
 def promote(folder: str | Path, dry_run: bool = False, alpha: float = 0.05, test: str = "randomization",
             release_dir: Path = RELEASE_DIR, regression_test: Path | None = None,
-            workspace: Workspace | None = None) -> Decision:
+            workspace: Workspace | None = None, latency_rounds: int = 5) -> Decision:
     folder = Path(folder)
     release = load_release(release_dir)
-    decision, per_query, summary, spec = decide(folder, release, alpha, test, workspace)
+    decision, per_query, summary, spec = decide(folder, release, alpha, test, workspace, latency_rounds)
     if not decision.promote:
         return decision
     cand = decision.candidate
