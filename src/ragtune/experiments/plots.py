@@ -41,7 +41,7 @@ def plot_gate(checks: list[dict], path: Path) -> Path:
     ax.scatter([c["floor"] for c in checks], names, marker="|", s=400, color="black", label="floor", zorder=3)
     ax.set_xlim(0, max([1.0, *values, *(c["floor"] for c in checks)]) * 1.05)
     ax.invert_yaxis()
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower left", bbox_to_anchor=(1.0, 0.0), frameon=False)  # beside the bars, never over one
     ax.set_title("evaluation gate: metric against its promoted floor")
     path.parent.mkdir(parents=True, exist_ok=True)
     return _save(fig, path)
@@ -68,37 +68,65 @@ def plot_comparison(comp: Comparison, summary: pd.DataFrame, results: pd.DataFra
                         marker="o", capsize=3, label=str(strategy))
         ax.set_xlabel("chunk size (tokens)")
         ax.set_ylabel(f"{comp.metric} (best config per size, 95% CI)")
-        ax.legend(title="chunking")
+        ax.legend(title="chunking", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)  # outside the data
         ax.set_title(f"{comp.metric} against chunk size")
         paths["metric_vs_chunk_size"] = _save(fig, out / "metric_vs_chunk_size.png")
 
+    names = {cid: _label(row["name"]) for cid, row in table.iterrows()}
     challenger = comp.winner or next((c for c in table.index if c != comp.baseline), None)
     if challenger is not None:
         scores = results.pivot_table(index="query_id", columns="config_id", values=comp.metric, aggfunc="first")
-        fig, ax = _figure(4.5, 4.5)
-        ax.scatter(scores[comp.baseline], scores[challenger], alpha=0.6, s=18)
+        pairs = scores[[comp.baseline, challenger]].dropna().round(4).value_counts()  # identical points, counted
+        fig, ax = _figure(4.8, 4.8)
+        xs, ys = pairs.index.get_level_values(0), pairs.index.get_level_values(1)
+        ax.scatter(xs, ys, s=18 * np.sqrt(pairs.to_numpy()), alpha=0.6)
+        for (x, y), n in pairs.items():
+            if n > 1:
+                ax.annotate(f"{n}", (x, y), fontsize=7, xytext=(4, -8), textcoords="offset points")
         ax.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--")
-        ax.set_xlabel(f"baseline {comp.baseline}")
-        ax.set_ylabel(f"{'winner' if comp.winner else 'best'} {challenger}")
-        ax.set_title(f"per-query {comp.metric}")
+        better, worse = int((scores[challenger] > scores[comp.baseline]).sum()), int(
+            (scores[challenger] < scores[comp.baseline]).sum())
+        ax.set_xlabel(f"baseline: {names[comp.baseline]} ({comp.baseline})")
+        ax.set_ylabel(f"{'winner' if comp.winner else 'best other'}: {names[challenger]} ({challenger})")
+        ax.set_title(f"per-query {comp.metric}: {better} better, {worse} worse, {len(scores) - better - worse} tied\n"
+                     "(a number: queries at that point)", fontsize=9)
         paths["per_query_vs_baseline"] = _save(fig, out / "per_query_vs_baseline.png")
 
     if table["latency_p95_ms"].notna().any():
-        fig, ax = _figure(6, 4)
+        fig, ax = _figure(7, 4.5)
         front = pareto_front(table["mean"], table["latency_p95_ms"])
-        ax.scatter(table["latency_p95_ms"], table["mean"], c=np.where(front, "tab:red", "tab:blue"), s=24)
+        base = table.index == comp.baseline
+        ax.scatter(table.loc[~front & ~base, "latency_p95_ms"], table.loc[~front & ~base, "mean"], color="tab:blue",
+                   s=24, label="other configurations")
+        ax.scatter(table.loc[front, "latency_p95_ms"], table.loc[front, "mean"], color="tab:red", s=30,
+                   label="Pareto front (nothing is both better and faster)")
+        ax.scatter(table.loc[base, "latency_p95_ms"], table.loc[base, "mean"], marker="*", s=160,
+                   facecolor="none", edgecolor="black", label="baseline", zorder=3)
         pts = table[front].sort_values("latency_p95_ms")
-        ax.plot(pts["latency_p95_ms"], pts["mean"], color="tab:red", linewidth=1, label="Pareto front")
-        for cid, row in pts.iterrows():
-            ax.annotate(str(cid), (row["latency_p95_ms"], row["mean"]), fontsize=7, xytext=(3, 3),
+        ax.plot(pts["latency_p95_ms"], pts["mean"], color="tab:red", linewidth=1)
+        for cid, row in table.iterrows():
+            ax.annotate(names[cid], (row["latency_p95_ms"], row["mean"]), fontsize=7, xytext=(4, 3),
                         textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_xlabel("latency p95 (ms, log)")
+        lat = table["latency_p95_ms"].dropna()
+        if lat.max() > 10 * lat.min() > 0:  # a log axis only for a range that needs one, with plain numbers
+            from matplotlib.ticker import ScalarFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.set_xlabel("latency p95 (ms, log scale)")
+        else:
+            ax.set_xlabel("latency p95 (ms)")
         ax.set_ylabel(comp.metric)
-        ax.legend()
-        ax.set_title("quality against latency")
+        ax.margins(x=0.15, y=0.1)  # room for the labels
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
+        ax.set_title(f"{comp.metric} against latency, by configuration")
         paths["pareto"] = _save(fig, out / "pareto.png")
     return paths
+
+
+def _label(name) -> str:
+    """A configuration's name as a person reads it: without the sweep's prefix ("chunking/size=128" -> "size=128")."""
+    return str(name).split("/", 1)[-1] if name == name and name is not None else "?"
 
 
 def _save(fig, path: Path) -> Path:
