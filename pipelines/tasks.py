@@ -33,5 +33,5 @@ def publish(product, upstream, home, release, pointer):
 
 
 def report(product, upstream, tracking):
-    steps.report({k: str(product[k]) for k in ("md", "html", "plot")}, upstream["ingest"], upstream["evaluate"], upstream["gate"], upstream["publish"],
-                 tracking or None)
+    steps.report({k: str(product[k]) for k in ("md", "html", "plot")}, upstream["ingest"], upstream["evaluate"],
+                 upstream["gate"], upstream["publish"], tracking or None)

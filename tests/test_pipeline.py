@@ -126,6 +126,9 @@ def test_full_build_then_unchanged_then_incremental(project, release):
                                     for p in project.docs.rglob("*.*")}
     report = (project.out / "report" / "report.md").read_text()
     assert "## Gate" in report and "FAIL" not in report and (project.out / "report" / "gate.png").stat().st_size > 1000
+    gated_rows = [line for line in report.splitlines() if line.startswith("| ndcg@10 |")]
+    assert len(gated_rows) == 1  # a gated metric is shown once, in the gate
+    assert f"report: {project.out / 'report' / 'report.html'}" in first.stdout  # the build says where the report is
     assert "<table>" in (project.out / "report" / "report.html").read_text()
     gate = project.product("gate.json")
     assert gate["passed"] and {c["metric"] for c in gate["checks"]} == set(load_release(release).floors)

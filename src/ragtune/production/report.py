@@ -18,14 +18,15 @@ def _sections(ingested: dict, metrics: dict, gated: dict, published: dict) -> li
              ["oldest document ingested at", ingested["oldest_document_ingested_at"]],
              ["ingest seconds", ingested["seconds"]]]
     gate = [[c["metric"], _num(c["value"]), _num(c["floor"]), "pass" if c["passed"] else "FAIL"] for c in gated["checks"]]
-    m = metrics["metrics"]
-    quality = [[k, _num(v)] for k, v in sorted(m.items()) if not k.endswith("_ms")]
+    m, gated_metrics = metrics["metrics"], {c["metric"] for c in gated["checks"]}
+    quality = [[k, _num(v)] for k, v in sorted(m.items()) if not k.endswith("_ms") and k not in gated_metrics]
     latency = [[k, f"{v:.1f}"] for k, v in sorted(m.items()) if k.endswith("_ms")]
-    pub = [["table", published["table"]], ["version", published["version"]], ["published at", published["published_at"]],
+    pub = [["table", published["table"]], ["table version", published["version"]],
+           ["published at", published["published_at"]],
            ["release", f"v{published.get('release')}"], ["config id", published.get("config_id")]]
     return [("Publication", [["", ""], *pub]), ("Freshness", [["", ""], *fresh]),
-            ("Gate", [["metric", "value", "floor", ""], *gate]), ("Quality", [["metric", "mean"], *quality]),
-            ("Latency", [["", "ms"], *latency])]
+            ("Gate", [["metric", "value", "floor", ""], *gate]),
+            ("Other scores (not gated)", [["metric", "mean"], *quality]), ("Latency", [["", "ms"], *latency])]
 
 
 def _num(value) -> str:
@@ -61,7 +62,8 @@ def write_report(out: dict, ingested: dict, evaluation: Path, gated: dict, publi
 
     paths = {k: Path(str(v)) for k, v in out.items()}
     metrics = json.loads((evaluation / "metrics.json").read_text(encoding="utf-8"))
-    title = f"ragtune production build: release v{published.get('release')}, {published['table']} v{published['version']}"
+    title = (f"ragtune production build: release v{published.get('release')}, table {published['table']} at version "
+             f"{published['version']}")
     sections = _sections(ingested, metrics, gated, published)
     plot = plot_gate(gated["checks"], paths["plot"])
     rel = Path(plot.name)  # the report and its plot sit in the same folder
@@ -71,4 +73,5 @@ def write_report(out: dict, ingested: dict, evaluation: Path, gated: dict, publi
                **metrics["metrics"], "gate_passed": gated["passed"], "published_version": published["version"]}
     run = log_pipeline(paths["md"].parent, summary, pd.read_parquet(evaluation / "per_query.parquet"),
                        {"gate": plot}, {**published}, tracking)
+    print(f"report: {paths['html']} (and {paths['md'].name} beside it)", flush=True)
     return {"wandb_run": run, **{k: str(v) for k, v in paths.items()}}
