@@ -283,3 +283,16 @@ def test_blocks_read_back_from_the_cache_are_not_counted_as_requests(tmp_path, m
     assert (emb.stats.requested, emb.stats.computed) == (len(TEXTS) + 1, len(TEXTS))  # one request, four computed
     assert [len(b) for b in blocks] == [2, 2, 1]
     assert np.array_equal(np.vstack(blocks), emb.embed_documents(TEXTS + TEXTS[:1]))
+
+
+def test_progress_moves_in_steps_and_ends_at_the_number_of_texts_asked_for(tmp_path, minilm, monkeypatch):
+    import ragtune.embedding as embedding
+
+    monkeypatch.setattr(embedding, "PROGRESS_STEP", 2)
+    emb = CachedEmbedder(minilm, EmbeddingCache(tmp_path / "c.sqlite"))
+    emb.embed_documents(TEXTS[:1])  # one text already cached
+    steps = []
+    texts = TEXTS + TEXTS[:2]  # repeats count too: the bar is over the texts asked for
+    emb.embed_documents(texts, steps.append)
+    assert sum(steps) == len(texts) and steps[0] == 2  # the cached text (asked for twice) first
+    assert len(steps) == 3  # then the three missing texts in steps of two

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -279,6 +280,10 @@ class EmbedStats:
     seconds: float = 0.0  # time spent in the model
 
 
+#: with a progress bar, texts are encoded this many at a time, and the bar moves after each step
+PROGRESS_STEP = 1024
+
+
 class CachedEmbedder:
     """Embeds each distinct text once per model, ever: looks texts up by hash, embeds only the missing ones.
 
@@ -321,6 +326,11 @@ class CachedEmbedder:
         self.embedder.load()
         return self.embedder.encode(texts)
 
+    def _encode_step(self, texts: list[str], progress, occurrences: Counter, hashes: list[bytes]) -> np.ndarray:
+        vecs = self.embedder.encode(texts)
+        progress(sum(occurrences[h] for h in hashes))
+        return vecs
+
     def _embed(self, texts: list[str], progress: Callable[[int], None] | None = None,
                count: bool = True) -> np.ndarray:
         if count:
@@ -331,8 +341,9 @@ class CachedEmbedder:
         unique: dict[bytes, str] = dict(zip(hashes, texts))
         found = self.cache.get_many(self.model_id, list(unique)) if self.cache else {}
         missing = [h for h in unique if h not in found]
+        occurrences = Counter(hashes)  # the bar counts the texts asked for, repeats included: it ends at the total
         if progress and found:
-            progress(len(texts) - sum(1 for h in hashes if h not in found))
+            progress(sum(n for h, n in occurrences.items() if h in found))
         if missing:
             self.embedder.load()
         # with several blocks, each is stored by a writer thread while the next one is embedded (SQLite releases the
@@ -343,7 +354,12 @@ class CachedEmbedder:
             for i in range(0, len(missing), self.block):
                 part = missing[i : i + self.block]
                 start = time.perf_counter()
-                vecs = self.embedder.encode([unique[h] for h in part])
+                if progress:  # in steps, so that the bar moves with the work
+                    vecs = np.concatenate([self._encode_step([unique[h] for h in part[j : j + PROGRESS_STEP]],
+                                                             progress, occurrences, part[j : j + PROGRESS_STEP])
+                                           for j in range(0, len(part), PROGRESS_STEP)])
+                else:
+                    vecs = self.embedder.encode([unique[h] for h in part])
                 self.stats.seconds += time.perf_counter() - start
                 self.stats.computed += len(part)
                 block = dict(zip(part, vecs))
@@ -352,8 +368,6 @@ class CachedEmbedder:
                 elif self.cache:
                     self.cache.put_many(self.model_id, block.items())
                 found.update(block)
-                if progress:
-                    progress(len(part))
             for write in writes:
                 write.result()  # a failed write is raised here
         return np.stack([found[h] for h in hashes])
