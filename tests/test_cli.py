@@ -88,3 +88,10 @@ def test_index_command_builds_a_folder_of_documents(tmp_path):
     assert "up to date" in again.output
     found = runner.invoke(app, ["search", "giraffes", "--json", "-k", "1", "--set", "retrieval.mode=fts", *home])
     assert json.loads(found.output)["doc_id"] == "b"
+
+
+def test_every_command_group_has_the_one_error_handler():
+    from ragtune.cli import _App
+
+    groups = [g.typer_instance for g in app.registered_groups]
+    assert len(groups) >= 4 and all(isinstance(g, _App) for g in [app, *groups])

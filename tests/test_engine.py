@@ -34,12 +34,13 @@ def test_every_mode_finds_the_handbook_answers(results, sample):
         assert res.summary["recall@100"] > 0.9, name
 
 
-def test_embeddings_are_computed_once_for_all_modes(results, sample):
+def test_embeddings_are_computed_once_for_all_modes_and_not_at_all_for_full_text(results, sample):
     runs = list(results.values())
-    assert runs[0].index.built and runs[0].embedding.computed == runs[0].index.chunks  # fts: chunks, no queries
-    assert runs[1].embedding.computed == len(sample.queries)  # vector: the queries, once
+    assert runs[0].index.built and runs[0].embedding.requested == 0  # fts: a table without vectors, nothing embedded
+    assert runs[1].index.built and runs[1].embedding.computed == runs[1].index.chunks + len(sample.queries)
     assert sum(r.embedding.computed for r in runs[2:]) == 0  # everything else comes from the cache
-    assert not any(r.index.built for r in runs[1:])
+    assert not any(r.index.built for r in runs[2:])  # and shares the vector table
+    assert runs[0].index.table != runs[1].index.table and runs[0].index.chunks == runs[1].index.chunks
 
 
 def test_hybrid_rrf_equals_an_independent_fusion_of_vector_and_bm25(sample, workspace):

@@ -76,9 +76,14 @@ def test_engine_reuses_an_index_and_rebuilds_when_inputs_change(sample, fresh_wo
     assert computed == first.chunks
     _, second = Engine(cfg, fresh_workspace).index(corpus)
     assert not second.built and second.key == first.key
-    # another retrieval mode shares the table; another chunking builds a new one, from cached texts where equal
-    _, third = Engine(cfg.with_overrides({"retrieval.mode": "fts"}), fresh_workspace).index(corpus)
-    assert not third.built
+    # another mode with vectors shares the table; full text builds its own, without vectors and without embedding
+    _, hybrid = Engine(cfg.with_overrides({"retrieval.mode": "hybrid"}), fresh_workspace).index(corpus)
+    assert not hybrid.built and hybrid.key == first.key
+    fts = Engine(cfg.with_overrides({"retrieval.mode": "fts"}), fresh_workspace)
+    table, third = fts.index(corpus)
+    assert third.built and third.chunks == first.chunks and "vector" not in table.schema.names
+    assert fts.embedder.stats.requested == 0
+    # another chunking builds a new one, from cached texts where equal
     changed = Corpus(sample.documents[:6], source="six")
     e2 = Engine(cfg, fresh_workspace)
     _, fourth = e2.index(changed)

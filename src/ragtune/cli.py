@@ -673,7 +673,7 @@ def review_reject(review_id: str, note: str = NoteOpt, reviewer: Optional[str] =
     _decide(review_id, False, note, reviewer or os.environ.get("USER", "unknown"), home)
 
 
-audit_app = typer.Typer(no_args_is_help=True, help="The audit log of the query path.")
+audit_app = _App(no_args_is_help=True, help="The audit log of the query path.")
 app.add_typer(audit_app, name="audit")
 
 

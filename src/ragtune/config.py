@@ -215,6 +215,8 @@ class RagConfig(_Section):
     @property
     def index_settings(self) -> dict[str, Any]:
         """What an index depends on besides the corpus: chunking, embedder, full-text and ANN settings."""
+        if self.retrieval.mode == "fts":  # a full-text configuration's table has no vector column
+            return {**self.text_settings, "vectors": False}
         return {
             "chunking": self.chunking.model_dump(mode="json"),
             "embedding": self.embedding.model_dump(mode="json"),
@@ -222,6 +224,16 @@ class RagConfig(_Section):
             "vector_index": self.retrieval.vector_index,
             "injection_scan": 1,  # tables carry each chunk's injection score (store.SCAN_COLUMNS)
         }
+
+    @property
+    def text_settings(self) -> dict[str, Any]:
+        """What full-text search over an index depends on: the chunks (their chunking, and the embedder when semantic
+        chunking uses it to find breakpoints) and the full-text settings. Any table built with these serves it."""
+        settings = {"chunking": self.chunking.model_dump(mode="json"),
+                    "fts": self.retrieval.fts.model_dump(mode="json"), "injection_scan": 1}
+        if self.chunking.strategy == "semantic":
+            settings["embedding"] = self.embedding.model_dump(mode="json")
+        return settings
 
     def index_key(self, corpus_fingerprint: str) -> str:
         """Names the index built from this corpus with these index settings."""

@@ -33,9 +33,12 @@ from ragtune.workspace import Workspace
 def encode_chunks(documents, config: RagConfig, embedder: CachedEmbedder, bar=None):
     """What every table write starts from (experiment builds and production syncs): the documents' chunks, each
     chunk's injection scan (score, reasons), and the vectors as consecutive blocks (all embedded, into the cache,
-    before the first block is handed out: a failing model touches no table). ``bar(total)``: a progress bar."""
+    before the first block is handed out: a failing model touches no table; None for a full-text configuration).
+    ``bar(total)``: a progress bar."""
     chunks = chunk_documents(documents, config.chunking, embedder)
     texts = [c.text for c in chunks]
+    if config.retrieval.mode == "fts":  # a full-text configuration: nothing to embed
+        return chunks, scan(texts), None
     with bar(len(texts)) if bar is not None else nullcontext() as progress:
         blocks = embedder.embed_in_blocks(texts, progress and progress.update)
         first = next(blocks, None)  # the whole embedding happens here, before any table is touched
@@ -106,7 +109,7 @@ class Engine:
         info = IndexInfo(
             key, store.table_name(key), stable_hash(self.config.index_settings), corpus.source, corpus.fingerprint,
             len(corpus.documents), table.count_rows(), built, round(time.perf_counter() - start, 3),
-            store.count_flagged(table),
+            store.count_flagged(table), stable_hash(self.config.text_settings),
         )
         self.workspace.remember(info)
         return table, info

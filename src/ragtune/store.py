@@ -83,41 +83,53 @@ def open_index(db, index_key: str):
     return table
 
 
-def chunk_schema(dim: int, extra: Sequence[str] = (), metadata: dict[str, str] | None = None) -> pa.Schema:
-    """The chunk table's columns; ``extra`` names further string columns (the production table's bookkeeping)."""
+def chunk_schema(dim: int | None, extra: Sequence[str] = (), metadata: dict[str, str] | None = None) -> pa.Schema:
+    """The chunk table's columns; ``extra`` names further string columns (the production table's bookkeeping).
+    ``dim`` None: a full-text table, without a vector column."""
+    vector = [("vector", pa.list_(pa.float32(), dim))] if dim is not None else []
     return pa.schema(
         [("id", pa.string()), ("doc_id", pa.string()), ("text", pa.string()), ("start", pa.int64()),
-         ("end", pa.int64()), ("vector", pa.list_(pa.float32(), dim)), ("injection_score", pa.float32()),
+         ("end", pa.int64()), *vector, ("injection_score", pa.float32()),
          ("injection_reasons", pa.string())] + [(n, pa.string()) for n in extra],
         metadata={k.encode(): v.encode() for k, v in (metadata or {}).items()},
     )
 
 
-def chunk_rows(chunks: Sequence[Chunk], blocks: Iterable[np.ndarray], extra: Callable[[Chunk], dict] | None = None,
-               metadata: dict[str, str] | None = None,
+#: rows per record batch of a table without vectors
+TEXT_ROWS = 16384
+
+
+def chunk_rows(chunks: Sequence[Chunk], blocks: Iterable[np.ndarray] | None,
+               extra: Callable[[Chunk], dict] | None = None, metadata: dict[str, str] | None = None,
                scan: Sequence[tuple[float, str]] | None = None) -> pa.RecordBatchReader:
     """The chunks with their vectors as a stream of record batches, one per block of vectors (``blocks`` yields them
-    in chunk order): LanceDB writes the stream as one commit, and only one block is ever in memory. ``scan`` holds
-    each chunk's (injection score, reasons), in chunk order."""
+    in chunk order; None: a full-text table, no vectors): LanceDB writes the stream as one commit, and only one
+    block is ever in memory. ``scan`` holds each chunk's (injection score, reasons), in chunk order."""
     if scan is not None and len(scan) != len(chunks):
         raise ValueError(f"{len(chunks)} chunks but {len(scan)} scan verdicts")
-    blocks = iter(blocks)
-    first = next(blocks, None)
-    if first is None or not len(chunks):
+    if blocks is None:
+        pieces = [None] * -(-len(chunks) // TEXT_ROWS)
+    else:
+        pieces = iter(blocks)
+        first = next(pieces, None)
+        pieces = itertools.chain([] if first is None else [first], pieces)
+    if not len(chunks) or (blocks is not None and first is None):
         raise ValueError("no chunks to write")
     names = list(extra(chunks[0])) if extra else []
-    schema = chunk_schema(int(first.shape[1]), names, metadata)
+    schema = chunk_schema(None if blocks is None else int(first.shape[1]), names, metadata)
 
     def batches() -> Iterator[pa.RecordBatch]:
         at = 0
-        for vectors in itertools.chain([first], blocks):
-            part = chunks[at : at + len(vectors)]
-            at += len(vectors)
-            flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+        for vectors in pieces:
+            size = TEXT_ROWS if vectors is None else len(vectors)
+            part = chunks[at : at + size]
+            at += len(part)
             values = [[c.id for c in part], [c.doc_id for c in part], [c.text for c in part],
                       [c.start for c in part], [c.end for c in part]]
             columns = [pa.array(v, schema.field(i).type) for i, v in enumerate(values)]
-            columns.append(pa.FixedSizeListArray.from_arrays(flat, int(vectors.shape[1])))
+            if vectors is not None:
+                flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+                columns.append(pa.FixedSizeListArray.from_arrays(flat, int(vectors.shape[1])))
             verdicts = scan[at - len(part): at] if scan is not None else [(None, None)] * len(part)
             columns += [pa.array([v[0] for v in verdicts], pa.float32()),
                         pa.array([v[1] for v in verdicts], pa.string())]
@@ -130,7 +142,7 @@ def chunk_rows(chunks: Sequence[Chunk], blocks: Iterable[np.ndarray], extra: Cal
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-def write_chunks(db, name: str, chunks: Sequence[Chunk], blocks: Iterable[np.ndarray], table=None, *,
+def write_chunks(db, name: str, chunks: Sequence[Chunk], blocks: Iterable[np.ndarray] | None, table=None, *,
                  scan: Sequence[tuple[float, str]] | None = None, extra: Callable[[Chunk], dict] | None = None,
                  metadata: dict[str, str] | None = None):
     """The one write of chunk rows, for experiment builds and incremental syncs alike: the chunks with their vectors
@@ -150,7 +162,8 @@ def index_table(table, retrieval, replace: bool = False) -> None:
     fts = retrieval.fts
     table.create_index("text", config=FTS(language=fts.language, stem=fts.stem,
                                           remove_stop_words=fts.remove_stop_words), replace=replace)
-    build_ann(table, retrieval.vector_index, table.count_rows(), replace=replace)
+    if "vector" in table.schema.names:
+        build_ann(table, retrieval.vector_index, table.count_rows(), replace=replace)
 
 
 def needs_index(table) -> bool:
@@ -170,7 +183,7 @@ def reindex(table, retrieval) -> None:
     table.optimize()
 
 
-def build_index(db, index_key: str, chunks: Sequence[Chunk], blocks: Iterable[np.ndarray], retrieval,
+def build_index(db, index_key: str, chunks: Sequence[Chunk], blocks: Iterable[np.ndarray] | None, retrieval,
                 metadata: dict[str, str] | None = None, scan: Sequence[tuple[float, str]] | None = None):
     """A complete table in one go: write the chunks (``write_chunks``), build the search indexes, then mark the
     table complete. A failure drops what was written."""

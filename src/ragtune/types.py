@@ -89,3 +89,4 @@ class IndexInfo:
     built: bool  # False: an existing complete table was reused
     seconds: float
     flagged: int = 0  # chunks the injection scan flagged when they were written (kept from generators)
+    text: str = ""  # hash of the settings full-text search depends on (RagConfig.text_settings)

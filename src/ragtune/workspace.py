@@ -71,8 +71,12 @@ class Workspace:
             atomic_write_text(self._catalog_path, json.dumps(entries, indent=1))
 
     def latest_index_for(self, config: RagConfig) -> dict | None:
-        settings = stable_hash(config.index_settings)
-        matches = [e for e in self.catalog().values() if e.get("settings") == settings]
+        """The catalog entry of the index last used with ``config``'s index settings; for a full-text configuration,
+        any index with its chunks and full-text settings (a table with vectors serves full text as well)."""
+        settings, text = stable_hash(config.index_settings), stable_hash(config.text_settings)
+        fts = config.retrieval.mode == "fts"
+        matches = [e for e in self.catalog().values()
+                   if e.get("settings") == settings or (fts and e.get("text") == text)]
         return max(matches, key=lambda e: e["used_at"]) if matches else None
 
 
