@@ -34,11 +34,16 @@ def test_parameters_of_unchosen_options_do_not_change_the_id():
 
 
 def test_index_key_depends_only_on_index_settings():
-    a = RagConfig.from_dict({"retrieval": {"mode": "fts"}})
+    a = RagConfig.from_dict({"retrieval": {"mode": "vector"}})
     b = RagConfig.from_dict({"retrieval": {"mode": "hybrid", "top_k": 3}, "rerank": {"model": "cross-encoder"}})
     assert a.index_key("fp") == b.index_key("fp")
     assert a.index_key("fp") != a.index_key("other")
     assert RagConfig.from_dict({"chunking": {"size": 100}}).index_key("fp") != a.index_key("fp")
+    # full text: a table without vectors, whatever the embedder; one with vectors serves its text as well
+    fts = RagConfig.from_dict({"retrieval": {"mode": "fts"}})
+    fts_bge = RagConfig.from_dict({"retrieval": {"mode": "fts"}, "embedding": {"model": "bge-small"}})
+    assert fts.index_key("fp") == fts_bge.index_key("fp") != a.index_key("fp")
+    assert fts.text_settings == a.text_settings
 
 
 @pytest.mark.parametrize(
