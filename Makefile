@@ -27,8 +27,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/ragtune eval --dataset sample --config experiments/configs/hybrid.yaml --out runs/sample-hybrid
 
+# Test files run on TEST_WORKERS processes (pytest-xdist; a file's tests stay together, so its fixtures are built once).
+TEST_WORKERS ?= 2
+
 test: $(STAMP) browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The JupyterLab test drives Debian's chromium (Playwright's own browser download is not used). Installed here when
 # missing and we may (root with apt-get); otherwise that one test is skipped with the reason.
