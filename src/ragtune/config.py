@@ -215,7 +215,7 @@ class RagConfig(_Section):
     @property
     def index_settings(self) -> dict[str, Any]:
         """What an index depends on besides the corpus: chunking, embedder, full-text and ANN settings."""
-        if self.retrieval.mode == "fts":  # a full-text configuration's table has no vector column
+        if not self.uses_vectors:  # a full-text configuration's table has no vector column
             return {**self.text_settings, "vectors": False}
         return {
             "chunking": self.chunking.model_dump(mode="json"),
@@ -224,6 +224,12 @@ class RagConfig(_Section):
             "vector_index": self.retrieval.vector_index,
             "injection_scan": 1,  # tables carry each chunk's injection score (store.SCAN_COLUMNS)
         }
+
+    @property
+    def uses_vectors(self) -> bool:
+        """Whether retrieval reads vectors (vector and hybrid search): only then are chunks and queries embedded and
+        does the table carry a vector column."""
+        return self.retrieval.mode != "fts"
 
     @property
     def text_settings(self) -> dict[str, Any]:

@@ -37,7 +37,7 @@ def encode_chunks(documents, config: RagConfig, embedder: CachedEmbedder, bar=No
     ``bar(total)``: a progress bar."""
     chunks = chunk_documents(documents, config.chunking, embedder)
     texts = [c.text for c in chunks]
-    if config.retrieval.mode == "fts":  # a full-text configuration: nothing to embed
+    if not config.uses_vectors:  # a full-text configuration: nothing to embed
         return chunks, scan(texts), None
     with bar(len(texts)) if bar is not None else nullcontext() as progress:
         blocks = embedder.embed_in_blocks(texts, progress and progress.update)
@@ -144,7 +144,7 @@ class Engine:
         ``check`` (chunk text -> reasons) objects to, and answer from the first ``context_k`` of the others with
         ``generator`` (default: the configuration's; none: retrieval only)."""
         timings: dict[str, float] = {}
-        if query_vector is None and self.config.retrieval.mode != "fts":
+        if query_vector is None and self.config.uses_vectors:
             t0 = time.perf_counter()
             query_vector = self.embedder.embed_queries([question])[0]
             timings["embed_ms"] = (time.perf_counter() - t0) * 1000

@@ -74,7 +74,7 @@ class Workspace:
         """The catalog entry of the index last used with ``config``'s index settings; for a full-text configuration,
         any index with its chunks and full-text settings (a table with vectors serves full text as well)."""
         settings, text = stable_hash(config.index_settings), stable_hash(config.text_settings)
-        fts = config.retrieval.mode == "fts"
+        fts = not config.uses_vectors
         matches = [e for e in self.catalog().values()
                    if e.get("settings") == settings or (fts and e.get("text") == text)]
         return max(matches, key=lambda e: e["used_at"]) if matches else None
