@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,pdf]"
 	touch $(STAMP)
 
+# The main job: five retrieval setups on the shipped sample, each an executed notebook, then the leaderboard and the
+# significant winner (experiments/out/setups/).
 run: $(STAMP)
-	$(BIN)/ragtune eval --dataset sample --config experiments/configs/hybrid.yaml --out runs/sample-hybrid
+	$(BIN)/ragtune sweep experiments/setups.yaml
 
 # Test files run on TEST_WORKERS processes (pytest-xdist; a file's tests stay together, so its fixtures are built once).
 TEST_WORKERS ?= 2

@@ -39,6 +39,26 @@ def test_winner_only_when_significant_after_correction():
     assert comp.winner is None
     assert "the baseline s/base (base)" in comp.verdict() and "keep the baseline" in comp.verdict()
 
+def test_the_verdict_says_whether_the_winner_is_ahead_of_the_runner_up():
+    """Beating the baseline is not beating the rest: the verdict tests the winner against the next best."""
+    from scipy.stats import ttest_rel
+
+    rng = np.random.default_rng(7)
+    base = rng.uniform(0.2, 0.6, 80)
+    close = {"base": base, "best": base + 0.20 + rng.normal(0, 0.05, 80), "second": base + 0.19 + rng.normal(0, 0.05, 80)}
+    comp = compare(*frames(close), "ndcg@10", "base", test="t-test")
+    assert comp.winner == "best" and comp.runner_up == "second"
+    assert comp.runner_up_p == pytest.approx(ttest_rel(close["best"], close["second"]).pvalue)
+    assert comp.runner_up_p > 0.05 and "not significantly ahead of the runner-up s/second" in comp.verdict()
+
+    apart = {**close, "second": base + 0.05 + rng.normal(0, 0.05, 80)}
+    comp = compare(*frames(apart), "ndcg@10", "base", test="t-test")
+    assert comp.runner_up == "second" and comp.runner_up_p < 0.05
+    assert "; significantly ahead of the runner-up s/second" in comp.verdict()
+    alone = compare(*frames({"base": base, "best": close["best"]}), "ndcg@10", "base")
+    assert alone.runner_up is None and "runner-up" not in alone.verdict()
+
+
 def test_a_tie_goes_to_the_faster_configuration():
     base = np.linspace(0.1, 0.5, 50)
     configs = {"base": base, "slow": base + 0.2, "fast": base + 0.2}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from console import console_warnings
 from ragtune.lab import kernel_env, lab_command, notebooks_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +61,7 @@ def lab_server(tmp_path, workspace):
     printed = (tmp_path / "lab.log").read_text()
     loaded = re.findall(r"Extension package (\w+)|(\w+) \| extension was successfully loaded", printed)
     assert not {n for pair in loaded for n in pair} & {"ploomber", "ploomber_extension", "nbclassic"}, printed
+    assert not console_warnings(printed), printed
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; `make test` does)")

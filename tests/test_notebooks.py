@@ -36,6 +36,8 @@ def test_quickstart_runs_headless(tmp_path, workspace):
     assert {"image/png", "text/html"} <= mime_types(out)  # the plot and the result table
     html = " ".join("".join(o["data"]["text/html"]) for o in outputs(out) if "text/html" in o.get("data", {}))
     assert "ndcg@10" in html and "hybrid + rerank" in html
+    text = " ".join("".join(o.get("text", "")) for o in outputs(out))
+    assert "winner" in text or "keep the baseline" in text  # the verdict against BM25
 
 
 STUDIES = {

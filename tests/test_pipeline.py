@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from console import console_warnings
 from ragtune.engine import Engine
 from ragtune.workspace import Workspace
 from ragtune.production import load_release
@@ -118,8 +119,9 @@ def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 def test_full_build_then_unchanged_then_incremental(project, release):
     first = ok(project.build(tracking="offline"))
     assert all(ran(first)[t] for t in TASKS), first.stdout
+    assert not console_warnings(first.stdout + first.stderr)  # what `ploomber build` prints is the build's, only
     ingest = project.product("ingest.json")
-    assert ingest["added"] == 35 and ingest["changed"] == ingest["removed"] == 0
+    assert ingest["added"] == len(list((project.docs).rglob("*.*"))) and ingest["changed"] == ingest["removed"] == 0
     pub = published(project.workspace)
     assert pub == project.product("published.json") and pub["version"] == project.product("index.json")["version"]
     assert served_docs(project) == {p.relative_to(project.docs).with_suffix("").as_posix()
@@ -148,8 +150,8 @@ def test_full_build_then_unchanged_then_incremental(project, release):
     assert {p: p.stat().st_mtime_ns for p in project.out.rglob("*.json")} == mtimes
     assert published(project.workspace) == pub
 
-    (project.docs / "hr" / "sabbatical.md").write_text(
-        "# Sabbatical\n\nAfter five years of service, employees may take a three-month unpaid sabbatical.\n")
+    (project.docs / "hr" / "volunteering.md").write_text(
+        "# Volunteering\n\nEvery employee may take two paid days a year to volunteer for a charity.\n")
     vacation = project.docs / "hr" / "vacation.md"
     vacation.write_text(vacation.read_text().replace("25 days", "27 days"))
     (project.docs / "finance" / "commuting.md").unlink()
@@ -158,23 +160,23 @@ def test_full_build_then_unchanged_then_incremental(project, release):
     third = ok(project.build(tracking="offline"))
     assert all(ran(third)[t] for t in TASKS)
     ingest = project.product("ingest.json")
-    assert ingest["ids"] == {"added": ["hr/sabbatical"], "changed": ["hr/vacation"], "removed": ["finance/commuting"]}
-    assert ingest["unchanged"] == 33
+    assert ingest["ids"] == {"added": ["hr/volunteering"], "changed": ["hr/vacation"], "removed": ["finance/commuting"]}
+    assert ingest["unchanged"] == len(list(project.docs.rglob("*.*"))) - 2  # all but the added and the changed one
     table = open_published(project.workspace)
     rows = table.search().select(["doc_id"]).limit(10_000).to_list()
-    assert ingest["chunks_embedded"] == sum(r["doc_id"] in ("hr/sabbatical", "hr/vacation") for r in rows)
+    assert ingest["chunks_embedded"] == sum(r["doc_id"] in ("hr/volunteering", "hr/vacation") for r in rows)
     assert published(project.workspace)["version"] > pub["version"]
-    assert "finance/commuting" not in served_docs(project) and "hr/sabbatical" in served_docs(project)
-    assert search_published(project, "three-month sabbatical after five years", release)[0] == "hr/sabbatical"
+    assert "finance/commuting" not in served_docs(project) and "hr/volunteering" in served_docs(project)
+    assert search_published(project, "two paid days to volunteer for a charity", release)[0] == "hr/volunteering"
 
 
 def test_failed_gate_or_killed_build_leaves_the_publication_serving(project, release):
     ok(project.build())
     first = published(project.workspace)
     before = served_docs(project)
-    (project.docs / "hr" / "sabbatical.md").write_text("# Sabbatical\n\nEmployees may take a sabbatical.\n")
+    (project.docs / "hr" / "volunteering.md").write_text("# Volunteering\n\nEmployees may volunteer.\n")
     (project.docs / "company" / "about.md").unlink()
-    expected = before - {"company/about"} | {"hr/sabbatical"}
+    expected = before - {"company/about"} | {"hr/volunteering"}
 
     for point in ("ingest.deleted", "publish.tagged"):
         killed = project.build(kill_at=point)

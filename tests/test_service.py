@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from console import console_warnings
 from ragtune.config import RagConfig
 from ragtune.data import Corpus
 from ragtune.engine import Engine
@@ -97,7 +98,7 @@ def audit_records(ws: Workspace) -> list[dict]:
     return [json.loads(line) for p in sorted((ws.home / "audit").glob("*.jsonl")) for line in p.read_text().splitlines()]
 
 
-def test_answers_with_citations_and_an_audit_record_of_what_it_saw(served):
+def test_answers_with_citations_and_an_audit_record_of_what_it_saw(served, docs):
     res = served.ask("How many vacation days do full-time employees get?", client_id="alice")
     assert res.status_code == 200
     body = res.json()
@@ -114,7 +115,7 @@ def test_answers_with_citations_and_an_audit_record_of_what_it_saw(served):
     assert given and all(hashlib.sha256(texts[c["chunk_id"]].encode()).hexdigest() == c["text_sha256"] for c in given)
     assert set(record["citations"]) <= {c["chunk_id"] for c in given}
     health = served.client.get("/health").json()
-    assert health["version"] == record["version"] and health["documents"] == 36
+    assert health["version"] == record["version"] and health["documents"] == len(docs)
 
 
 def test_bad_requests_are_4xx_with_a_reason_and_audited(served):
@@ -167,7 +168,7 @@ def test_hot_switch_under_load_drops_no_request_and_loses_no_audit_record(served
     ws = served.service.workspace
     before = len(audit_records(ws))
     questions = [f"How long is the probation period? ({i})" for i in range(48)]
-    extra = Document("hr/sabbatical", "# Sabbatical\n\nAfter five years employees may take a three-month sabbatical.")
+    extra = Document("hr/volunteering", "# Volunteering\n\nEvery employee may take two paid days a year to volunteer.")
 
     def switch():
         time.sleep(0.2)
@@ -180,7 +181,7 @@ def test_hot_switch_under_load_drops_no_request_and_loses_no_audit_record(served
     assert [r.status_code for r in results] == [200] * len(questions)
     after = audit_records(ws)[before:]
     assert len(after) == len(questions) and {r["question"] for r in after} == set(questions)
-    assert "hr/sabbatical" in [c["doc_id"] for c in served.ask("three-month sabbatical").json()["citations"]]
+    assert "hr/volunteering" in [c["doc_id"] for c in served.ask("paid days to volunteer").json()["citations"]]
     publish_docs(ws, docs)
 
 
@@ -390,7 +391,7 @@ def test_serve_with_two_workers_shares_one_rate_limit(tmp_path, workspace, docs)
     assert f"serving production version {published(ws)['version']} (config {CONFIG.id}) from" in printed
     assert "with 2 workers: POST /query" in printed
     assert printed.count('"POST /query HTTP/1.1" 200') == 3 and printed.count('"POST /query HTTP/1.1" 429') == 5
-    assert "Shutting down" in printed
+    assert "Shutting down" in printed and not console_warnings(printed)
 
 
 def test_audit_show_prints_what_the_answer_saw(served):

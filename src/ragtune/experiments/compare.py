@@ -5,7 +5,9 @@ winner named only when its gain is significant after correction.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +24,8 @@ class Comparison:
     alpha: float
     table: pd.DataFrame  # one row per configuration, best mean first
     winner: str | None  # config id, or None when nothing beats the baseline significantly
+    runner_up: str | None = None  # the next best configuration other than the baseline, when there is a winner
+    runner_up_p: float = float("nan")  # the paired test of the winner against it
 
     def verdict(self) -> str:
         base = self.table.loc[self.baseline]
@@ -29,9 +33,16 @@ class Comparison:
             return (f"no configuration beats the baseline {base['name']} ({self.baseline}) on {self.metric} "
                     f"significantly ({self.test}, Holm-corrected, alpha {self.alpha}): keep the baseline")
         row = self.table.loc[self.winner]
-        return (f"winner: {row['name']} ({self.winner}): {self.metric} {row['mean']:.4f} vs baseline "
+        text = (f"winner: {row['name']} ({self.winner}): {self.metric} {row['mean']:.4f} vs baseline "
                 f"{self.table.loc[self.baseline, 'mean']:.4f}, +{row['delta']:.4f}, p_holm {row['p_holm']:.4g}, "
                 f"d {row['effect_size']:.2f}")
+        if self.runner_up is not None:  # beating the baseline is not beating the rest: say how close the next one is
+            second = self.table.loc[self.runner_up]
+            gap = row["mean"] - second["mean"]
+            judged = "significantly" if self.runner_up_p < self.alpha else "not significantly"
+            text += (f"; {judged} ahead of the runner-up {second['name']} ({self.runner_up}): "
+                     f"{gap:+.4f}, p {self.runner_up_p:.4g}")
+        return text
 
 
 def compare(
@@ -90,4 +101,21 @@ def compare(
     if len(better):  # best mean; on a tie, the faster configuration
         top = better[np.isclose(better["mean"], better["mean"].max(), atol=1e-12)]
         winner = str(top.sort_values("latency_p95_ms").index[0])
-    return Comparison(metric, baseline, test, alpha, table, winner)
+    runner_up, runner_up_p = None, float("nan")
+    rest = table.index[(table.index != winner) & ~table["baseline"]]
+    if winner is not None and len(rest):
+        runner_up = str(rest[0])  # the table is sorted best mean first
+        both = scores[winner].notna() & scores[runner_up].notna()
+        runner_up_p = run_test(scores.loc[both, winner].to_numpy(), scores.loc[both, runner_up].to_numpy())
+    return Comparison(metric, baseline, test, alpha, table, winner, runner_up, runner_up_p)
+
+
+def compare_results(results: Mapping[str, Any], metric: str, baseline: str, test: str = "randomization",
+                    alpha: float = 0.05) -> Comparison:
+    """:func:`compare` for evaluations held in memory (a notebook's ``evaluate`` results: anything with a
+    ``summary`` dict and a ``per_query`` frame indexed by query id), keyed by a name that serves as id and name."""
+    summary = pd.DataFrame([{"config_id": name, "name": name, "status": "done",
+                             **{k: r.summary.get(k, np.nan) for k in ("latency_p50_ms", "latency_p95_ms")}}
+                            for name, r in results.items()])
+    scores = pd.concat([r.per_query.reset_index().assign(config_id=name) for name, r in results.items()])
+    return compare(summary, scores, metric, baseline, test, alpha)

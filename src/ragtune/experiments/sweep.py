@@ -134,7 +134,9 @@ class SweepSpec(BaseModel):
         return RagConfig.from_dict(base, source=f"{source}: base")
 
     def _entry(self, overrides: dict[str, Any], source: str, what: str) -> RagConfig:
-        label = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in overrides.items()) or "base"
+        overrides = dict(overrides)
+        given = overrides.pop("name", None)  # an entry may name itself; otherwise its overrides name it
+        label = str(given) if given else " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in overrides.items()) or "base"
         try:
             cfg = self.base_config(source).with_overrides(flatten(overrides))
         except ConfigError as exc:
@@ -279,8 +281,11 @@ def _execute_notebook(source: Path, output: Path, params: dict) -> None:
     os.environ["PATH"] = kernel_env()["PATH"]  # the kernel must be this environment's interpreter
     notebook = jupytext.read(source)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    # the kernel's own start-up log ("running over TCP without encryption": a local kernel on the loopback) is not
+    # the user's business; errors still reach the console, and the cells' warnings are kept in the executed notebook
     papermill.execute_notebook(notebook, str(output), parameters=params, progress_bar=False,
-                               kernel_name="python3", cwd=str(output.parent))
+                               kernel_name="python3", cwd=str(output.parent),
+                               extra_arguments=["--IPKernelApp.log_level=ERROR"])
 
 
 # -- the sweep -------------------------------------------------------------------------------------------------
