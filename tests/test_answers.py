@@ -116,6 +116,23 @@ def test_extractive_answers_are_cited_sentences_of_the_context(engine):
     assert gen.generate("anything", []).text == NO_ANSWER
 
 
+def test_an_extractive_answer_to_a_how_many_question_holds_a_number(engine):
+    """When the sentences closest to a "how many" question hold no number, the closest one that does takes the
+    weakest one's place; other questions keep the closest sentences."""
+    gen = make_generator(GenerationConfig(max_sentences=1), engine.embedder)
+    sentences = ["New starters receive paid vacation days from their first day at the company.",
+                 "Vacation days for new starters are requested in PeopleHub.",
+                 "The yearly allowance is 25 days, prorated by month."]
+    context = hits_of([" ".join(sentences)])
+    question = "How many vacation days do new starters get?"
+    closest = np.argsort(-(engine.embedder.embed_documents(sentences) @ engine.embedder.embed_queries([question])[0]))
+    assert closest[0] != 2  # without the rule the answer would hold no number
+    assert gen.generate(question, context).text == f"{sentences[2]} [1]"
+    other = "Where do new starters request vacation days?"
+    nearest = np.argmax(engine.embedder.embed_documents(sentences) @ engine.embedder.embed_queries([other])[0])
+    assert gen.generate(other, context).text == f"{sentences[nearest]} [1]"
+
+
 @pytest.fixture
 def cache(tmp_path):
     return ResponseCache(tmp_path / "responses.sqlite")

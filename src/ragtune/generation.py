@@ -18,7 +18,7 @@ import numpy as np
 
 from ragtune.errors import BackendError, ConfigError
 from ragtune.registry import GENERATORS
-from ragtune.text import split_sentences, words
+from ragtune.text import numbers, split_sentences, words
 from ragtune.types import Answer, Hit
 
 PROMPTS = Path(__file__).parent / "prompts"
@@ -116,16 +116,34 @@ class Extractive:
                           self.prompt_version)
         q = query_vector if query_vector is not None else self.embedder.embed_queries([question])[0]
         scores = self.embedder.embed_documents([s for s, _ in unique]) @ q
-        best = sorted(np.argsort(-scores, kind="stable")[: self.config.max_sentences])  # document order reads best
-        numbers: dict[int, int] = {}
+        order = [int(j) for j in np.argsort(-scores, kind="stable")]
+        chosen = order[: self.config.max_sentences]
+        if asks_for_number(question) and not any(numbers(unique[j][0]) for j in chosen):
+            # a "how many / how long / when" question is not answered without a number: the closest sentence that
+            # holds one takes the place of the weakest chosen sentence
+            holder = next((j for j in order[len(chosen):] if numbers(unique[j][0])), None)
+            if holder is not None:
+                chosen[-1] = holder
+        best = sorted(chosen)  # document order reads best
+        marks: dict[int, int] = {}
         parts = []
         for j in best:
             sentence, i = unique[j]
-            n = numbers.setdefault(i, len(numbers) + 1)
+            n = marks.setdefault(i, len(marks) + 1)
             parts.append(f"{sentence} [{n}]")
-        citations = tuple(hits[i].chunk_id for i in numbers)  # marker [n] names citations[n - 1]
+        citations = tuple(hits[i].chunk_id for i in marks)  # marker [n] names citations[n - 1]
         return Answer(" ".join(parts), citations, {"prompt_tokens": 0, "completion_tokens": 0}, self.model_id,
                       self.prompt_version)
+
+
+# questions whose answer is a number (not "when" or "which day": "in April", "on Wednesdays" hold none)
+_ASKS_NUMBER = re.compile(r"^\W*(?:how\s+(?:many|much|long|often|far|old)\b|"
+                          r"what\s+(?:percentage|share|amount|price)\b)", re.IGNORECASE)
+
+
+def asks_for_number(question: str) -> bool:
+    """Whether the question asks for a quantity or a duration ("How many ...", "How long ...", "What percentage ...")."""
+    return bool(_ASKS_NUMBER.search(question))
 
 
 @GENERATORS.register("openai", prefix=True)
