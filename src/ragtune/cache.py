@@ -160,3 +160,42 @@ class ResponseCache(_Store):
                 con.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)", (key, value))
         except sqlite3.DatabaseError as exc:
             self._recover(exc, generation)  # a reply left out of a damaged cache is asked for again next time
+
+
+class PairScoreCache(_Store):
+    """Re-ranker scores by (model id, query hash, passage hash), each with the model time that computing it took, so
+    that a score read back still says what it costs (latency and cost per query stay what the model spends)."""
+
+    what = "re-ranking cache"
+    schema = ("CREATE TABLE IF NOT EXISTS pairs ("
+              " model TEXT NOT NULL, query BLOB NOT NULL, passage BLOB NOT NULL, score REAL NOT NULL, ms REAL NOT NULL)",
+              "CREATE UNIQUE INDEX IF NOT EXISTS pairs_key ON pairs (model, query, passage)")
+
+    def get_many(self, model: str, query: bytes, passages: Sequence[bytes]) -> dict[bytes, tuple[float, float]]:
+        """passage hash -> (score, ms) for the pairs found; a damaged file is quarantined and everything is a miss."""
+        generation = self._generation
+        found: dict[bytes, tuple[float, float]] = {}
+        try:
+            con = self._conn()
+            for i in range(0, len(passages), 900):  # below SQLite's bound-parameter limit
+                part = passages[i : i + 900]
+                rows = con.execute(f"SELECT passage, score, ms FROM pairs WHERE model = ? AND query = ? AND passage "
+                                   f"IN ({','.join('?' * len(part))})", (model, query, *part))
+                found.update((p, (s, ms)) for p, s, ms in rows)
+        except sqlite3.DatabaseError as exc:
+            self._recover(exc, generation)
+            return {}
+        return found
+
+    def put_many(self, model: str, query: bytes, items: Iterable[tuple[bytes, float, float]]) -> None:
+        """(passage hash, score, ms) per pair, in one transaction; a pair left out of a damaged file is scored again."""
+        rows = [(model, query, p, float(s), float(ms)) for p, s, ms in items]
+        generation = self._generation
+        try:
+            with self._conn() as con:
+                con.executemany("INSERT OR REPLACE INTO pairs VALUES (?, ?, ?, ?, ?)", rows)
+        except sqlite3.DatabaseError as exc:
+            self._recover(exc, generation)
+
+    def count(self) -> int:
+        return self._conn().execute("SELECT COUNT(*) FROM pairs").fetchone()[0]

@@ -124,6 +124,10 @@ def eval_cmd(
         f"({'built' if idx.built else 'reused'}); texts embedded by the model: {emb.computed}, "
         f"found in the cache: {emb.requested - emb.computed}", highlight=False
     )
+    pairs = result.extra.get("rerank")
+    if pairs:
+        console.print(f"re-ranked pairs scored by the model: {pairs['scored_by_model']}, found in the cache: "
+                      f"{pairs['pairs'] - pairs['scored_by_model']}", highlight=False)
     gen = result.extra.get("generation")
     if gen:
         console.print(f"answers: {gen['backend']} (prompt {gen['prompt']}), {gen['degraded_answers']} degraded"

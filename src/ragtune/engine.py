@@ -61,12 +61,14 @@ class Turn:
 
 
 class Engine:
-    """One configuration's models and tables, created on first use."""
+    """One configuration's models and tables, created on first use. ``cache_pairs=False``: the re-ranker scores
+    every pair with the model (a live service's questions, and latency trials, which must time the model)."""
 
-    def __init__(self, config: RagConfig, workspace: Workspace | None = None, progress: bool = False):
+    def __init__(self, config: RagConfig, workspace: Workspace | None = None, progress: bool = False,
+                 cache_pairs: bool = True):
         self.config = config
         self.workspace = workspace or Workspace.default()
-        self.progress = progress
+        self.progress, self.cache_pairs = progress, cache_pairs
 
     @cached_property
     def embedder(self) -> CachedEmbedder:
@@ -74,7 +76,7 @@ class Engine:
 
     @cached_property
     def reranker(self):
-        return make_reranker(self.config.rerank)
+        return make_reranker(self.config.rerank, self.workspace.pair_scores if self.cache_pairs else None)
 
     @cached_property
     def responses(self):

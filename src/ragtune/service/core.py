@@ -147,7 +147,7 @@ class QueryService:
             raise DataError(f"{self.workspace.home / 'published.json'}: the publication has no configuration; "
                             "publish again with `ploomber build`")
         config = RagConfig.from_dict(record["config"], source="published.json")
-        engine = Engine(config, self.workspace)
+        engine = Engine(config, self.workspace, cache_pairs=False)  # users' questions are not kept in a store
         gen_config = self.settings.generation or config.generation or GenerationConfig()
         generator = make_generator(gen_config, engine.embedder, engine.responses)
         try:
