@@ -65,7 +65,8 @@ def test_the_readme_journey_runs_in_order_without_a_console_warning(tmp_path, wo
 
     # the main job (make run), on the first ten questions
     out = step("ragtune", "sweep", "experiments/setups.yaml", "--queries", "10")
-    assert "5 run, 0 already complete, 0 failed" in out and "ndcg@10 on 10 queries" in out
+    assert "5 run, 0 already complete, 0 failed" in out and "ndcg@10 on 6 dev queries" in out  # setups.yaml: 70/30
+    assert "on the 4 held-out test queries" in " ".join(out.split())  # the console wraps long lines
     assert ("winner:" in out) != ("keep the baseline" in out)
     sweep = project / "experiments" / "out" / "setups"
     assert len(list(sweep.glob("configs/*/notebook.ipynb"))) == 5 and list(sweep.glob("wandb/offline-run-*"))

@@ -316,17 +316,23 @@ def compare_cmd(
 def print_comparison(comp, plots: dict[str, Path]) -> None:
     """The leaderboard: configurations by name (id beside), best mean first, and the verdict."""
     queries = int(comp.table["queries"].max()) if len(comp.table) else 0
-    console.print(f"{comp.metric} on {queries} queries · baseline {comp.table.loc[comp.baseline, 'name']} "
-                  f"({comp.baseline}) · {comp.test}, Holm-corrected", highlight=False)
+    held = comp.held_out
+    console.print(f"{comp.metric} on {queries} {'dev ' if held else ''}queries · baseline "
+                  f"{comp.table.loc[comp.baseline, 'name']} ({comp.baseline}) · {comp.test}, Holm-corrected"
+                  + (" · test: held-out queries, not used to choose" if held else ""), highlight=False)
     table = Table()
-    for col in ("config", "id", "mean", "95% CI", "delta", "p (Holm)", "d", "p95 ms"):
+    columns = ["config", "id", "mean", "95% CI", "delta", "p (Holm)", "d", "p95 ms"]
+    for col in columns + (["test mean", "test 95% CI"] if held else []):
         table.add_column(col, justify="left" if col in ("config", "id") else "right")
     for cid, row in comp.table.iterrows():
         mark = " (baseline)" if row["baseline"] else (" *" if row["significant"] else "")
-        table.add_row(str(row["name"]).split("/", 1)[-1] + mark, cid, f"{row['mean']:.4f}",
-                      f"{row['ci_low']:.3f}-{row['ci_high']:.3f}", f"{row['delta']:+.4f}",
-                      "" if row["baseline"] else f"{row['p_holm']:.4f}", f"{row['effect_size']:.2f}",
-                      f"{row['latency_p95_ms']:.1f}")
+        cells = [str(row["name"]).split("/", 1)[-1] + mark, cid, f"{row['mean']:.4f}",
+                 f"{row['ci_low']:.3f}-{row['ci_high']:.3f}", f"{row['delta']:+.4f}",
+                 "" if row["baseline"] else f"{row['p_holm']:.4f}", f"{row['effect_size']:.2f}",
+                 f"{row['latency_p95_ms']:.1f}"]
+        if held:
+            cells += [f"{row['test_mean']:.4f}", f"{row['test_ci_low']:.3f}-{row['test_ci_high']:.3f}"]
+        table.add_row(*cells)
     console.print(table)
     console.print(comp.verdict(), highlight=False)
     if plots:

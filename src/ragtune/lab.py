@@ -32,16 +32,26 @@ def sync_notebooks(folder: Path) -> list[Path]:
     return written
 
 
+#: Jupyter data folder shipped with ragtune: its ``python3`` kernel spec is ipykernel's, with the kernel's own
+#: start-up log at ERROR ("running over TCP without encryption": a local kernel on the loopback, not the user's
+#: business; errors still show, and the cells' own warnings stay in the notebook)
+JUPYTER_DATA = Path(__file__).parent / "jupyter"
+
+
 def kernel_env(base: dict[str, str] | None = None, home: Path | None = None) -> dict[str, str]:
     """An environment whose ``python`` is this interpreter (Jupyter's ``python3`` kernel spec runs ``python`` from
-    PATH, which outside an activated virtual environment is another Python, without ragtune), and whose workspace
-    is ``home`` unless ``$RAGTUNE_HOME`` names one."""
+    PATH, which outside an activated virtual environment is another Python, without ragtune), whose ``python3``
+    kernel spec is ragtune's quiet one (``JUPYTER_DATA``), and whose workspace is ``home`` unless ``$RAGTUNE_HOME``
+    names one."""
     env = dict(os.environ if base is None else base)
     if home is not None:
         env.setdefault("RAGTUNE_HOME", str(home))
     bindir = str(Path(sys.executable).parent)
     if not env.get("PATH", "").startswith(bindir + os.pathsep):
         env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    data = str(JUPYTER_DATA)
+    if not env.get("JUPYTER_PATH", "").startswith(data):
+        env["JUPYTER_PATH"] = os.pathsep.join(p for p in (data, env.get("JUPYTER_PATH")) if p)
     return env
 
 

@@ -26,12 +26,24 @@ class Comparison:
     winner: str | None  # config id, or None when nothing beats the baseline significantly
     runner_up: str | None = None  # the next best configuration other than the baseline, when there is a winner
     runner_up_p: float = float("nan")  # the paired test of the winner against it
+    # with a query split: the choice above is made on the dev queries; the table's test_* columns hold every
+    # configuration's held-out score, and this is the chosen one against the baseline on those queries
+    held_out_p: float = float("nan")
+
+    @property
+    def chosen(self) -> str:
+        return self.winner or self.baseline
+
+    @property
+    def held_out(self) -> bool:
+        return "test_mean" in self.table.columns
 
     def verdict(self) -> str:
         base = self.table.loc[self.baseline]
         if self.winner is None:
             return (f"no configuration beats the baseline {base['name']} ({self.baseline}) on {self.metric} "
-                    f"significantly ({self.test}, Holm-corrected, alpha {self.alpha}): keep the baseline")
+                    f"significantly ({self.test}, Holm-corrected, alpha {self.alpha}): keep the baseline"
+                    + self._held_out_line())
         row = self.table.loc[self.winner]
         text = (f"winner: {row['name']} ({self.winner}): {self.metric} {row['mean']:.4f} vs baseline "
                 f"{self.table.loc[self.baseline, 'mean']:.4f}, +{row['delta']:.4f}, p_holm {row['p_holm']:.4g}, "
@@ -42,7 +54,19 @@ class Comparison:
             judged = "significantly" if self.runner_up_p < self.alpha else "not significantly"
             text += (f"; {judged} ahead of the runner-up {second['name']} ({self.runner_up}): "
                      f"{gap:+.4f}, p {self.runner_up_p:.4g}")
-        return text
+        return text + self._held_out_line()
+
+    def _held_out_line(self) -> str:
+        if not self.held_out:
+            return ""
+        row, base = self.table.loc[self.chosen], self.table.loc[self.baseline]
+        line = (f"\nchosen on {int(row['queries'])} dev queries; on the {int(row['test_queries'])} held-out test "
+                f"queries: {row['name']} {self.metric} {row['test_mean']:.4f} "
+                f"(95% CI {row['test_ci_low']:.3f}-{row['test_ci_high']:.3f})")
+        if self.chosen != self.baseline:
+            line += (f" vs baseline {base['test_mean']:.4f}, {row['test_mean'] - base['test_mean']:+.4f}, "
+                     f"p {self.held_out_p:.4g}")
+        return line
 
 
 def compare(
@@ -55,6 +79,30 @@ def compare(
     resamples: int = 10_000,
     seed: int = 0,
 ) -> Comparison:
+    """The leaderboard and the winner. When ``results`` has a ``split`` column (a sweep with a query split), the
+    winner is chosen on the dev queries alone, and every configuration's test score is added beside (``test_*``)."""
+    if "split" not in results.columns or results["split"].isna().all():
+        return _choose(summary, results, metric, baseline, test, alpha, resamples, seed)
+    parts = {name: results[results["split"] == name] for name in ("dev", "test")}
+    for name, part in parts.items():
+        if part.empty:
+            raise RagtuneError(f"the query split leaves no {name} query among the {results['query_id'].nunique()} "
+                               "scored: change query_split in the spec")
+    comp = _choose(summary, parts["dev"], metric, baseline, test, alpha, resamples, seed)
+    held = parts["test"].pivot_table(index="query_id", columns="config_id", values=metric, aggfunc="first")
+    for cid in comp.table.index:
+        low, high = bootstrap_ci(held[cid].dropna(), resamples=resamples, seed=seed)
+        comp.table.loc[cid, ["test_mean", "test_ci_low", "test_ci_high", "test_queries"]] = (
+            float(held[cid].mean()), low, high, int(held[cid].notna().sum()))
+    if comp.chosen != baseline:
+        both = held[comp.chosen].notna() & held[baseline].notna()
+        comp.held_out_p = paired_test(held.loc[both, comp.chosen].to_numpy(), held.loc[both, baseline].to_numpy(),
+                                      test, resamples, seed)
+    return comp
+
+
+def _choose(summary: pd.DataFrame, results: pd.DataFrame, metric: str, baseline: str, test: str, alpha: float,
+            resamples: int, seed: int) -> Comparison:
     if test not in TESTS:
         raise RagtuneError(f"unknown test {test!r}; expected one of {', '.join(TESTS)}")
     done = summary[summary["status"] == "done"].set_index("config_id")

@@ -36,6 +36,7 @@ from ragtune.config import RagConfig, format_validation_error, read_yaml
 from ragtune.data import load_dataset, resolve_dataset
 from ragtune.errors import ConfigError, RagtuneError
 from ragtune.evaluation.run import evaluate
+from ragtune.experiments.splits import QuerySplit
 from ragtune.workspace import Workspace, atomic_write_text
 
 #: the notebook each configuration runs through; it ships inside the package, so a sweep runs from any folder
@@ -63,6 +64,7 @@ class SweepSpec(BaseModel):
     baseline: dict[str, Any] = Field(default_factory=dict, description="dotted overrides of base; default: base")
     metrics: list[str] | None = None
     primary_metric: str = "ndcg@10"
+    query_split: QuerySplit | None = Field(None, description="choose on dev queries, report on held-out test queries")
     notebook: str | None = Field(None, description="per-config notebook; default the shipped evaluate_config.py")
     tracking: TrackingSpec = TrackingSpec()
 
@@ -278,14 +280,12 @@ def _execute_notebook(source: Path, output: Path, params: dict) -> None:
 
     from ragtune.lab import kernel_env
 
-    os.environ["PATH"] = kernel_env()["PATH"]  # the kernel must be this environment's interpreter
+    env = kernel_env()  # the kernel must be this environment's interpreter, with ragtune's quiet kernel spec
+    os.environ["PATH"], os.environ["JUPYTER_PATH"] = env["PATH"], env["JUPYTER_PATH"]
     notebook = jupytext.read(source)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    # the kernel's own start-up log ("running over TCP without encryption": a local kernel on the loopback) is not
-    # the user's business; errors still reach the console, and the cells' warnings are kept in the executed notebook
     papermill.execute_notebook(notebook, str(output), parameters=params, progress_bar=False,
-                               kernel_name="python3", cwd=str(output.parent),
-                               extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                               kernel_name="python3", cwd=str(output.parent))
 
 
 # -- the sweep -------------------------------------------------------------------------------------------------
@@ -352,6 +352,8 @@ def read_results(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         folder = Path(folder)
         if not (folder / "configs").is_dir():
             raise RagtuneError(f"{folder}: not a sweep folder (no configs/ inside)")
+        spec = SweepSpec.of_folder(folder)
+        split = spec.query_split if spec is not None else None
         for cdir in sorted(p for p in (folder / "configs").iterdir() if p.is_dir()):
             if cdir.name in seen or not (cdir / "config.yaml").is_file():
                 continue
@@ -366,6 +368,8 @@ def read_results(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
                 row.update(status="done", wandb_run=meta.get("wandb_run"), **meta["metrics"])
                 pq = pd.read_parquet(cdir / "result" / "per_query.parquet").reset_index()
                 pq.insert(0, "config_id", cfg.id)
+                if split is not None:  # which queries choose the winner, and which report it
+                    pq["split"] = pq["query_id"].map(split.assign(pq["query_id"]))
                 per_query.append(pq)
             elif (cdir / "failed.json").is_file():
                 row.update(status="failed", error=json.loads((cdir / "failed.json").read_text())["error"])

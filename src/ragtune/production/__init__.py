@@ -77,4 +77,6 @@ def evaluate_release(release: Release, workspace=None):
 
     ds = release.provenance["dataset"]
     data = load_dataset(ds["path"], ds.get("split", "test"), ds.get("queries"))
+    if ds.get("query_ids"):  # promoted on a sweep's held-out test queries
+        data = data.subset(ds["query_ids"])
     return evaluate(release.config, data, workspace)

@@ -85,6 +85,8 @@ def decide(folder: Path, release: Release | None, alpha: float = 0.05, test: str
     why = (f"the sweep's winner ({comp.verdict()})" if comp.winner
            else f"the sweep's baseline: {comp.verdict()}")
     mine = results[results["config_id"] == chosen].set_index("query_id")
+    if comp.held_out:  # chosen on dev: decided against production, and reported, on the held-out test queries
+        mine = mine[mine["split"] == "test"]
     if release is None:
         return Decision(True, f"no production configuration yet; promoting {why}", candidate), mine, done, spec
     if release.config.id == candidate.id:
@@ -134,7 +136,9 @@ def provenance_for(candidate: RagConfig, per_query: pd.DataFrame, row: pd.Series
         "wandb_run": None if pd.isna(row.get("wandb_run")) else row.get("wandb_run"),
         "dataset": {"path": spec.dataset, "split": spec.split, "queries": spec.queries,
                     "corpus_fingerprint": corpus.fingerprint, "documents": len(corpus.documents),
-                    "judged_queries": int(len(per_query))},
+                    "judged_queries": int(len(per_query)),
+                    # with a query split: the held-out queries the metrics and floors were measured on
+                    **({"query_ids": sorted(per_query.index)} if spec.query_split is not None else {})},
         "metrics": metrics,
         "latency_ms": {"p50": float(np.percentile(per_query["latency_ms"], 50)),
                        "p95": float(np.percentile(per_query["latency_ms"], 95))},
