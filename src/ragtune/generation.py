@@ -119,7 +119,7 @@ class Extractive:
         order = [int(j) for j in np.argsort(-scores, kind="stable")]
         chosen = order[: self.config.max_sentences]
         if asks_for_number(question) and not any(numbers(unique[j][0]) for j in chosen):
-            # a "how many / how long / when" question is not answered without a number: the closest sentence that
+            # a "how many / how long" question is not answered without a number: the closest sentence that
             # holds one takes the place of the weakest chosen sentence
             holder = next((j for j in order[len(chosen):] if numbers(unique[j][0])), None)
             if holder is not None:
