@@ -37,6 +37,7 @@ def test_cached_scores_equal_the_model_and_each_pair_is_scored_once(model, sampl
     assert len(recorded) == 8 and all(ms > 0 for _, ms in recorded.values())
     # what a cached call reports as saved is exactly the model time recorded for the pairs it served
     assert again.saved_ms == pytest.approx(sum(recorded[text_hash(t)][1] for t in texts))
+    assert again.rerank(QUESTION, [], 10) == [] and again.saved_ms == 0.0  # nothing scored, nothing saved
     other = CachedReranker(model, cache).score("Can I work from abroad?", texts[:2])  # another query is other pairs
     assert np.array_equal(other, model.score("Can I work from abroad?", texts[:2]))
 

@@ -65,6 +65,10 @@ class CachedReranker(Reranker):
         self.reranker, self.cache, self.model_id = reranker, cache, reranker.model_id
         self.stats = RerankStats()
 
+    def rerank(self, query: str, hits: Sequence[Hit], depth: int) -> list[Hit]:
+        self.saved_ms = 0.0  # a call with nothing to score saved nothing (not the previous call's time)
+        return super().rerank(query, hits, depth)
+
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
         q, hashes = text_hash(query), [text_hash(t) for t in texts]
         found = self.cache.get_many(self.model_id, q, list(dict.fromkeys(hashes)))
