@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -286,6 +287,39 @@ def sweep(
 
 
 @app.command()
+def tune(
+    spec: Path = typer.Argument(..., help="spec YAML with a space: section (experiments/search.yaml)"),
+    trials: int = typer.Option(30, "--trials", "-n", min=1, help="finished trials the study should hold (resumes)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="study folder [experiments/out/<name>]"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="override the spec's dataset"),
+    queries: Optional[int] = typer.Option(None, help="override: only the first N judged queries"),
+    home: Optional[Path] = HomeOpt,
+) -> None:
+    """Search the spec's space with Optuna (TPE, pruning on growing shares of the dev queries), then score the
+    chosen configuration on the held-out test queries through the evaluation notebook. Rerun to resume."""
+    from ragtune.experiments.sweep import SweepSpec
+    from ragtune.experiments.tune import run_tune
+
+    sweep_spec = SweepSpec.from_yaml(spec).with_overrides(str(spec), dataset=dataset, queries=queries)
+    report = run_tune(sweep_spec, out, trials, home or _workspace(None, None).home)
+    console.print(f"tune {sweep_spec.name}: {len(report.trials)} trials, {report.count('complete')} complete, "
+                  f"{report.count('pruned')} pruned, {report.count('fail')} failed"
+                  + (f", {report.count('interrupted')} cut off by a kill and drawn again" if report.count('interrupted')
+                     else "") + f" -> {report.out}/trials.csv",
+                  highlight=False)
+    for error in report.failed:
+        console.print(f"  [red]failed[/] {error}", highlight=False)
+    from ragtune.experiments.leaderboard import compare_sweeps
+
+    comp, plots = compare_sweeps([report.out], track=False)
+    print_comparison(comp, plots, limit=10)
+    drawn = report.params(comp.chosen)
+    if drawn:
+        console.print(f"chosen {comp.table.loc[comp.chosen, 'name']}: "
+                      + ", ".join(f"{k} {v}" for k, v in drawn.items()), highlight=False)
+
+
+@app.command()
 def merge(
     folders: list[Path] = typer.Argument(..., help="sweep folders to join (the shards of one sweep)"),
     out: Path = typer.Option(..., "--out", "-o", help="the merged sweep folder"),
@@ -313,8 +347,9 @@ def compare_cmd(
     print_comparison(comp, plots)
 
 
-def print_comparison(comp, plots: dict[str, Path]) -> None:
-    """The leaderboard: configurations by name (id beside), best mean first, and the verdict."""
+def print_comparison(comp, plots: dict[str, Path], limit: int | None = None) -> None:
+    """The leaderboard: configurations by name (id beside), best mean first, and the verdict. ``limit``: only the
+    best N rows, and the baseline's."""
     queries = int(comp.table["queries"].max()) if len(comp.table) else 0
     held = comp.held_out
     console.print(f"{comp.metric} on {queries} {'dev ' if held else ''}queries · baseline "
@@ -324,16 +359,21 @@ def print_comparison(comp, plots: dict[str, Path]) -> None:
     columns = ["config", "id", "mean", "95% CI", "delta", "p (Holm)", "d", "p95 ms"]
     for col in columns + (["test mean", "test 95% CI"] if held else []):
         table.add_column(col, justify="left" if col in ("config", "id") else "right")
-    for cid, row in comp.table.iterrows():
+    shown = comp.table if limit is None else comp.table[
+        (comp.table.reset_index().index < limit) | comp.table["baseline"].to_numpy()]
+    for cid, row in shown.iterrows():
         mark = " (baseline)" if row["baseline"] else (" *" if row["significant"] else "")
         cells = [str(row["name"]).split("/", 1)[-1] + mark, cid, f"{row['mean']:.4f}",
                  f"{row['ci_low']:.3f}-{row['ci_high']:.3f}", f"{row['delta']:+.4f}",
                  "" if row["baseline"] else f"{row['p_holm']:.4f}", f"{row['effect_size']:.2f}",
                  f"{row['latency_p95_ms']:.1f}"]
         if held:
-            cells += [f"{row['test_mean']:.4f}", f"{row['test_ci_low']:.3f}-{row['test_ci_high']:.3f}"]
+            cells += ["", ""] if math.isnan(row["test_mean"]) else [  # a tune's trials: scored on dev queries only
+                f"{row['test_mean']:.4f}", f"{row['test_ci_low']:.3f}-{row['test_ci_high']:.3f}"]
         table.add_row(*cells)
     console.print(table)
+    if len(shown) < len(comp.table):
+        console.print(f"({len(comp.table) - len(shown)} more rows in leaderboard.csv)", highlight=False)
     console.print(comp.verdict(), highlight=False)
     if plots:
         console.print(f"wrote leaderboard.csv, verdict.txt and {len(plots)} plots to {next(iter(plots.values())).parent}",

@@ -280,6 +280,18 @@ class RagConfig(_Section):
         return RagConfig.from_dict(data, source="overrides")
 
 
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"chunking": {"size": 1}}`` and ``{"chunking.size": 1}`` both become ``{"chunking.size": 1}``."""
+    out = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{dotted}."))
+        else:
+            out[dotted] = value
+    return out
+
+
 def read_yaml(path: str | Path, what: str = "file") -> Any:
     """The parsed YAML of ``path``; a missing file or bad YAML is a ConfigError naming the file."""
     path = Path(path)

@@ -5,7 +5,7 @@ configuration generates, summaries, and the files a run writes."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -84,10 +84,11 @@ def percentile(values, q: float) -> float:
 
 
 def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = None, progress: bool = False,
-             table=None) -> EvalResult:
+             table=None, engine: Engine | None = None) -> EvalResult:
     """Run every judged query of ``dataset`` through ``config`` and score the results. The index is built from the
-    dataset's corpus, unless ``table`` names one already built (the production table, at the version to test)."""
-    engine = Engine(config, workspace, progress)
+    dataset's corpus, unless ``table`` names one already built (the production table, at the version to test).
+    ``engine``: the configuration's engine, already loaded (one evaluated on several query sets in turn)."""
+    engine = engine or Engine(config, workspace, progress)
     if table is None:
         table, info = engine.index(dataset.corpus)
     else:
@@ -148,6 +149,19 @@ def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = 
         extra["rerank"] = {"pairs": pairs.requested, "scored_by_model": pairs.computed}
     return EvalResult(config, dataset.name, summary, per_query, doc_run, chunk_run, info, engine.embedder.stats,
                       extra, answers)
+
+
+def combine(parts: list[EvalResult]) -> EvalResult:
+    """One result from evaluations of one configuration, through one engine, on disjoint sets of queries (a trial
+    scored on a growing share of them). The engine's counters (embedding, re-ranking pairs) are cumulative: the last
+    part's are the totals."""
+    last = parts[-1]
+    per_query = pd.concat([p.per_query for p in parts])
+    return replace(last, summary=summarize(per_query), per_query=per_query,
+                   run={q: v for p in parts for q, v in p.run.items()},
+                   hits={q: v for p in parts for q, v in p.hits.items()},
+                   answers={q: v for p in parts for q, v in p.answers.items()},
+                   extra={**last.extra, "queries": len(per_query)})
 
 
 #: per-query columns that are counts, not scores to average

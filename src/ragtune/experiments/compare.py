@@ -60,6 +60,8 @@ class Comparison:
         if not self.held_out:
             return ""
         row, base = self.table.loc[self.chosen], self.table.loc[self.baseline]
+        if np.isnan(row["test_mean"]):  # a tune trial chosen but not yet scored on the test queries
+            return f"\nchosen on {int(row['queries'])} dev queries; not scored on the held-out test queries yet"
         line = (f"\nchosen on {int(row['queries'])} dev queries; on the {int(row['test_queries'])} held-out test "
                 f"queries: {row['name']} {self.metric} {row['test_mean']:.4f} "
                 f"(95% CI {row['test_ci_low']:.3f}-{row['test_ci_high']:.3f})")
@@ -90,11 +92,11 @@ def compare(
                                "scored: change query_split in the spec")
     comp = _choose(summary, parts["dev"], metric, baseline, test, alpha, resamples, seed)
     held = parts["test"].pivot_table(index="query_id", columns="config_id", values=metric, aggfunc="first")
-    for cid in comp.table.index:
+    for cid in comp.table.index.intersection(held.columns):  # a tune's trials are scored on dev queries only
         low, high = bootstrap_ci(held[cid].dropna(), resamples=resamples, seed=seed)
         comp.table.loc[cid, ["test_mean", "test_ci_low", "test_ci_high", "test_queries"]] = (
             float(held[cid].mean()), low, high, int(held[cid].notna().sum()))
-    if comp.chosen != baseline:
+    if comp.chosen != baseline and comp.chosen in held.columns:
         both = held[comp.chosen].notna() & held[baseline].notna()
         comp.held_out_p = paired_test(held.loc[both, comp.chosen].to_numpy(), held.loc[both, baseline].to_numpy(),
                                       test, resamples, seed)

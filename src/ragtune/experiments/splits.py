@@ -32,10 +32,10 @@ class QuerySplit(BaseModel):
         if self.test is not None:
             test = set(self.test)
             return {q: "test" if q in test else "dev" for q in query_ids}
-        return {q: "dev" if _unit(self.seed, q) < self.dev else "test" for q in query_ids}
+        return {q: "dev" if unit(self.seed, q) < self.dev else "test" for q in query_ids}
 
 
-def _unit(seed: int, query_id: str) -> float:
+def unit(seed: int, query_id: str) -> float:
     """A number in [0, 1) fixed by the seed and the query id."""
     digest = hashlib.sha256(f"{seed}:{query_id}".encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64

@@ -32,10 +32,11 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ragtune.config import RagConfig, format_validation_error, read_yaml
+from ragtune.config import RagConfig, flatten, format_validation_error, read_yaml
 from ragtune.data import load_dataset, resolve_dataset
 from ragtune.errors import ConfigError, RagtuneError
 from ragtune.evaluation.run import evaluate
+from ragtune.experiments.space import SearchSpace, TuneSettings
 from ragtune.experiments.splits import QuerySplit
 from ragtune.workspace import Workspace, atomic_write_text
 
@@ -65,6 +66,9 @@ class SweepSpec(BaseModel):
     metrics: list[str] | None = None
     primary_metric: str = "ndcg@10"
     query_split: QuerySplit | None = Field(None, description="choose on dev queries, report on held-out test queries")
+    space: dict[str, Any] | None = Field(None, description="ragtune tune: dotted key -> values or a range "
+                                         "(ragtune.experiments.space)")
+    tune: TuneSettings = TuneSettings()
     notebook: str | None = Field(None, description="per-config notebook; default the shipped evaluate_config.py")
     tracking: TrackingSpec = TrackingSpec()
 
@@ -112,11 +116,18 @@ class SweepSpec(BaseModel):
         if self.primary_metric not in allowed:
             raise ConfigError(f"{source}: primary_metric {self.primary_metric!r} is not among the metrics "
                               f"{list(allowed)} (answer metrics need a generation section in the base config)")
-        if not configs:
-            raise ConfigError(f"{source}: the sweep is empty (give grid values or configs)")
+        if not configs and self.space is None:
+            raise ConfigError(f"{source}: the sweep is empty (give grid values, configs, or a search space)")
+        if self.space is not None:
+            self.search_space(source)
         self.dataset_path(source)
         if not self.notebook_path().is_file():
             raise ConfigError(f"{source}: notebook {self.notebook_path()} not found")
+
+    def search_space(self, source: str = "sweep spec") -> SearchSpace:
+        if self.space is None:
+            raise ConfigError(f"{source}: no search space (add a space: section, see ragtune.experiments.space)")
+        return SearchSpace.parse(self.space, self.base_config(source), source)
 
     def dataset_path(self, source: str = "sweep spec") -> Path:
         path = resolve_dataset(self.dataset)
@@ -167,18 +178,6 @@ class SweepSpec(BaseModel):
         return list(unique.values())
 
 
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"chunking": {"size": 1}}`` and ``{"chunking.size": 1}`` both become ``{"chunking.size": 1}``."""
-    out = {}
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{dotted}."))
-        else:
-            out[dotted] = value
-    return out
-
-
 def shard(configs: list[RagConfig], index: int, count: int) -> list[RagConfig]:
     """Shard ``index`` (1-based) of ``count``: configs ordered by id, dealt round-robin. The same on every runner."""
     if not 1 <= index <= count:
@@ -215,13 +214,18 @@ def run_config(
 ):
     """Evaluate one configuration and write its result folder; what the sweep notebook calls, and the in-process
     runner too. Returns the ``EvalResult``."""
-    from ragtune.experiments.plots import plot_eval
-    from ragtune.experiments.tracking import log_eval
-
     cfg = RagConfig.from_dict(yaml.safe_load(config_yaml), source="config")
     ds = load_dataset(dataset, split, queries)
     ws = Workspace(Path(home)) if home else Workspace.default()
-    result = evaluate(cfg, ds, ws)
+    return record(evaluate(cfg, ds, ws), out_dir, sweep, tracking_mode, project)
+
+
+def record(result, out_dir: str | Path, sweep: str | None = None, tracking_mode: str | None = None,
+           project: str = "ragtune"):
+    """Plot an evaluation, log it to W&B and write ``<out_dir>/result`` (the last step: present means complete)."""
+    from ragtune.experiments.plots import plot_eval
+    from ragtune.experiments.tracking import log_eval
+
     out = Path(out_dir)
     images = plot_eval(result, out / "plots")
     # runs land in <sweep folder>/wandb/ (or <out_dir>/wandb/ outside a sweep)
@@ -241,13 +245,13 @@ class Outcome:
     error: str = ""
 
 
-def _run_one(spec: SweepSpec, cfg: RagConfig, out: Path, runner: str, home: Path | None) -> Outcome:
+def run_one(spec: SweepSpec, cfg: RagConfig, out: Path, runner: str, home: Path | None,
+             again: bool = False) -> Outcome:
+    """Run one configuration into its folder, unless it has a result (``again``: replace that result)."""
     folder = out / "configs" / cfg.id
-    if (result_dir(out, cfg.id) / "metrics.json").is_file():
+    if not again and (result_dir(out, cfg.id) / "metrics.json").is_file():
         return Outcome(cfg.id, "skipped")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "failed.json").unlink(missing_ok=True)
-    (folder / "config.yaml").write_text(f"# config id: {cfg.id}\n{cfg.to_yaml()}", encoding="utf-8")
+    write_config(folder, cfg)
     params = {
         "config_yaml": cfg.to_yaml(),
         "dataset": str(spec.dataset_path().resolve()) if spec.dataset != "sample" else "sample",
@@ -272,6 +276,13 @@ def _run_one(spec: SweepSpec, cfg: RagConfig, out: Path, runner: str, home: Path
             {"config_id": cfg.id, "error": error, "traceback": traceback.format_exc()}, indent=1))
         return Outcome(cfg.id, "failed", time.perf_counter() - start, error)
     return Outcome(cfg.id, "done", time.perf_counter() - start)
+
+
+def write_config(folder: Path, cfg: RagConfig) -> None:
+    """A configuration's folder, ready to run: its config.yaml, no failure record from an earlier try."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "failed.json").unlink(missing_ok=True)
+    (folder / "config.yaml").write_text(f"# config id: {cfg.id}\n{cfg.to_yaml()}", encoding="utf-8")
 
 
 def _execute_notebook(source: Path, output: Path, params: dict) -> None:
@@ -311,6 +322,9 @@ def run_sweep(
     on_done: Callable[[Outcome], None] | None = None,
 ) -> SweepReport:
     spec.check()
+    if not spec.expand():
+        raise ConfigError(f"sweep {spec.name}: no grid or configs to run; the spec has a search space: run "
+                          "`ragtune tune` on it")
     out = Path(out) if out else Path("experiments") / "out" / spec.name
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
@@ -322,7 +336,7 @@ def run_sweep(
 
         bar = tqdm(total=len(configs), desc=f"sweep {spec.name}", unit="config")
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(_run_one, spec, cfg, out, runner, home) for cfg in configs]
+        futures = [pool.submit(run_one, spec, cfg, out, runner, home) for cfg in configs]
         for fut in as_completed(futures):
             outcome = fut.result()
             report.outcomes.append(outcome)
@@ -371,6 +385,10 @@ def read_results(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
                 if split is not None:  # which queries choose the winner, and which report it
                     pq["split"] = pq["query_id"].map(split.assign(pq["query_id"]))
                 per_query.append(pq)
+            elif (cdir / "pruned.json").is_file():  # a tune trial stopped early: its score on the queries it saw
+                pruned = json.loads((cdir / "pruned.json").read_text())
+                row.update(status="pruned", pruned_queries=pruned["queries"],
+                           pruned_score=pruned[spec.primary_metric] if spec else None)
             elif (cdir / "failed.json").is_file():
                 row.update(status="failed", error=json.loads((cdir / "failed.json").read_text())["error"])
             else:
