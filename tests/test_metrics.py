@@ -49,6 +49,36 @@ def test_metrics_equal_pytrec_eval(seed):
             assert ours.loc[q, m] == pytest.approx(value, abs=1e-6), (m, q)
 
 
+TREC_AND_RANX = ["ndcg@10", "ndcg@3", "ndcg", "map", "map@10", "mrr@10", "mrr", "recall@5", "recall@100",
+                 "precision@5", "hit_rate@5", "r-precision"]
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_trec_eval_path_equals_ranx_on_every_measure_both_compute(seed):
+    """The common measures go through trec_eval (no JIT to compile); ranx, an independent implementation, must give
+    the same numbers for each of them."""
+    from ragtune.evaluation.metrics import trec_measure
+
+    assert all(trec_measure(m) is not None for m in TREC_AND_RANX)
+    qrels, run = random_case(seed)
+    fast = evaluate_run(qrels, run, TREC_AND_RANX)
+    ranx = evaluate_run(qrels, run, TREC_AND_RANX, backend="ranx")
+    assert list(fast.index) == list(ranx.index) and len(fast) == 30
+    for m in TREC_AND_RANX:
+        assert fast[m].to_numpy() == pytest.approx(ranx[m].to_numpy(), abs=1e-9), m
+
+
+def test_metrics_only_ranx_computes_mix_with_the_others():
+    from ragtune.evaluation.metrics import trec_measure
+
+    qrels, run = random_case(6)
+    assert trec_measure("f1@10") is None and trec_measure("hits@10") is None
+    mixed = evaluate_run(qrels, run, ["ndcg@10", "f1@10", "hits@10"])
+    alone = evaluate_run(qrels, run, ["f1@10", "hits@10"], backend="ranx")
+    assert list(mixed.columns) == ["ndcg@10", "f1@10", "hits@10"]
+    assert mixed[["f1@10", "hits@10"]].to_numpy() == pytest.approx(alone.to_numpy())
+
+
 def test_metrics_equal_pytrec_eval_on_a_real_bm25_run(sample, workspace):
     from ragtune.config import RagConfig
     from ragtune.evaluation.run import evaluate
