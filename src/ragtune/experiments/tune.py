@@ -97,6 +97,10 @@ def run_tune(spec: SweepSpec, out: str | Path | None = None, trials: int = 30, h
         if outcome.status == "failed":
             raise RagtuneError(f"the baseline {baseline.id} failed: {outcome.error} (see {out}/configs/{baseline.id}"
                                "/failed.json)")
+        scored = pd.read_parquet(result_dir(out, baseline.id) / "per_query.parquet").columns
+        if spec.primary_metric not in scored:  # a span metric on a dataset without reference spans, say
+            raise ConfigError(f"primary_metric {spec.primary_metric!r} is not scored on {spec.dataset} (it scores: "
+                              f"{', '.join(c for c in scored if '@' in c or c in ('map', 'mrr'))})")
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(
