@@ -95,6 +95,8 @@ class RetrievalConfig(_Section):
     )
     top_k: int = Field(10, ge=1, le=10000, description="results returned by a search")
     candidates: int = Field(100, ge=1, le=10000, description="chunks fetched from the index per query")
+    mmr: float | None = Field(None, ge=0.0, lt=1.0, description="maximal marginal relevance: reorder the candidates, "
+                              "trading relevance (this weight) against similarity to those ranked above; null: off")
     fts: FtsConfig = FtsConfig()
     vector_index: Literal["auto", "flat", "hnsw"] = Field(
         "auto", description="flat: exact search; hnsw: IVF_HNSW_SQ index; auto: hnsw from 20,000 chunks on"
@@ -114,12 +116,17 @@ class RetrievalConfig(_Section):
             object.__setattr__(self, "weight", None)
         elif self.weight is None:
             object.__setattr__(self, "weight", 0.7)
+        if self.mmr is not None and self.mode == "fts":
+            raise ValueError("mmr compares the candidates' vectors: it needs mode vector or hybrid")
         return self
 
 
 class RerankConfig(_Section):
     model: str | None = Field(None, description="reranker registry name, or null for none")
     depth: int | None = Field(50, ge=1, le=10000, description="candidates the reranker rescores")
+    first_stage_weight: float | None = Field(
+        None, ge=0.0, le=1.0, description="weight of the first stage's score beside the re-ranker's (each min-max "
+        "normalised over the re-scored candidates); null or 0: the re-ranker's order alone")
     batch_size: int = Field(32, ge=1, le=65536, description="inputs per batch on the CPU; on CUDA sized to free memory")
     device: Device = "auto"
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
@@ -130,9 +137,12 @@ class RerankConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> RerankConfig:
+        if self.first_stage_weight == 0:
+            object.__setattr__(self, "first_stage_weight", None)
         if self.model in (None, "none"):
             object.__setattr__(self, "model", None)
             object.__setattr__(self, "depth", None)
+            object.__setattr__(self, "first_stage_weight", None)
         else:
             RERANKERS.check(self.model)
             if self.depth is None:

@@ -38,15 +38,25 @@ class Reranker:
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
         raise NotImplementedError
 
-    def rerank(self, query: str, hits: Sequence[Hit], depth: int) -> list[Hit]:
-        """Rescore the first ``depth`` hits; they are reordered and stay ahead of the rest."""
+    def rerank(self, query: str, hits: Sequence[Hit], depth: int, first_stage_weight: float | None = None) -> list[Hit]:
+        """Rescore the first ``depth`` hits; they are reordered and stay ahead of the rest. ``first_stage_weight``
+        w: order by (1 - w) * the re-ranker's score + w * the first stage's, each min-max normalised over the head."""
         head, tail = list(hits[:depth]), list(hits[depth:])
         if not head:
             return list(hits)
         scores = self.score(query, [h.text for h in head])
+        if first_stage_weight:
+            first = np.array([h.score for h in head], dtype=np.float32)
+            scores = (1 - first_stage_weight) * minmax(scores) + first_stage_weight * minmax(first)
         order = np.argsort(-scores, kind="stable")
         ranked = [replace(head[i], score=float(scores[i])) for i in order] + tail
         return [replace(h, rank=r) for r, h in enumerate(ranked, 1)]
+
+
+def minmax(values: np.ndarray) -> np.ndarray:
+    """Scaled to [0, 1] (all equal: all 0)."""
+    low, span = float(values.min()), float(values.max() - values.min())
+    return (values - low) / span if span > 0 else np.zeros_like(values)
 
 
 @dataclass
@@ -65,9 +75,9 @@ class CachedReranker(Reranker):
         self.reranker, self.cache, self.model_id = reranker, cache, reranker.model_id
         self.stats = RerankStats()
 
-    def rerank(self, query: str, hits: Sequence[Hit], depth: int) -> list[Hit]:
+    def rerank(self, query: str, hits: Sequence[Hit], depth: int, first_stage_weight: float | None = None) -> list[Hit]:
         self.saved_ms = 0.0  # a call with nothing to score saved nothing (not the previous call's time)
-        return super().rerank(query, hits, depth)
+        return super().rerank(query, hits, depth, first_stage_weight)
 
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
         q, hashes = text_hash(query), [text_hash(t) for t in texts]

@@ -103,10 +103,36 @@ class Retriever:
         timings["search_ms"] = (time.perf_counter() - t0) * 1000
         if self.reranker is not None:
             t0 = time.perf_counter()
-            hits = self.reranker.rerank(text, hits, self.config.rerank.depth)
+            hits = self.reranker.rerank(text, hits, self.config.rerank.depth, self.config.rerank.first_stage_weight)
             # a cached score still costs what computing it took: latency stays the model's, cache or not
             timings["rerank_ms"] = (time.perf_counter() - t0) * 1000 + self.reranker.saved_ms
+        if self.config.retrieval.mmr is not None and hits:
+            t0 = time.perf_counter()
+            vectors = self.embedder.embed_documents([h.text for h in hits])  # the index's own: read from the cache
+            order = mmr_order(np.array([h.score for h in hits]), vectors, self.config.retrieval.mmr)
+            hits = [replace(hits[i], rank=r) for r, i in enumerate(order, 1)]
+            timings["mmr_ms"] = (time.perf_counter() - t0) * 1000
         return SearchResult(hits, timings)
+
+
+def mmr_order(scores: np.ndarray, vectors: np.ndarray, weight: float) -> list[int]:
+    """Maximal marginal relevance (Carbonell and Goldstein, 1998): repeatedly take the candidate maximising
+    ``weight * relevance - (1 - weight) * its highest cosine similarity to those already taken``, relevance being the
+    score min-max normalised. Returns every index, in the new order."""
+    from ragtune.rerank import minmax
+
+    relevance = minmax(np.asarray(scores, dtype=np.float64))
+    sims = vectors @ vectors.T
+    chosen: list[int] = []
+    closest = np.full(len(scores), -np.inf)  # each candidate's highest similarity to the chosen ones
+    left = np.ones(len(scores), dtype=bool)
+    for _ in range(len(scores)):
+        gain = weight * relevance - (1 - weight) * (closest if chosen else 0.0)
+        best = int(np.argmax(np.where(left, gain, -np.inf)))
+        chosen.append(best)
+        left[best] = False
+        closest = np.maximum(closest, sims[best])
+    return chosen
 
 
 def best_chunk_per_document(hits: Sequence[Hit], k: int | None = None) -> list[Hit]:

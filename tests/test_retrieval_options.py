@@ -1,0 +1,101 @@
+"""Options of the query path that a search space draws: the re-ranker's score fused with the first stage's, and
+maximal marginal relevance; each against an independent computation."""
+
+import numpy as np
+import pytest
+
+from ragtune.config import RagConfig
+from ragtune.errors import ConfigError
+from ragtune.evaluation.run import evaluate
+from ragtune.rerank import Reranker
+from ragtune.retrieval import mmr_order
+from ragtune.types import Hit
+
+
+class Fixed(Reranker):
+    model_id = "fixed"
+
+    def __init__(self, scores):
+        self.scores = scores
+
+    def score(self, query, texts):
+        return np.array([self.scores[t] for t in texts], dtype=np.float32)
+
+
+def hits(first_stage):
+    return [Hit(f"c{i}", f"d{i}", s, i + 1, f"t{i}", 0, 1) for i, s in enumerate(first_stage)]
+
+
+def test_fused_order_is_the_weighted_sum_of_min_max_normalised_scores():
+    first = [0.9, 0.8, 0.5, 0.1, 0.05]
+    model = {"t0": -3.0, "t1": 2.0, "t2": 5.0, "t3": 4.0, "t4": 9.0}
+    head = 4  # t4 is beyond the depth: it stays last, unscored
+    for w in (0.0, 0.3, 0.5, 0.8, 1.0):
+        got = [h.chunk_id for h in Fixed(model).rerank("q", hits(first), head, w)]
+        f, m = np.array(first[:head]), np.array([model[f"t{i}"] for i in range(head)])
+        norm = lambda x: (x - x.min()) / (x.max() - x.min())  # noqa: E731
+        want = [f"c{i}" for i in np.argsort(-((1 - w) * norm(m) + w * norm(f)), kind="stable")] + ["c4"]
+        assert got == want, w
+    assert [h.chunk_id for h in Fixed(model).rerank("q", hits(first), head, 1.0)] == [f"c{i}" for i in range(5)]
+
+
+def brute_force_mmr(scores, vectors, weight):
+    rel = (scores - scores.min()) / (scores.max() - scores.min())
+    chosen, left = [], list(range(len(scores)))
+    while left:
+        def gain(i):
+            penalty = max(float(vectors[i] @ vectors[j]) for j in chosen) if chosen else 0.0
+            return weight * rel[i] - (1 - weight) * penalty
+        best = max(left, key=lambda i: (gain(i), -i))
+        chosen.append(best)
+        left.remove(best)
+    return chosen
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("weight", [0.0, 0.5, 0.9])
+def test_mmr_equals_a_brute_force_computation(seed, weight):
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(30, 8))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    scores = np.sort(rng.random(30))[::-1]
+    assert mmr_order(scores, vectors, weight) == brute_force_mmr(scores, vectors, weight)
+
+
+def test_mmr_moves_a_near_duplicate_down():
+    vectors = np.array([[1.0, 0.0], [0.999, 0.0447], [0.0, 1.0]])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert mmr_order(np.array([1.0, 0.95, 0.6]), vectors, 0.5) == [0, 2, 1]
+
+
+def test_mmr_needs_vectors():
+    with pytest.raises(ConfigError, match="mmr compares the candidates' vectors"):
+        RagConfig.from_dict({"retrieval": {"mode": "fts", "mmr": 0.5}})
+
+
+def test_options_left_off_keep_the_config_id():
+    base = RagConfig.from_dict({"rerank": {"model": "cross-encoder"}})
+    assert RagConfig.from_dict({"rerank": {"model": "cross-encoder", "first_stage_weight": 0}}).id == base.id
+    assert RagConfig.from_dict({"rerank": {"model": None, "first_stage_weight": 0.4}}).id == RagConfig().id
+
+
+def test_full_weight_on_the_first_stage_gives_the_first_stages_ranking(sample, workspace):
+    """On the sample with the real cross-encoder: weight 1 keeps the hybrid order; weight 0 is the re-ranker's."""
+    ds = sample.subset([q.id for q in sample.judged()[:15]])
+    plain = evaluate(RagConfig.from_dict({"retrieval": {"mode": "hybrid"}}), ds, workspace)
+    kept = evaluate(RagConfig.from_dict({"retrieval": {"mode": "hybrid"},
+                                         "rerank": {"model": "cross-encoder", "depth": 10, "first_stage_weight": 1.0}}),
+                    ds, workspace)
+    alone = evaluate(RagConfig.from_dict({"retrieval": {"mode": "hybrid"},
+                                          "rerank": {"model": "cross-encoder", "depth": 10}}), ds, workspace)
+    assert kept.run == plain.run
+    assert kept.run != alone.run
+
+
+def test_mmr_search_on_the_sample_returns_the_same_candidates_reordered(sample, workspace):
+    ds = sample.subset([q.id for q in sample.judged()[:15]])
+    plain = evaluate(RagConfig.from_dict({"retrieval": {"mode": "vector"}}), ds, workspace)
+    diverse = evaluate(RagConfig.from_dict({"retrieval": {"mode": "vector", "mmr": 0.5}}), ds, workspace)
+    for q in plain.hits:
+        assert sorted(h.chunk_id for h in plain.hits[q]) == sorted(h.chunk_id for h in diverse.hits[q])
+    assert plain.run != diverse.run
