@@ -97,6 +97,9 @@ class RetrievalConfig(_Section):
     candidates: int = Field(100, ge=1, le=10000, description="chunks fetched from the index per query")
     mmr: float | None = Field(None, ge=0.0, lt=1.0, description="maximal marginal relevance: reorder the candidates, "
                               "trading relevance (this weight) against similarity to those ranked above; null: off")
+    window: int | None = Field(None, ge=1, le=20, description="small-to-big: each result read back with this many "
+                               "neighbouring chunks of its document on each side (search small chunks, return their "
+                               "context); null: the chunk alone")
     fts: FtsConfig = FtsConfig()
     vector_index: Literal["auto", "flat", "hnsw"] = Field(
         "auto", description="flat: exact search; hnsw: IVF_HNSW_SQ index; auto: hnsw from 20,000 chunks on"

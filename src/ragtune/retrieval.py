@@ -112,7 +112,53 @@ class Retriever:
             order = mmr_order(np.array([h.score for h in hits]), vectors, self.config.retrieval.mmr)
             hits = [replace(hits[i], rank=r) for r, i in enumerate(order, 1)]
             timings["mmr_ms"] = (time.perf_counter() - t0) * 1000
+        if self.config.retrieval.window and hits:
+            t0 = time.perf_counter()
+            hits = self._windows(hits, self.config.retrieval.window)
+            timings["window_ms"] = (time.perf_counter() - t0) * 1000
         return SearchResult(hits, timings)
+
+    def _windows(self, hits: list[Hit], width: int) -> list[Hit]:
+        """Small-to-big: each of the results anyone reads (the top ``top_k``, the span cut-offs, the generator's
+        context) becomes its span widened to ``width`` neighbouring chunks on each side, read from the table. A
+        neighbour the ingest scan flagged ends the window on its side (it must not reach a generator through its
+        neighbour); a result whose window lies inside an earlier result's is dropped (the same text twice)."""
+        cfg = self.config
+        k = max(cfg.retrieval.top_k, *cfg.evaluation.span_k, cfg.generation.context_k if cfg.generation else 0)
+        head, position = hits[:k], [h.chunk_id.rsplit("#", 1) for h in hits[:k]]
+        wanted = {f"{doc}#{int(n) + d}" for doc, n in position for d in range(-width, width + 1) if d}
+        columns = [*store.COLUMNS, *(store.SCAN_COLUMNS if store.has_scan(self.table) else [])]
+        ids = ", ".join("'" + i.replace("'", "''") + "'" for i in sorted(wanted))
+        rows = self.table.search().where(f"id IN ({ids})").select(columns).limit(len(wanted)).to_list()
+        by_id = {r["id"]: r for r in rows}
+        out, taken = [], {}
+        for h, (doc, n) in zip(head, position):
+            parts = [(h.start, h.end, h.text)]
+            for step in (-1, 1):
+                for d in range(1, width + 1):
+                    r = by_id.get(f"{doc}#{int(n) + step * d}")
+                    if r is None or r.get("injection_reasons"):
+                        break
+                    parts.append((int(r["start"]), int(r["end"]), r["text"]))
+            start, end, text = merge_spans(parts)
+            if any(s <= start and end <= e for s, e in taken.get(h.doc_id, ())):
+                continue
+            taken.setdefault(h.doc_id, []).append((start, end))
+            out.append(replace(h, text=text, start=start, end=end))
+        return [replace(h, rank=r) for r, h in enumerate(out + hits[k:], 1)]
+
+
+def merge_spans(parts: list[tuple[int, int, str]]) -> tuple[int, int, str]:
+    """One span and its text from chunks of one document (start, end, text = the document's text[start:end]),
+    overlapping or adjacent; a gap between two (whitespace a chunker dropped) is read as one space."""
+    parts = sorted(parts)
+    start, end, text = parts[0]
+    for s, e, t in parts[1:]:
+        if e <= end:
+            continue
+        text += t[end - s:] if s <= end else " " + t
+        end = e
+    return start, end, text
 
 
 def mmr_order(scores: np.ndarray, vectors: np.ndarray, weight: float) -> list[int]:
