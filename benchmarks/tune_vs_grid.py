@@ -43,6 +43,7 @@ SPACES = {
             "chunking.size": [64, 128, 256, 512],
             "chunking.overlap": [0, 32],
             "retrieval.mode": ["vector", "hybrid"],
+            "retrieval.window": [None, 1, 2],
         },
     },
 }

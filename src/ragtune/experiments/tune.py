@@ -119,6 +119,7 @@ def run_tune(spec: SweepSpec, out: str | Path | None = None, trials: int = 30, h
             error = _trial(trial, study, spec, space, dataset, splitter, ws, out)
             if error:
                 failed.append(error)
+            atomic_write_text(out / "trials.csv", trials_table(study).to_csv(index=False))  # watchable as it runs
             if bar is not None:
                 bar.update(1)
                 finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -127,7 +128,7 @@ def run_tune(spec: SweepSpec, out: str | Path | None = None, trials: int = 30, h
         if bar is not None:
             bar.close()
         table = trials_table(study)
-        atomic_write_text(out / "trials.csv", table.to_csv(index=False))
+        atomic_write_text(out / "trials.csv", table.to_csv(index=False))  # also when there was nothing left to run
 
         chosen = _choose(out, spec)
         if chosen != baseline.id and not _has_test_rows(out, chosen, splitter):
