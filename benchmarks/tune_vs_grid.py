@@ -33,10 +33,10 @@ SPACES = {
             "rerank.depth": {"values": [20, 50], "if": {"rerank.model": "cross-encoder"}},
         },
     },
-    # three long documents, span-labelled: chunking is the question
+    # three long documents, span-labelled: chunking is the question. Span IoU, not recall, is the objective: five
+    # results of a big window cover most of three documents (recall 1.0) and say nothing about where the answer is
     "chunking": {
-        "primary_metric": "span_recall@5",
-        "queries": 120,
+        "primary_metric": "span_iou@5",
         "base": {"embedding": {"model": "minilm"}, "retrieval": {"mode": "vector"}},
         "space": {
             "chunking.strategy": ["sentence", "token"],

@@ -1,7 +1,8 @@
 """The README's journey, in its order, as a newcomer types it: the main job's sweep, the leaderboard, the promotion
-decision, one configuration's evaluation, the index it built, a folder of one's own indexed and searched, a config
-checked, answers scored, prompts guarded and answers judged. Every command runs as its own process from a copy of
-the project folder, with W&B in its default (offline) mode, and must succeed without a single warning on the console.
+decision, a search (tune), one configuration's evaluation, the index it built, a folder of one's own indexed and
+searched, a config checked, answers scored, prompts guarded and answers judged. Every command runs as its own
+process from a copy of the project folder, with W&B in its default (offline) mode, and must succeed without a single
+warning on the console.
 
 The sample is cut to its first questions (``--queries``) to keep the suite fast; the commands are the README's.
 `ploomber build`, `ragtune serve` and `ragtune lab` are checked for warnings where they are tested
@@ -75,6 +76,11 @@ def test_the_readme_journey_runs_in_order_without_a_console_warning(tmp_path, wo
     assert (sweep / "compare" / "leaderboard.csv").is_file() and "wrote leaderboard.csv" in out
     out = step("ragtune", "promote", str(sweep), "--dry-run")
     assert "production" in out and "promoted" not in out  # the decision against production, and nothing written
+
+    # a search instead of a grid (three trials on the first twenty questions)
+    out = step("ragtune", "tune", "experiments/search.yaml", "--trials", "3", "--queries", "20")
+    assert "tune search: 3 trials" in out and "held-out test" in " ".join(out.split())
+    assert (project / "experiments" / "out" / "search" / "trials.csv").is_file()
 
     # one configuration, its index and a search of it
     out = step("ragtune", "eval", "--dataset", "sample", "--config", "experiments/configs/hybrid.yaml",

@@ -170,3 +170,73 @@ def test_merged_spans_join_overlaps_and_read_a_gap_as_one_space():
     doc = "abcdefghij klmnop"
     parts = [(2, 6, doc[2:6]), (0, 4, doc[0:4]), (5, 10, doc[5:10]), (11, 17, doc[11:17]), (3, 5, doc[3:5])]
     assert merge_spans(parts) == (0, 17, doc)
+
+
+# -- query rewriting through the generator (a scripted OpenAI-compatible server) ---------------------------------
+
+
+def llm_config(server, **retrieval):
+    return RagConfig.from_dict({"retrieval": retrieval, "generation": {"backend": "openai:scripted",
+                                                                       "base_url": server.url}})
+
+
+def plain_ranking(retriever, text, vector, n):
+    return [h.chunk_id for h in retriever._first_stage(text, vector, n)]
+
+
+def test_hyde_searches_with_the_question_and_the_written_passage(sample, workspace):
+    from openai_server import Server, completion
+
+    from ragtune.engine import Engine
+
+    question = "How many vacation days does a new employee get?"
+    passage = "New employees receive 25 days of paid vacation per year, on top of public holidays."
+    with Server(default=("json", completion(passage))) as server:
+        engine = Engine(llm_config(server, mode="vector", rewrite="hyde"), workspace)
+        table, _ = engine.index(sample.corpus)
+        retriever = engine.retriever(table)
+        found = retriever.search(question, 20)
+        again = retriever.search(question, 20)
+        assert len(server.requests) == 1  # the rewrite is cached at temperature 0
+        assert question in server.requests[0]["body"]["messages"][0]["content"]
+    q = engine.embedder.embed_queries([question])[0]
+    p = engine.embedder.embed_documents([passage])[0]
+    want = plain_ranking(retriever, question, (q + p) / np.linalg.norm(q + p), retriever.depth(20))
+    assert [h.chunk_id for h in found.hits] == want == [h.chunk_id for h in again.hits]
+    assert want != plain_ranking(retriever, question, q, retriever.depth(20))
+    assert "rewrite_ms" in found.timings_ms
+
+
+def test_multi_query_fuses_the_rankings_of_the_question_and_its_rephrasings(sample, workspace):
+    from openai_server import Server, completion
+
+    from ragtune.engine import Engine
+
+    question = "How many vacation days does a new employee get?"
+    reply = "1. What is the annual leave allowance for new staff?\n\n- How much paid time off do starters have?\n" \
+            "How many vacation days does a new employee get?\nWhat is the annual leave allowance for new staff?"
+    with Server(default=("json", completion(reply))) as server:
+        engine = Engine(llm_config(server, mode="fts", rewrite="multi-query", rewrite_queries=3), workspace)
+        table, _ = engine.index(sample.corpus)
+        retriever = engine.retriever(table)
+        found = retriever.search(question, 10)
+    variants = ["What is the annual leave allowance for new staff?", "How much paid time off do starters have?"]
+    assert retriever.rewriter.variants(question) == variants  # numbering, blanks and repeats dropped (cached reply)
+    n = retriever.depth(10)
+    scores = {}
+    for text in [question, *variants]:  # reciprocal rank fusion, k = 60, computed here
+        for rank, cid in enumerate(plain_ranking(retriever, text, None, n), 1):
+            scores[cid] = scores.get(cid, 0.0) + 1 / (60 + rank)
+    want = sorted(scores, key=lambda c: -scores[c])[:n]
+    assert [h.chunk_id for h in found.hits] == want
+    assert [h.score for h in found.hits] == pytest.approx([scores[c] for c in want])
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"retrieval": {"rewrite": "hyde"}}, "needs a generation section with an LLM backend"),
+    ({"retrieval": {"rewrite": "multi-query"}, "generation": {"backend": "extractive"}}, "needs a generation section"),
+    ({"retrieval": {"rewrite": "hyde", "mode": "fts"}, "generation": {"backend": "openai:m"}}, "needs mode vector"),
+])
+def test_rewriting_needs_an_llm_and_hyde_needs_vectors(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        RagConfig.from_dict(settings)

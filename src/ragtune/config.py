@@ -100,6 +100,11 @@ class RetrievalConfig(_Section):
     window: int | None = Field(None, ge=1, le=20, description="small-to-big: each result read back with this many "
                                "neighbouring chunks of its document on each side (search small chunks, return their "
                                "context); null: the chunk alone")
+    rewrite: Literal["hyde", "multi-query"] | None = Field(
+        None, description="query rewriting by the generation section's LLM: hyde (search with a passage the model "
+        "writes) or multi-query (search rephrasings too, fused by RRF); null: the question as asked")
+    rewrite_queries: int | None = Field(3, ge=1, le=10, description="multi-query: rephrasings searched beside the "
+                                        "question")
     fts: FtsConfig = FtsConfig()
     vector_index: Literal["auto", "flat", "hnsw"] = Field(
         "auto", description="flat: exact search; hnsw: IVF_HNSW_SQ index; auto: hnsw from 20,000 chunks on"
@@ -121,6 +126,12 @@ class RetrievalConfig(_Section):
             object.__setattr__(self, "weight", 0.7)
         if self.mmr is not None and self.mode == "fts":
             raise ValueError("mmr compares the candidates' vectors: it needs mode vector or hybrid")
+        if self.rewrite == "hyde" and self.mode == "fts":
+            raise ValueError("rewrite hyde searches with a passage's vector: it needs mode vector or hybrid")
+        if self.rewrite != "multi-query":
+            object.__setattr__(self, "rewrite_queries", None)
+        elif self.rewrite_queries is None:
+            object.__setattr__(self, "rewrite_queries", 3)
         return self
 
 
@@ -223,6 +234,13 @@ class RagConfig(_Section):
     rerank: RerankConfig = RerankConfig()
     generation: GenerationConfig | None = None
     evaluation: EvaluationConfig = EvaluationConfig()
+
+    @model_validator(mode="after")
+    def _rewriter(self) -> RagConfig:
+        if self.retrieval.rewrite and (self.generation is None or self.generation.backend == "extractive"):
+            raise ValueError(f"retrieval.rewrite {self.retrieval.rewrite} asks an LLM: it needs a generation section "
+                             "with an LLM backend (openai:<model> or llama-cpp:<model>)")
+        return self
 
     @property
     def quality_metrics(self) -> tuple[str, ...]:

@@ -128,7 +128,13 @@ class Engine:
         return table
 
     def retriever(self, table) -> Retriever:
-        return Retriever(self.config, table, self.embedder, self.reranker)
+        r = self.config.retrieval
+        rewriter = None
+        if r.rewrite:
+            from ragtune.rewrite import Rewriter
+
+            rewriter = Rewriter(r.rewrite, self.generator, r.rewrite_queries or 0)
+        return Retriever(self.config, table, self.embedder, self.reranker, rewriter)
 
     @property
     def depth(self) -> int:

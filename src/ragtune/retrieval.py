@@ -49,8 +49,9 @@ def _to_hits(rows: list[dict], score: Callable[[dict], float]) -> list[Hit]:
 class Retriever:
     """Runs one configuration's query path against one table."""
 
-    def __init__(self, config, table, embedder, reranker=None):
+    def __init__(self, config, table, embedder, reranker=None, rewriter=None):
         self.config, self.table, self.embedder, self.reranker = config, table, embedder, reranker
+        self.rewriter = rewriter  # ragtune.rewrite.Rewriter when the config rewrites queries
         r = config.retrieval
         self.mode = r.mode
         self.fusion = FUSIONS.lookup(r.fusion)[0](r) if r.mode == "hybrid" else None
@@ -83,6 +84,13 @@ class Retriever:
             rows = q.rerank(self.fusion).limit(n).select(store.COLUMNS).to_list()
         return _to_hits(rows, lambda r: r["_relevance_score"])
 
+    def _first_stage(self, text: str, vector: np.ndarray | None, n: int) -> list[Hit]:
+        if self.mode == "vector":
+            return self._vector(vector, n)
+        if self.mode == "fts":
+            return self._fts(text, n) if text.strip() else []
+        return self._hybrid(vector, text, n)
+
     def search(self, text: str, k: int | None = None, vector: np.ndarray | None = None) -> SearchResult:
         """At least ``k`` candidate chunks, best first (more when ``candidates`` asks for more, so that enough
         distinct documents remain). ``vector`` skips embedding the query (when it was embedded in a batch)."""
@@ -93,13 +101,21 @@ class Retriever:
             t0 = time.perf_counter()
             vector = self.embedder.embed_queries([text])[0]
             timings["embed_ms"] = (time.perf_counter() - t0) * 1000
-        t0 = time.perf_counter()
-        if self.mode == "vector":
-            hits = self._vector(vector, n)
-        elif self.mode == "fts":
-            hits = self._fts(text, n) if text.strip() else []
+        if self.rewriter is not None and self.rewriter.method == "hyde":
+            t0 = time.perf_counter()
+            passage = self.embedder.embed_documents([self.rewriter.passage(text)])[0]
+            vector = (vector + passage) / max(float(np.linalg.norm(vector + passage)), 1e-12)
+            timings["rewrite_ms"] = (time.perf_counter() - t0) * 1000
+        if self.rewriter is not None and self.rewriter.method == "multi-query":
+            t0 = time.perf_counter()
+            variants = self.rewriter.variants(text)
+            vectors = self.embedder.embed_queries(variants) if self.mode != "fts" and variants else [None] * len(variants)
+            timings["rewrite_ms"] = (time.perf_counter() - t0) * 1000
+            t0 = time.perf_counter()
+            hits = rrf_fuse([self._first_stage(q, v, n) for q, v in [(text, vector), *zip(variants, vectors)]], n)
         else:
-            hits = self._hybrid(vector, text, n)
+            t0 = time.perf_counter()
+            hits = self._first_stage(text, vector, n)
         timings["search_ms"] = (time.perf_counter() - t0) * 1000
         if self.reranker is not None:
             t0 = time.perf_counter()
@@ -146,6 +162,19 @@ class Retriever:
             taken.setdefault(h.doc_id, []).append((start, end))
             out.append(replace(h, text=text, start=start, end=end))
         return [replace(h, rank=r) for r, h in enumerate(out + hits[k:], 1)]
+
+
+def rrf_fuse(rankings: list[list[Hit]], n: int, k: int = 60) -> list[Hit]:
+    """Reciprocal rank fusion (Cormack et al. 2009) of chunk rankings: each chunk scores the sum of 1 / (k + rank)
+    over the rankings it is in; the best ``n``, ties by first appearance."""
+    scores: dict[str, float] = {}
+    first: dict[str, Hit] = {}
+    for ranking in rankings:
+        for rank, h in enumerate(ranking, 1):
+            scores[h.chunk_id] = scores.get(h.chunk_id, 0.0) + 1.0 / (k + rank)
+            first.setdefault(h.chunk_id, h)
+    order = sorted(scores, key=lambda c: -scores[c])  # stable: ties keep first appearance
+    return [replace(first[c], score=scores[c], rank=r) for r, c in enumerate(order[:n], 1)]
 
 
 def merge_spans(parts: list[tuple[int, int, str]]) -> tuple[int, int, str]:
