@@ -173,10 +173,14 @@ def test_every_scored_trial_is_a_wandb_run(tuned):
     spec, report = tuned
     runs = [read_run(d) for d in sorted((report.out / "wandb").glob("offline-run-*"))]
     evals = [r for r in runs if r["run"].job_type == "eval"]
-    logged = {r["config"]["config_id"] for r in evals}
     trials = pd.read_csv(report.out / "trials.csv")
-    complete = set(trials.loc[trials["state"] == "complete", "config_id"])
-    assert logged == complete | {spec.baseline_config().id}
+    fresh = trials[~trials["repeat"]]  # a repeat reads a score back: nothing new to log
+    complete = set(fresh.loc[fresh["state"] == "complete", "config_id"])
+    pruned = fresh[fresh["state"] == "pruned"]
+    tagged = [r for r in evals if "pruned" in r["run"].tags]
+    assert {r["config"]["config_id"] for r in evals if r not in tagged} == complete | {spec.baseline_config().id}
+    assert len(tagged) == len(pruned)  # each pruned trial, with what it was scored on before it was stopped
+    assert sorted(r["summary"]["queries"] for r in tagged) == sorted(pruned["queries"])
     assert all(r["run"].run_group == spec.name for r in evals)
 
 

@@ -19,7 +19,7 @@ def resolve_mode(mode: str | None = None) -> str:
 
 
 def log_eval(result, directory: Path, group: str | None = None, mode: str | None = None,
-             project: str = "ragtune", images: dict[str, Path] | None = None) -> str | None:
+             project: str = "ragtune", images: dict[str, Path] | None = None, tags: tuple[str, ...] = ()) -> str | None:
     """Log config, summary metrics, the per-query table and any images; returns the run id (None when disabled)."""
     cfg = result.config
     summary = {**result.summary, "queries": len(result.per_query), "embedded_texts": result.embedding.computed,
@@ -27,7 +27,7 @@ def log_eval(result, directory: Path, group: str | None = None, mode: str | None
     return _log_run(Path(directory), group, "eval", cfg.name or cfg.id, mode, project,
                     {"per_query": result.per_query.reset_index()}, images or {}, [],
                     config={"config_id": cfg.id, "dataset": result.dataset, **cfg.model_dump(mode="json")},
-                    summary=summary, tags=[result.dataset])
+                    summary=summary, tags=[result.dataset, *tags])
 
 
 def log_sweep_results(out: Path, group: str, mode: str | None = None, project: str = "ragtune") -> str | None:

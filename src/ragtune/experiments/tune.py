@@ -177,8 +177,13 @@ def _trial(trial, study, spec: SweepSpec, space, dataset: Dataset, splitter: Spl
             trial.set_user_attr("queries", splitter.dev[:scored])
             trial.report(value, scored)
             if size != splitter.sizes[-1] and trial.should_prune():
+                from ragtune.experiments.tracking import log_eval
+
+                run = log_eval(combine(parts), out, spec.name, spec.tracking.mode, spec.tracking.project,
+                               tags=("pruned",))  # a W&B run too, with the share of the dev queries it was scored on
                 atomic_write_text(folder / "pruned.json", json.dumps(
-                    {"config_id": cfg.id, "trial": trial.number, "queries": scored, spec.primary_metric: value}))
+                    {"config_id": cfg.id, "trial": trial.number, "queries": scored, spec.primary_metric: value,
+                     "wandb_run": run}))
                 study.tell(trial, state=TrialState.PRUNED)
                 return None
         record(combine(parts), folder, spec.name, spec.tracking.mode, spec.tracking.project)
