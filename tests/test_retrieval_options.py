@@ -207,6 +207,22 @@ def test_hyde_searches_with_the_question_and_the_written_passage(sample, workspa
     assert "rewrite_ms" in found.timings_ms
 
 
+def test_a_rewrite_costs_tokens_in_the_evaluation(sample, workspace):
+    """The tokens the rewriting took are added to the answer's, per question, in the counts and the cost."""
+    from openai_server import Server, completion
+
+    ds = sample.subset([q.id for q in sample.judged()[:3]])
+    gen = {"backend": "openai:scripted", "price_input_per_mtok": 1.0, "price_output_per_mtok": 2.0}
+    with Server(default=("json", completion("A passage [1].", prompt_tokens=100, completion_tokens=10))) as server:
+        gen["base_url"] = server.url
+        plain = evaluate(RagConfig.from_dict({"retrieval": {"mode": "vector"}, "generation": gen}), ds, workspace)
+        hyde = evaluate(RagConfig.from_dict({"retrieval": {"mode": "vector", "rewrite": "hyde"}, "generation": gen}),
+                        ds, workspace)
+    assert (plain.per_query["prompt_tokens"] == 100).all() and (hyde.per_query["prompt_tokens"] == 200).all()
+    assert (hyde.per_query["completion_tokens"] == 20).all()
+    assert hyde.per_query["cost_usd"].to_numpy() == pytest.approx([(200 * 1.0 + 20 * 2.0) / 1e6] * 3)
+
+
 def test_multi_query_fuses_the_rankings_of_the_question_and_its_rephrasings(sample, workspace):
     from openai_server import Server, completion
 
@@ -221,7 +237,8 @@ def test_multi_query_fuses_the_rankings_of_the_question_and_its_rephrasings(samp
         retriever = engine.retriever(table)
         found = retriever.search(question, 10)
     variants = ["What is the annual leave allowance for new staff?", "How much paid time off do starters have?"]
-    assert retriever.rewriter.variants(question) == variants  # numbering, blanks and repeats dropped (cached reply)
+    assert retriever.rewriter.variants(question)[0] == variants  # numbering, blanks and repeats dropped (cached)
+    assert found.usage == {"prompt_tokens": 11, "completion_tokens": 7}  # the scripted reply's usage
     n = retriever.depth(10)
     scores = {}
     for text in [question, *variants]:  # reciprocal rank fusion, k = 60, computed here

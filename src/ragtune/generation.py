@@ -63,6 +63,12 @@ def cost_usd(usage: dict, config) -> float:
             + usage.get("completion_tokens", 0) * config.price_output_per_mtok) / 1e6
 
 
+def add_usage(*usages: dict) -> dict:
+    """Token counts summed (an answer's and its question's rewriting)."""
+    keys = ("prompt_tokens", "completion_tokens")
+    return {k: sum(int(u.get(k, 0)) for u in usages) for k in keys} if any(usages) else {}
+
+
 def number_context(hits: Sequence[Hit]) -> str:
     return "\n\n".join(f"[{i}] {h.text.strip()}" for i, h in enumerate(hits, 1))
 
@@ -168,11 +174,13 @@ class OpenAIChat:
         usage = data.get("usage") or {"prompt_tokens": count_tokens(prompt), "completion_tokens": count_tokens(text)}
         return Answer(text, cited(text, hits), usage, self.model_id, self.prompt_version)
 
-    def complete(self, prompt: str) -> str:
-        """The model's reply to a prompt of ragtune's own (query rewriting)."""
+    def complete(self, prompt: str) -> tuple[str, dict]:
+        """The model's reply to a prompt of ragtune's own (query rewriting), and its token usage."""
         payload = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
                    "temperature": self.config.temperature, "max_tokens": self.config.max_tokens}
-        return chat(self.url, payload, self.config, self.cache if self.config.temperature == 0 else None)["text"]
+        data = chat(self.url, payload, self.config, self.cache if self.config.temperature == 0 else None)
+        return data["text"], data.get("usage") or {"prompt_tokens": count_tokens(prompt),
+                                                   "completion_tokens": count_tokens(data["text"])}
 
 
 #: GGUF models that ship inside packages: name -> (package, file)
@@ -222,9 +230,10 @@ class LlamaCpp:
         reply = self._reply(self.template.format(context=number_context(hits), question=question))
         return Answer(reply["text"], cited(reply["text"], hits), reply["usage"], self.model_id, self.prompt_version)
 
-    def complete(self, prompt: str) -> str:
-        """The model's reply to a prompt of ragtune's own (query rewriting)."""
-        return self._reply(prompt)["text"]
+    def complete(self, prompt: str) -> tuple[str, dict]:
+        """The model's reply to a prompt of ragtune's own (query rewriting), and its token usage."""
+        reply = self._reply(prompt)
+        return reply["text"], reply["usage"]
 
     def _reply(self, prompt: str) -> dict:
         key = hashlib.sha256(json.dumps([self.model_id, prompt, self.config.max_tokens]).encode()).hexdigest()

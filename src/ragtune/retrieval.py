@@ -31,6 +31,7 @@ def _linear(config):
 class SearchResult:
     hits: list[Hit]  # every candidate chunk, best first
     timings_ms: dict[str, float] = field(default_factory=dict)
+    usage: dict[str, int] = field(default_factory=dict)  # LLM tokens the search took (query rewriting)
 
     def chunks(self, k: int) -> list[Hit]:
         return self.hits[:k]
@@ -101,14 +102,16 @@ class Retriever:
             t0 = time.perf_counter()
             vector = self.embedder.embed_queries([text])[0]
             timings["embed_ms"] = (time.perf_counter() - t0) * 1000
+        usage: dict[str, int] = {}
         if self.rewriter is not None and self.rewriter.method == "hyde":
             t0 = time.perf_counter()
-            passage = self.embedder.embed_documents([self.rewriter.passage(text)])[0]
+            written, usage = self.rewriter.passage(text)
+            passage = self.embedder.embed_documents([written])[0]
             vector = (vector + passage) / max(float(np.linalg.norm(vector + passage)), 1e-12)
             timings["rewrite_ms"] = (time.perf_counter() - t0) * 1000
         if self.rewriter is not None and self.rewriter.method == "multi-query":
             t0 = time.perf_counter()
-            variants = self.rewriter.variants(text)
+            variants, usage = self.rewriter.variants(text)
             vectors = self.embedder.embed_queries(variants) if self.mode != "fts" and variants else [None] * len(variants)
             timings["rewrite_ms"] = (time.perf_counter() - t0) * 1000
             t0 = time.perf_counter()
@@ -132,7 +135,7 @@ class Retriever:
             t0 = time.perf_counter()
             hits = self._windows(hits, self.config.retrieval.window)
             timings["window_ms"] = (time.perf_counter() - t0) * 1000
-        return SearchResult(hits, timings)
+        return SearchResult(hits, timings, usage)
 
     def _windows(self, hits: list[Hit], width: int) -> list[Hit]:
         """Small-to-big: each of the results anyone reads (the top ``top_k``, the span cut-offs, the generator's

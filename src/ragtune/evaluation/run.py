@@ -20,7 +20,7 @@ from ragtune.errors import DataError
 from ragtune.evaluation import evaluate_run, span_qrels, span_scores, trec_run_lines
 from ragtune.evaluation.answers import AnswerScorer
 from ragtune.evaluation.slices import metadata_columns, slice_report
-from ragtune.generation import cost_usd
+from ragtune.generation import add_usage, cost_usd
 from ragtune.text import split_sentences
 from ragtune.types import Answer, Hit, IndexInfo
 from ragtune.workspace import Workspace, atomic_write_dir
@@ -197,9 +197,10 @@ def _answer_scores(engine: Engine, scorer, judge, dataset: Dataset, q, turn) -> 
     row = scorer.score(q.text, ans, turn.context, dataset.qrels.get(q.id), q.answer, turn.query_vector)
     if judge is not None and not ans.degraded:
         row.update(judge.score(q.text, ans.text, split_sentences(ans.text), turn.context))
-    row.update({"prompt_tokens": int(ans.usage.get("prompt_tokens", 0)),
-                "completion_tokens": int(ans.usage.get("completion_tokens", 0)), "degraded": float(ans.degraded),
-                "cost_usd": cost_usd(ans.usage, gen), "flagged_chunks_kept_out": len(turn.kept_out)})
+    usage = add_usage(ans.usage, turn.found.usage)  # the question's rewriting counts too
+    row.update({"prompt_tokens": int(usage.get("prompt_tokens", 0)),
+                "completion_tokens": int(usage.get("completion_tokens", 0)), "degraded": float(ans.degraded),
+                "cost_usd": cost_usd(usage, gen), "flagged_chunks_kept_out": len(turn.kept_out)})
     return row
 
 

@@ -27,7 +27,7 @@ from ragtune.detectors.injection import detector
 from ragtune.engine import Engine
 from ragtune.errors import ConfigError, DataError, RagtuneError
 from ragtune.evaluation.answers import AnswerScorer
-from ragtune.generation import cost_usd, make_generator
+from ragtune.generation import add_usage, cost_usd, make_generator
 from ragtune.guard import InputError, RateLimiter, SharedRateLimiter, scan_output, validate_question
 from ragtune.production.publish import POINTER, open_published, published
 from ragtune.service.answer_cache import AnswerCache
@@ -272,7 +272,7 @@ class QueryService:
         topic = _high_stakes(text, s.high_stakes_topics)
         if topic:
             reasons.append(f"high-stakes topic: {topic}")
-        usage = dict(ans.usage)
+        usage = add_usage(ans.usage, turn.found.usage)  # the question's rewriting counts too
         cost = cost_usd(usage, gen_config)
         record.update(answer=out_text, citations=[c["chunk_id"] for c in citations], usage=usage, cost_usd=cost,
                       faithfulness=faithfulness, notice=ans.notice, latency_ms=timings, cached=False)
