@@ -54,7 +54,7 @@ TREC_AND_RANX = ["ndcg@10", "ndcg@3", "ndcg", "map", "map@10", "mrr@10", "mrr", 
 
 
 @pytest.mark.parametrize("seed", [4, 5])
-@pytest.mark.filterwarnings("ignore:unsafe cast")  # ranx's own numba code, on the reference path only
+@pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaTypeSafetyWarning")  # ranx's own code, reference only
 def test_trec_eval_path_equals_ranx_on_every_measure_both_compute(seed):
     """The common measures go through trec_eval (no JIT to compile); ranx, an independent implementation, must give
     the same numbers for each of them."""
