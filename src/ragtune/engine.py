@@ -24,21 +24,31 @@ from ragtune.embedding import CachedEmbedder, make_embedder
 from ragtune.errors import DataError
 from ragtune.evaluation.judge import Judge
 from ragtune.generation import answer, make_generator
+from ragtune.late import make_late_interaction
 from ragtune.rerank import make_reranker
 from ragtune.retrieval import Retriever, SearchResult
 from ragtune.types import Answer, Hit, IndexInfo
 from ragtune.workspace import Workspace
 
 
-def encode_chunks(documents, config: RagConfig, embedder: CachedEmbedder, bar=None):
+def table_vectors(config: RagConfig, embedder: CachedEmbedder) -> CachedEmbedder:
+    """What computes a table's vectors: the late-interaction model when the configuration names one (each chunk's
+    token vectors), else the embedder. Both cache by content in the embedder's cache."""
+    late = make_late_interaction(config)
+    return embedder if late is None else CachedEmbedder(late, embedder.cache)
+
+
+def encode_chunks(documents, config: RagConfig, embedder: CachedEmbedder, bar=None,
+                  vectors: CachedEmbedder | None = None):
     """What every table write starts from (experiment builds and production syncs): the documents' chunks, each
     chunk's injection scan (score, reasons), and the vectors as consecutive blocks (all embedded, into the cache,
     before the first block is handed out: a failing model touches no table; None for a full-text configuration).
-    ``bar(total)``: a progress bar."""
+    ``bar(total)``: a progress bar; ``vectors``: the configuration's ``table_vectors`` when the caller holds them."""
     chunks = chunk_documents(documents, config.chunking, embedder)
     texts = [c.text for c in chunks]
     if not config.uses_vectors:  # a full-text configuration: nothing to embed
         return chunks, scan(texts), None
+    embedder = vectors or table_vectors(config, embedder)
     with bar(len(texts)) if bar is not None else nullcontext() as progress:
         blocks = embedder.embed_in_blocks(texts, progress and progress.update)
         first = next(blocks, None)  # the whole embedding happens here, before any table is touched
@@ -75,6 +85,11 @@ class Engine:
         return CachedEmbedder(make_embedder(self.config.embedding), self.workspace.cache)
 
     @cached_property
+    def vectors(self) -> CachedEmbedder:
+        """What the configuration's tables hold and its first stage searches with (``table_vectors``)."""
+        return table_vectors(self.config, self.embedder)
+
+    @cached_property
     def reranker(self):
         return make_reranker(self.config.rerank, self.workspace.pair_scores if self.cache_pairs else None)
 
@@ -105,7 +120,8 @@ class Engine:
             if built:
                 meta = {"ragtune_index_key": key, "corpus": corpus.source, "fingerprint": corpus.fingerprint}
                 bar = self._bar if self.progress else None
-                chunks, verdicts, blocks = encode_chunks(corpus.documents, self.config, self.embedder, bar)
+                chunks, verdicts, blocks = encode_chunks(corpus.documents, self.config, self.embedder, bar,
+                                                                self.vectors)
                 table = store.build_index(self.workspace.db, key, chunks, blocks, self.config.retrieval, meta,
                                           verdicts)
         info = IndexInfo(
@@ -134,7 +150,8 @@ class Engine:
             from ragtune.rewrite import Rewriter
 
             rewriter = Rewriter(r.rewrite, self.generator, r.rewrite_queries or 0)
-        return Retriever(self.config, table, self.embedder, self.reranker, rewriter)
+        late = self.vectors if self.vectors is not self.embedder else None
+        return Retriever(self.config, table, self.embedder, self.reranker, rewriter, late)
 
     @property
     def depth(self) -> int:
@@ -152,7 +169,7 @@ class Engine:
         ``check`` (chunk text -> reasons) objects to, and answer from the first ``context_k`` of the others with
         ``generator`` (default: the configuration's; none: retrieval only)."""
         timings: dict[str, float] = {}
-        if query_vector is None and self.config.uses_vectors:
+        if query_vector is None and self.config.embeds_queries:
             t0 = time.perf_counter()
             query_vector = self.embedder.embed_queries([question])[0]
             timings["embed_ms"] = (time.perf_counter() - t0) * 1000

@@ -57,6 +57,7 @@ class Registry:
 
 CHUNKERS = Registry("chunking strategy", "ragtune.chunking")
 EMBEDDERS = Registry("embedding model", "ragtune.embedding")
+LATE_INTERACTION = Registry("late-interaction model", "ragtune.late")
 FUSIONS = Registry("fusion", "ragtune.retrieval")
 RERANKERS = Registry("reranker", "ragtune.rerank")
 GENERATORS = Registry("generator", "ragtune.generation")

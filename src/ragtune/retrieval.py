@@ -50,9 +50,10 @@ def _to_hits(rows: list[dict], score: Callable[[dict], float]) -> list[Hit]:
 class Retriever:
     """Runs one configuration's query path against one table."""
 
-    def __init__(self, config, table, embedder, reranker=None, rewriter=None):
+    def __init__(self, config, table, embedder, reranker=None, rewriter=None, late=None):
         self.config, self.table, self.embedder, self.reranker = config, table, embedder, reranker
         self.rewriter = rewriter  # ragtune.rewrite.Rewriter when the config rewrites queries
+        self.late = late  # the late-interaction model's CachedEmbedder when the table holds token vectors
         r = config.retrieval
         self.mode = r.mode
         self.fusion = FUSIONS.lookup(r.fusion)[0](r) if r.mode == "hybrid" else None
@@ -63,7 +64,9 @@ class Retriever:
     def _vector(self, vec: np.ndarray, n: int) -> list[Hit]:
         q = self.table.search(vec, vector_column_name="vector").distance_type("cosine").limit(n)
         rows = q.select([*store.COLUMNS, "_distance"]).to_list()
-        return _to_hits(rows, lambda r: 1.0 - r["_distance"])
+        # a cosine; for token vectors LanceDB's distance sums (1 - each question token's best cosine): MaxSim
+        tokens = len(vec) if vec.ndim == 2 else 1
+        return _to_hits(rows, lambda r: tokens - r["_distance"])
 
     def _fts(self, text: str, n: int) -> list[Hit]:
         rows = self.table.search(text, query_type="fts", fts_columns="text").limit(n)
@@ -77,7 +80,7 @@ class Retriever:
         from lancedb.background_loop import LOOP
 
         twin = getattr(self.table, "_table", None)
-        if isinstance(twin, AsyncTable):
+        if isinstance(twin, AsyncTable) and vec.ndim == 1:  # the async query reads a matrix as several questions
             q = twin.query().nearest_to(vec).nearest_to_text(text, columns="text").distance_type("cosine")
             rows = LOOP.run(q.rerank(self.fusion).limit(n).select(store.COLUMNS).to_arrow()).to_pylist()
         else:
@@ -98,9 +101,10 @@ class Retriever:
         k = k or self.config.retrieval.top_k
         n = self.depth(k)
         timings: dict[str, float] = {}
-        if self.mode != "fts" and vector is None:
+        encoder = self.late or self.embedder  # late interaction: the question's token vectors, never the embedder's
+        if self.mode != "fts" and (vector is None or self.late is not None):
             t0 = time.perf_counter()
-            vector = self.embedder.embed_queries([text])[0]
+            vector = encoder.embed_queries([text])[0]
             timings["embed_ms"] = (time.perf_counter() - t0) * 1000
         usage: dict[str, int] = {}
         if self.rewriter is not None and self.rewriter.method == "hyde":
@@ -112,7 +116,7 @@ class Retriever:
         if self.rewriter is not None and self.rewriter.method == "multi-query":
             t0 = time.perf_counter()
             variants, usage = self.rewriter.variants(text)
-            vectors = self.embedder.embed_queries(variants) if self.mode != "fts" and variants else [None] * len(variants)
+            vectors = encoder.embed_queries(variants) if self.mode != "fts" and variants else [None] * len(variants)
             timings["rewrite_ms"] = (time.perf_counter() - t0) * 1000
             t0 = time.perf_counter()
             hits = rrf_fuse([self._first_stage(q, v, n) for q, v in [(text, vector), *zip(variants, vectors)]], n)

@@ -83,10 +83,14 @@ def open_index(db, index_key: str):
     return table
 
 
-def chunk_schema(dim: int | None, extra: Sequence[str] = (), metadata: dict[str, str] | None = None) -> pa.Schema:
+def chunk_schema(dim: int | None, extra: Sequence[str] = (), metadata: dict[str, str] | None = None,
+                 multivector: bool = False) -> pa.Schema:
     """The chunk table's columns; ``extra`` names further string columns (the production table's bookkeeping).
-    ``dim`` None: a full-text table, without a vector column."""
-    vector = [("vector", pa.list_(pa.float32(), dim))] if dim is not None else []
+    ``dim`` None: a full-text table, without a vector column; ``multivector``: the vector column holds each chunk's
+    token vectors (late interaction), which LanceDB searches by MaxSim."""
+    vector = []
+    if dim is not None:
+        vector = [("vector", pa.list_(pa.list_(pa.float32(), dim)) if multivector else pa.list_(pa.float32(), dim))]
     return pa.schema(
         [("id", pa.string()), ("doc_id", pa.string()), ("text", pa.string()), ("start", pa.int64()),
          ("end", pa.int64()), *vector, ("injection_score", pa.float32()),
@@ -116,7 +120,9 @@ def chunk_rows(chunks: Sequence[Chunk], blocks: Iterable[np.ndarray] | None,
     if not len(chunks) or (blocks is not None and first is None):
         raise ValueError("no chunks to write")
     names = list(extra(chunks[0])) if extra else []
-    schema = chunk_schema(None if blocks is None else int(first.shape[1]), names, metadata)
+    multivector = blocks is not None and not isinstance(first, np.ndarray)  # a list of token-vector matrices
+    dim = None if blocks is None else int((first[0] if multivector else first).shape[1])
+    schema = chunk_schema(dim, names, metadata, multivector)
 
     def batches() -> Iterator[pa.RecordBatch]:
         at = 0
@@ -128,8 +134,7 @@ def chunk_rows(chunks: Sequence[Chunk], blocks: Iterable[np.ndarray] | None,
                       [c.start for c in part], [c.end for c in part]]
             columns = [pa.array(v, schema.field(i).type) for i, v in enumerate(values)]
             if vectors is not None:
-                flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
-                columns.append(pa.FixedSizeListArray.from_arrays(flat, int(vectors.shape[1])))
+                columns.append(vector_column(vectors, dim))
             verdicts = scan[at - len(part): at] if scan is not None else [(None, None)] * len(part)
             columns += [pa.array([v[0] for v in verdicts], pa.float32()),
                         pa.array([v[1] for v in verdicts], pa.string())]
@@ -140,6 +145,16 @@ def chunk_rows(chunks: Sequence[Chunk], blocks: Iterable[np.ndarray] | None,
             raise ValueError(f"{len(chunks)} chunks but {at} vectors")
 
     return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def vector_column(vectors: np.ndarray | list[np.ndarray], dim: int) -> pa.Array:
+    """One vector per row (an array), or each row's token vectors (a list of matrices) as a list of vectors."""
+    if isinstance(vectors, np.ndarray):
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+        return pa.FixedSizeListArray.from_arrays(flat, dim)
+    offsets = np.concatenate([[0], np.cumsum([len(v) for v in vectors])]).astype(np.int32)
+    flat = pa.array(np.concatenate(vectors).astype(np.float32).reshape(-1), type=pa.float32())
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.FixedSizeListArray.from_arrays(flat, dim))
 
 
 def write_chunks(db, name: str, chunks: Sequence[Chunk], blocks: Iterable[np.ndarray] | None, table=None, *,

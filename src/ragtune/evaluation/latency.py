@@ -38,7 +38,7 @@ def time_configs(configs: Sequence[RagConfig], dataset: Dataset, workspace: Work
     engines = [Engine(c, workspace, cache_pairs=False) for c in configs]  # the model is timed, not a cache
     retrievers = [e.retriever(e.index(dataset.corpus)[0]) for e in engines]
     queries = dataset.judged()
-    vectors = [None if not c.uses_vectors else e.embedder.embed_queries([q.text for q in queries])
+    vectors = [None if not c.embeds_queries else e.embedder.embed_queries([q.text for q in queries])
                for c, e in zip(configs, engines)]
     times: list[list[list[float]]] = [[[] for _ in queries] for _ in configs]
     rng = random.Random(seed)

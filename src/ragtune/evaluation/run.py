@@ -101,7 +101,7 @@ def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = 
         raise DataError(f"{dataset.name}: no query has a relevance judgment (qrels) or reference span")
 
     depth = max(config.evaluation.depth, *config.evaluation.span_k)
-    vectors = None if not config.uses_vectors else engine.embedder.embed_queries([q.text for q in judged])
+    vectors = None if not config.embeds_queries else engine.embedder.embed_queries([q.text for q in judged])
     answering = engine.generator is not None
     flagged = {r["id"]: r["injection_reasons"] for r in store.flagged(table)} if answering and info.flagged else {}
     if answering:

@@ -241,7 +241,7 @@ class QueryService:
 
         t = time.perf_counter()
         k = gen_config.context_k
-        qvec = None if not engine.config.uses_vectors else state.embed_query(text)
+        qvec = None if not engine.config.embeds_queries else state.embed_query(text)
         timings = {"embed": _ms(t)}
         turn = engine.answer_one(text, state.retriever, qvec, filter=_filter(filters), flagged=state.flagged,
                                  check=lambda chunk: _chunk_verdict(self.injection, chunk).reasons,
