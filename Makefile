@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test,pdf]"
+	$(BIN)/python -m pip install --quiet -e ".[test,pdf,ray]"
 	touch $(STAMP)
 
 # The main job: five retrieval setups on the shipped sample, each an executed notebook, then the leaderboard and the

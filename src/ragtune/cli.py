@@ -259,6 +259,8 @@ def sweep(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="override the spec's dataset"),
     queries: Optional[int] = typer.Option(None, help="override: only the first N judged queries"),
     in_process: bool = typer.Option(False, "--in-process", help="call the evaluation directly, not via papermill"),
+    ray: Optional[str] = typer.Option(None, "--ray", help="run each configuration as a task on a Ray cluster: auto "
+                                      "(ray start), an address, or local (needs the ray extra)"),
     home: Optional[Path] = HomeOpt,
 ) -> None:
     """Run every configuration of a sweep spec (resumable), then collect results.parquet and summary.parquet."""
@@ -266,7 +268,7 @@ def sweep(
 
     sweep_spec = SweepSpec.from_yaml(spec).with_overrides(str(spec), dataset=dataset, queries=queries)
     report = run_sweep(sweep_spec, out, workers, parse_shard(shard), "inprocess" if in_process else "papermill",
-                       home or _workspace(None, None).home)
+                       home or _workspace(None, None).home, ray=ray)
     counts = {s: report.count(s) for s in ("done", "skipped", "failed")}
     console.print(f"sweep {sweep_spec.name} shard {shard}: {counts['done']} run, {counts['skipped']} already complete, "
                   f"{counts['failed']} failed -> {report.out}/results.parquet")

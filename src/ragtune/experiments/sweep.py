@@ -22,7 +22,7 @@ import json
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +32,12 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ragtune.config import RagConfig, flatten, format_validation_error, read_yaml
+from ragtune.config import RagConfig, flatten, format_validation_error, read_yaml, stable_hash
 from ragtune.data import load_dataset, resolve_dataset
+from ragtune.engine import Engine
 from ragtune.errors import ConfigError, RagtuneError
 from ragtune.evaluation.run import evaluate
+from ragtune.experiments.on_ray import Resources
 from ragtune.experiments.space import SearchSpace, TuneSettings
 from ragtune.experiments.splits import QuerySplit
 from ragtune.workspace import Workspace, atomic_write_text
@@ -69,6 +71,7 @@ class SweepSpec(BaseModel):
     space: dict[str, Any] | None = Field(None, description="ragtune tune: dotted key -> values or a range "
                                          "(ragtune.experiments.space)")
     tune: TuneSettings = TuneSettings()
+    resources: Resources = Field(Resources(), description="--ray: what each configuration's task holds on its node")
     notebook: str | None = Field(None, description="per-config notebook; default the shipped evaluate_config.py")
     tracking: TrackingSpec = TrackingSpec()
 
@@ -322,7 +325,10 @@ def run_sweep(
     home: Path | None = None,
     progress: bool = True,
     on_done: Callable[[Outcome], None] | None = None,
+    ray: str | None = None,
 ) -> SweepReport:
+    """Run the spec's configurations into ``out`` (``workers`` at a time on this machine, or as tasks on the Ray
+    cluster at ``ray``: ``auto``, an address, or ``local``), then collect their results."""
     spec.check()
     if not spec.expand():
         raise ConfigError(f"sweep {spec.name}: no grid or configs to run; the spec has a search space: run "
@@ -337,17 +343,13 @@ def run_sweep(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(configs), desc=f"sweep {spec.name}", unit="config")
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(run_one, spec, cfg, out, runner, home) for cfg in configs]
-        for fut in as_completed(futures):
-            outcome = fut.result()
-            report.outcomes.append(outcome)
-            if on_done:
-                on_done(outcome)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(done=report.count("done"), skipped=report.count("skipped"),
-                                failed=report.count("failed"))
+    for outcome in _outcomes(spec, configs, out, runner, home, workers, ray):
+        report.outcomes.append(outcome)
+        if on_done:
+            on_done(outcome)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(done=report.count("done"), skipped=report.count("skipped"), failed=report.count("failed"))
     if bar is not None:
         bar.close()
     collect(out)
@@ -355,6 +357,59 @@ def run_sweep(
 
     log_sweep_results(out, spec.name, spec.tracking.mode, spec.tracking.project)
     return report
+
+
+def _outcomes(spec: SweepSpec, configs: list[RagConfig], out: Path, runner: str, home: Path | None, workers: int,
+              ray: str | None) -> Iterator[Outcome]:
+    """Each configuration's outcome, as it completes."""
+    if ray is not None:
+        yield from _on_ray(spec, configs, out, runner, home, ray)
+        return
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(run_one, spec, cfg, out, runner, home) for cfg in configs]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+
+def build_table(config_yaml: str, dataset: str, split: str, queries: int | None, home: str | None) -> str:
+    """Build (or find) one configuration's table; the error as text instead of raised: the configurations that
+    search the table then fail on their own, each with its failure record."""
+    try:
+        cfg = RagConfig.from_dict(yaml.safe_load(config_yaml), source="config")
+        ws = Workspace(Path(home)) if home else Workspace.default()
+        Engine(cfg, ws).index(load_dataset(dataset, split, queries).corpus)
+    except Exception as exc:  # noqa: BLE001 - reported by the configurations' own tasks
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+def _on_ray(spec: SweepSpec, configs: list[RagConfig], out: Path, runner: str, home: Path | None,
+            address: str) -> Iterator[Outcome]:
+    """``ragtune.experiments.on_ray``: a task per configuration, after one task per table they share."""
+    from ragtune.experiments.on_ray import MAX_RETRIES, run_tasks
+
+    todo = []
+    for cfg in configs:
+        if (result_dir(out, cfg.id) / "metrics.json").is_file():
+            yield Outcome(cfg.id, "skipped")
+        else:
+            todo.append(cfg)
+    # workers do not share the driver's working directory: every path they get is absolute
+    dataset = str(spec.dataset_path().resolve()) if spec.dataset != "sample" else "sample"
+    spec = spec.model_copy(update={"dataset": dataset, "notebook": str(spec.notebook_path().resolve())})
+    out, home = out.resolve(), home.resolve() if home else None
+    tables = {stable_hash(c.index_settings): (build_table, (c.to_yaml(), dataset, spec.split, spec.queries,
+                                                            str(home.resolve()) if home else None)) for c in todo}
+    calls = [(run_one, (spec, c, out, runner, home), stable_hash(c.index_settings)) for c in todo]
+    for i, outcome, lost in run_tasks(address, calls, spec.resources, tables):
+        if lost is not None:
+            cfg = todo[i]
+            error = f"{type(lost).__name__}: lost {MAX_RETRIES + 1} times on the cluster: {lost}"
+            (out / "configs" / cfg.id).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "configs" / cfg.id / "failed.json",
+                              json.dumps({"config_id": cfg.id, "error": error}, indent=1))
+            outcome = Outcome(cfg.id, "failed", 0.0, error)
+        yield outcome
 
 
 # -- collecting results ------------------------------------------------------------------------------------------
