@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from ragtune import sqlite_files
 
@@ -199,3 +200,56 @@ class PairScoreCache(_Store):
 
     def count(self) -> int:
         return self._conn().execute("SELECT COUNT(*) FROM pairs").fetchone()[0]
+
+
+class LanceEmbeddingCache:
+    """The embedding cache as a LanceDB table (``ragtune_embeddings``) in the workspace's database, for runners on
+    several machines (``RAGTUNE_CACHE=lance``): it lives on whatever URI the tables do (a shared folder, an object
+    store), every write is an append commit (Lance retries a commit that races another writer's), and every read
+    sees the latest commit. Two writers that embed the same text at the same moment both store it; it is read once.
+    The same interface as ``EmbeddingCache``."""
+
+    what = "embedding cache"
+    name = "ragtune_embeddings"
+    schema = pa.schema([("model", pa.string()), ("hash", pa.string()), ("vector", pa.list_(pa.float32()))])
+    step = 1000  # hashes per look-up query
+
+    def __init__(self, db):
+        self.db = db
+        self.table = db.create_table(self.name, schema=self.schema, exist_ok=True)
+
+    @staticmethod
+    def _quote(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    def get_many(self, model: str, hashes: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        self.table.checkout_latest()  # other writers' commits since the last read
+        found: dict[bytes, np.ndarray] = {}
+        for i in range(0, len(hashes), self.step):
+            part = ", ".join(f"'{h.hex()}'" for h in hashes[i : i + self.step])
+            rows = (self.table.search().where(f"model = {self._quote(model)} AND hash IN ({part})")
+                    .select(["hash", "vector"]).limit(None).to_arrow())
+            flat = rows["vector"].combine_chunks()
+            values, offsets = flat.values.to_numpy(), flat.offsets.to_numpy()
+            for j, h in enumerate(rows["hash"].to_pylist()):
+                found.setdefault(bytes.fromhex(h), values[offsets[j] : offsets[j + 1]])
+        return found
+
+    def put_many(self, model: str, items: Iterable[tuple[bytes, np.ndarray]]) -> None:
+        items = list(items)
+        if not items:
+            return
+        vectors = [np.ascontiguousarray(v, dtype=np.float32).reshape(-1) for _, v in items]
+        offsets = np.concatenate([[0], np.cumsum([len(v) for v in vectors])]).astype(np.int32)
+        column = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(vectors), pa.float32()))
+        self.table.add(pa.table([pa.array([model] * len(items)), pa.array([h.hex() for h, _ in items]), column],
+                                schema=self.schema))
+
+    def count(self, model: str | None = None) -> int:
+        """Distinct texts stored (for ``model``, or for all models)."""
+        self.table.checkout_latest()
+        query = self.table.search().select(["model", "hash"]).limit(None)
+        if model is not None:
+            query = query.where(f"model = {self._quote(model)}")
+        rows = query.to_arrow()
+        return len(set(zip(rows["model"].to_pylist(), rows["hash"].to_pylist())))

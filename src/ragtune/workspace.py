@@ -14,8 +14,9 @@ from functools import cached_property
 from pathlib import Path
 
 from ragtune import store
-from ragtune.cache import EmbeddingCache, PairScoreCache
+from ragtune.cache import EmbeddingCache, LanceEmbeddingCache, PairScoreCache
 from ragtune.config import RagConfig, stable_hash
+from ragtune.errors import ConfigError
 from ragtune.types import IndexInfo
 
 
@@ -25,13 +26,21 @@ class Workspace:
 
     home: Path
     db_uri: str | None = None
+    #: where embeddings are cached: ``sqlite`` (a file in ``home``: one machine, any number of processes) or
+    #: ``lance`` (a table in the LanceDB database, on its URI: runners on several machines); default $RAGTUNE_CACHE
+    cache_store: str | None = None
 
     @classmethod
     def default(cls) -> Workspace:
         return cls(Path(os.environ.get("RAGTUNE_HOME", ".ragtune")), os.environ.get("RAGTUNE_DB") or None)
 
     @cached_property
-    def cache(self) -> EmbeddingCache:
+    def cache(self) -> EmbeddingCache | LanceEmbeddingCache:
+        kind = self.cache_store or os.environ.get("RAGTUNE_CACHE") or "sqlite"
+        if kind == "lance":
+            return LanceEmbeddingCache(self.db)
+        if kind != "sqlite":
+            raise ConfigError(f"embedding cache {kind!r} (RAGTUNE_CACHE): expected sqlite or lance")
         return EmbeddingCache(self.home / "embeddings.sqlite")
 
     @cached_property
