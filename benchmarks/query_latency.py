@@ -91,8 +91,8 @@ def main() -> None:
         vectors = engine.embedder.embed_queries(queries)
         results = {info.chunks: measure(base, ws, table, queries, vectors, args.repeat)}
         chunks, vecs = replicate(table, 10)
-        big = store.build_index(ws.db, "bench-50k", chunks, vecs, base.retrieval.model_copy(update={"vector_index": "auto"}))
-        flat = store.build_index(ws.db, "bench-50k-flat", chunks, vecs,
+        big = store.build_index(ws.db, "bench-50k", [(chunks, None, vecs)], base.retrieval.model_copy(update={"vector_index": "auto"}))
+        flat = store.build_index(ws.db, "bench-50k-flat", [(chunks, None, vecs)],
                                    base.retrieval.model_copy(update={"vector_index": "flat"}))
         results[big.count_rows()] = measure(base, ws, big, queries, vectors, args.repeat)
         # ANN recall@10 against exact search on the same vectors

@@ -300,24 +300,3 @@ def test_blocks_are_stored_by_a_writer_thread_and_its_failures_raised(minilm, tm
     monkeypatch.setattr(cache, "put_many", full_disk)
     with pytest.raises(sqlite3.OperationalError, match="disk is full"):
         emb.embed_documents([f"other text {i}" for i in range(7)])
-
-
-def test_blocks_read_back_from_the_cache_are_not_counted_as_requests(tmp_path, minilm):
-    emb = CachedEmbedder(minilm, EmbeddingCache(tmp_path / "c.sqlite"))
-    blocks = list(emb.embed_in_blocks(TEXTS + TEXTS[:1], block=2))
-    assert (emb.stats.requested, emb.stats.computed) == (len(TEXTS) + 1, len(TEXTS))  # one request, four computed
-    assert [len(b) for b in blocks] == [2, 2, 1]
-    assert np.array_equal(np.vstack(blocks), emb.embed_documents(TEXTS + TEXTS[:1]))
-
-
-def test_progress_moves_in_steps_and_ends_at_the_number_of_texts_asked_for(tmp_path, minilm, monkeypatch):
-    import ragtune.embedding as embedding
-
-    monkeypatch.setattr(embedding, "PROGRESS_STEP", 2)
-    emb = CachedEmbedder(minilm, EmbeddingCache(tmp_path / "c.sqlite"))
-    emb.embed_documents(TEXTS[:1])  # one text already cached
-    steps = []
-    texts = TEXTS + TEXTS[:2]  # repeats count too: the bar is over the texts asked for
-    emb.embed_documents(texts, steps.append)
-    assert sum(steps) == len(texts) and steps[0] == 2  # the cached text (asked for twice) first
-    assert len(steps) == 3  # then the three missing texts in steps of two

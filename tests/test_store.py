@@ -18,8 +18,8 @@ def tiny(n=20, dim=8):
 def test_built_index_is_complete_and_reopened(fresh_workspace):
     db = fresh_workspace.db
     chunks, vecs = tiny()
-    blocks = np.array_split(vecs, 3)  # streamed block by block into one commit
-    table = store.build_index(db, "k1", chunks, iter(blocks), RetrievalConfig(), metadata={"corpus": "tiny"})
+    steps = [(chunks[:7], None, vecs[:7]), (chunks[7:14], None, vecs[7:14]), (chunks[14:], None, vecs[14:])]
+    table = store.build_index(db, "k1", iter(steps), RetrievalConfig(), metadata={"corpus": "tiny"})
     assert table.count_rows() == 20 and table.version == 2  # one write (version 1), then the full-text index
     rows = sorted(table.to_arrow().to_pylist(), key=lambda r: int(r["doc_id"][1:]))
     assert [r["id"] for r in rows] == [c.id for c in chunks]
@@ -35,7 +35,7 @@ def test_built_index_is_complete_and_reopened(fresh_workspace):
 def test_incomplete_leftover_is_dropped_not_searched(fresh_workspace):
     db = fresh_workspace.db
     chunks, vecs = tiny()
-    store.build_index(db, "k2", chunks, [vecs], RetrievalConfig())
+    store.build_index(db, "k2", [(chunks, None, vecs)], RetrievalConfig())
     # what a build killed before its last step leaves behind: a table without the completion tag
     db.open_table(store.table_name("k2")).tags.delete(store.COMPLETE_TAG)
     assert store.open_index(db, "k2") is None
@@ -54,15 +54,46 @@ def test_failed_build_leaves_no_table(fresh_workspace, monkeypatch):
 
     monkeypatch.setattr("lancedb.table.LanceTable.create_index", fail)
     with pytest.raises(Boom):
-        store.build_index(db, "k3", chunks, [vecs], RetrievalConfig())
+        store.build_index(db, "k3", [(chunks, None, vecs)], RetrievalConfig())
     assert store.table_name("k3") not in store.table_names(db)
 
 
-def test_vector_blocks_must_cover_the_chunks(fresh_workspace):
+def test_a_step_whose_vectors_do_not_cover_its_chunks_leaves_no_table(fresh_workspace):
     chunks, vecs = tiny()
-    with pytest.raises(Exception, match="20 chunks but 19 vectors"):
-        store.build_index(fresh_workspace.db, "k4", chunks, [vecs[:10], vecs[10:19]], RetrievalConfig())
+    with pytest.raises(Exception, match="10 chunks but 9 vectors"):
+        store.build_index(fresh_workspace.db, "k4", [(chunks[:10], None, vecs[:10]), (chunks[10:], None, vecs[10:19])],
+                          RetrievalConfig())
     assert store.table_name("k4") not in store.table_names(fresh_workspace.db)
+
+
+def test_a_table_write_reads_the_corpus_a_step_at_a_time(sample, fresh_workspace, monkeypatch):
+    """Documents are pulled, chunked and embedded as the write consumes them: when the first rows reach LanceDB,
+    one step of documents has been read, not the corpus; the table still holds every chunk, in one commit."""
+    from ragtune import engine as engine_module
+    from ragtune.chunking import chunk_documents
+
+    pulled, at_first_write = [], []
+    real = store.vector_column
+
+    def first_write(vectors, dim):
+        at_first_write.append(len(pulled))
+        return real(vectors, dim)
+
+    monkeypatch.setattr(store, "vector_column", first_write)
+
+    def documents():
+        for d in sample.corpus.documents:
+            pulled.append(d.id)
+            yield d
+
+    cfg = RagConfig.from_dict({"retrieval": {"mode": "vector"}})
+    eng = Engine(cfg, fresh_workspace)
+    steps = engine_module.encode_chunks(documents(), cfg, eng.embedder, step=10)
+    table = store.build_index(fresh_workspace.db, "stream", steps, cfg.retrieval)
+    assert at_first_write[0] == 10 and len(at_first_write) == -(-len(sample.corpus.documents) // 10)
+    assert len(pulled) == len(sample.corpus.documents)
+    whole = [c.id for c in chunk_documents(sample.corpus.documents, cfg.chunking)]
+    assert sorted(store.distinct(table, "id")) == sorted(whole) and table.count_rows() == len(whole)
 
 
 def test_engine_reuses_an_index_and_rebuilds_when_inputs_change(sample, fresh_workspace):
@@ -107,7 +138,7 @@ def test_an_index_that_cannot_be_opened_is_reported_not_dropped(fresh_workspace,
 
     db = fresh_workspace.db
     chunks, vecs = tiny()
-    store.build_index(db, "k5", chunks, [vecs], RetrievalConfig())
+    store.build_index(db, "k5", [(chunks, None, vecs)], RetrievalConfig())
 
     def flaky(*args, **kwargs):
         raise OSError("connection reset by peer")

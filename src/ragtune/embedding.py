@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -333,10 +332,6 @@ class EmbedStats:
     seconds: float = 0.0  # time spent in the model
 
 
-#: with a progress bar, texts are encoded this many at a time, and the bar moves after each step
-PROGRESS_STEP = 1024
-
-
 class CachedEmbedder:
     """Embeds each distinct text once per model, ever: looks texts up by hash, embeds only the missing ones.
 
@@ -353,22 +348,8 @@ class CachedEmbedder:
     def model_id(self) -> str:
         return self.embedder.model_id
 
-    def embed_documents(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
-        return self._embed([self.embedder.document_prefix + t for t in texts], progress)
-
-    def embed_in_blocks(self, texts: Sequence[str], progress: Callable[[int], None] | None = None,
-                        block: int = 16384) -> Iterator[np.ndarray]:
-        """The documents' vectors as consecutive blocks, never more than one block in memory (a corpus's vectors
-        need not fit). With a cache, every text is embedded and stored before the first block is yielded, so a model
-        that fails does so before the caller has written anything; the blocks are then read back from the cache."""
-        texts = list(texts)
-        if self.cache is not None:
-            for i in range(0, len(texts), block):
-                self.embed_documents(texts[i : i + block], progress)
-            progress = None
-        for i in range(0, len(texts), block):
-            part = [self.embedder.document_prefix + t for t in texts[i : i + block]]
-            yield self._embed(part, progress, count=self.cache is None)  # a read-back is not a second request
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray | list[np.ndarray]:
+        return self._embed([self.embedder.document_prefix + t for t in texts])
 
     def embed_queries(self, texts: Sequence[str], cached: bool = True) -> np.ndarray:
         """``cached=False``: straight through the model, neither looked up nor stored (a live service's questions:
@@ -379,24 +360,14 @@ class CachedEmbedder:
         self.embedder.load()
         return self.embedder.encode_queries(texts)
 
-    def _encode_step(self, texts: list[str], progress, occurrences: Counter, hashes: list[bytes]) -> np.ndarray:
-        vecs = self.embedder.encode(texts)
-        progress(sum(occurrences[h] for h in hashes))
-        return vecs
-
-    def _embed(self, texts: list[str], progress: Callable[[int], None] | None = None,
-               count: bool = True) -> np.ndarray:
-        if count:
-            self.stats.requested += len(texts)
+    def _embed(self, texts: list[str]) -> np.ndarray | list[np.ndarray]:
+        self.stats.requested += len(texts)
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         hashes = [text_hash(t) for t in texts]
         unique: dict[bytes, str] = dict(zip(hashes, texts))
         found = self.cache.get_many(self.model_id, list(unique)) if self.cache else {}
         missing = [h for h in unique if h not in found]
-        occurrences = Counter(hashes)  # the bar counts the texts asked for, repeats included: it ends at the total
-        if progress and found:
-            progress(sum(n for h, n in occurrences.items() if h in found))
         if missing:
             self.embedder.load()
         # with several blocks, each is stored by a writer thread while the next one is embedded (SQLite releases the
@@ -407,12 +378,7 @@ class CachedEmbedder:
             for i in range(0, len(missing), self.block):
                 part = missing[i : i + self.block]
                 start = time.perf_counter()
-                if progress:  # in steps, so that the bar moves with the work
-                    vecs = join([self._encode_step([unique[h] for h in part[j : j + PROGRESS_STEP]],
-                                                             progress, occurrences, part[j : j + PROGRESS_STEP])
-                                           for j in range(0, len(part), PROGRESS_STEP)])
-                else:
-                    vecs = self.embedder.encode([unique[h] for h in part])
+                vecs = self.embedder.encode([unique[h] for h in part])
                 self.stats.seconds += time.perf_counter() - start
                 self.stats.computed += len(part)
                 block = dict(zip(part, vecs))
@@ -427,7 +393,3 @@ class CachedEmbedder:
             return [found[h].reshape(-1, self.embedder.multivector) for h in hashes]
         return np.stack([found[h] for h in hashes])
 
-
-def join(parts: list) -> np.ndarray | list[np.ndarray]:
-    """Consecutive steps' vectors as one: an array's rows, or a list of token-vector matrices."""
-    return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else [v for p in parts for v in p]

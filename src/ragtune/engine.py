@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -38,21 +38,39 @@ def table_vectors(config: RagConfig, embedder: CachedEmbedder) -> CachedEmbedder
     return embedder if late is None else CachedEmbedder(late, embedder.cache)
 
 
-def encode_chunks(documents, config: RagConfig, embedder: CachedEmbedder, bar=None,
-                  vectors: CachedEmbedder | None = None):
-    """What every table write starts from (experiment builds and production syncs): the documents' chunks, each
-    chunk's injection scan (score, reasons), and the vectors as consecutive blocks (all embedded, into the cache,
-    before the first block is handed out: a failing model touches no table; None for a full-text configuration).
-    ``bar(total)``: a progress bar; ``vectors``: the configuration's ``table_vectors`` when the caller holds them."""
-    chunks = chunk_documents(documents, config.chunking, embedder)
-    texts = [c.text for c in chunks]
-    if not config.uses_vectors:  # a full-text configuration: nothing to embed
-        return chunks, scan(texts), None
-    embedder = vectors or table_vectors(config, embedder)
-    with bar(len(texts)) if bar is not None else nullcontext() as progress:
-        blocks = embedder.embed_in_blocks(texts, progress and progress.update)
-        first = next(blocks, None)  # the whole embedding happens here, before any table is touched
-    return chunks, scan(texts), itertools.chain([] if first is None else [first], blocks)
+#: documents chunked, scanned and embedded per step of a table write: one step is in memory, whatever the corpus
+DOCUMENTS_PER_STEP = 500
+
+
+@dataclass
+class Encoded:
+    """What the steps of a table write held, counted as they go by."""
+
+    chunks: int = 0
+    flagged: list[str] = field(default_factory=list)  # ids of chunks the injection scan flagged
+
+
+def encode_chunks(documents: Iterable, config: RagConfig, embedder: CachedEmbedder,
+                  progress: Callable[[int], None] | None = None, vectors: CachedEmbedder | None = None,
+                  seen: Encoded | None = None, step: int = DOCUMENTS_PER_STEP) -> Iterator[store.Step]:
+    """What every table write is made of (experiment builds and production syncs), step by step: a step's documents
+    chunked, each chunk's injection scan (score, reasons), and their vectors (through the cache; None for a
+    full-text configuration). Lazy: a step is computed when the write asks for it, so memory holds one step.
+    ``progress(n)``: n more documents done; ``vectors``: the configuration's ``table_vectors`` when the caller holds
+    them; ``seen``: counts what went by."""
+    if config.uses_vectors:
+        vectors = vectors or table_vectors(config, embedder)
+    documents = iter(documents)
+    while part := list(itertools.islice(documents, step)):
+        chunks = chunk_documents(part, config.chunking, embedder)
+        texts = [c.text for c in chunks]
+        verdicts = scan(texts)
+        if seen is not None:
+            seen.chunks += len(chunks)
+            seen.flagged += [c.id for c, (_, reasons) in zip(chunks, verdicts) if reasons]
+        yield chunks, verdicts, vectors.embed_documents(texts) if config.uses_vectors and chunks else None
+        if progress:
+            progress(len(part))
 
 
 @dataclass
@@ -119,11 +137,10 @@ class Engine:
             built = table is None
             if built:
                 meta = {"ragtune_index_key": key, "corpus": corpus.source, "fingerprint": corpus.fingerprint}
-                bar = self._bar if self.progress else None
-                chunks, verdicts, blocks = encode_chunks(corpus.documents, self.config, self.embedder, bar,
-                                                                self.vectors)
-                table = store.build_index(self.workspace.db, key, chunks, blocks, self.config.retrieval, meta,
-                                          verdicts)
+                with self._bar(len(corpus.documents)) if self.progress else nullcontext() as bar:
+                    steps = encode_chunks(corpus.documents, self.config, self.embedder, bar and bar.update,
+                                          self.vectors)
+                    table = store.build_index(self.workspace.db, key, steps, self.config.retrieval, meta)
         info = IndexInfo(
             key, store.table_name(key), stable_hash(self.config.index_settings), corpus.source, corpus.fingerprint,
             len(corpus.documents), table.count_rows(), built, round(time.perf_counter() - start, 3),
@@ -135,7 +152,7 @@ class Engine:
     def _bar(self, total: int):
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=f"embed ({self.config.embedding.model})", unit="chunk")
+        return tqdm(total=total, desc=f"index ({self.config.embedding.model})", unit="doc")
 
     def open_table(self, key: str):
         table = store.open_index(self.workspace.db, key)

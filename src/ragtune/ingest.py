@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from ragtune import faults, store
 from ragtune.data import Corpus
-from ragtune.engine import encode_chunks
+from ragtune.engine import Encoded, encode_chunks
 
 
 @dataclass
@@ -83,25 +83,28 @@ def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) ->
     fresh.removed = sorted(set(held) - set(docs))
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     todo = [docs[i] for i in fresh.added + fresh.changed]
-    # every chunk is embedded (into the cache) before the table is touched; the rows then stream in one commit
-    chunks, verdicts, blocks = encode_chunks(todo, config, embedder) if todo else ([], [], iter(()))
+    # every chunk is embedded into the cache before the table is touched (a failing model changes nothing); the
+    # write then reads the vectors back, step by step, in one commit
+    seen = Encoded()
+    for _ in encode_chunks(todo, config, embedder, seen=seen):
+        pass
     hashes = {d.id: doc_hash(d.text) for d in todo}
-    fresh.chunks_embedded = len(chunks)
-    fresh.flagged = [c.id for c, (_, reasons) in zip(chunks, verdicts) if reasons]
+    fresh.chunks_embedded = seen.chunks
+    fresh.flagged = seen.flagged
     gone = fresh.changed + fresh.removed
     if table is not None and gone:
         for i in range(0, len(gone), 500):
             table.delete(f"doc_id IN ({_quote(gone[i:i + 500])})")
         faults.checkpoint("ingest.deleted")
-    if chunks:
-        table = store.write_chunks(db, name, chunks, blocks, table, scan=verdicts,
+    if seen.chunks:
+        table = store.write_chunks(db, name, encode_chunks(todo, config, embedder), table,
                                    extra=lambda c: {"doc_hash": hashes[c.doc_id], "ingested_at": now})
     if index and table is not None and store.needs_index(table):
         store.reindex(table, config.retrieval)
     if table is not None:
         fresh.version = table.version
         kept = [held[i][1] for i in docs if i in held and i not in fresh.changed]
-        stamps = kept + ([now] if chunks else [])
+        stamps = kept + ([now] if seen.chunks else [])
         fresh.oldest = min(stamps) if stamps else None
     fresh.seconds = time.perf_counter() - start
     return table, fresh

@@ -99,50 +99,42 @@ def chunk_schema(dim: int | None, extra: Sequence[str] = (), metadata: dict[str,
     )
 
 
-#: rows per record batch of a table without vectors
-TEXT_ROWS = 16384
+#: one step of a table write: chunks, their injection scan ((score, reasons) each, or None for unscanned rows), and
+#: their vectors (an array, a list of token-vector matrices, or None: a full-text table)
+Step = tuple[Sequence[Chunk], Sequence[tuple[float, str]] | None, np.ndarray | list[np.ndarray] | None]
 
 
-def chunk_rows(chunks: Sequence[Chunk], blocks: Iterable[np.ndarray] | None,
-               extra: Callable[[Chunk], dict] | None = None, metadata: dict[str, str] | None = None,
-               scan: Sequence[tuple[float, str]] | None = None) -> pa.RecordBatchReader:
-    """The chunks with their vectors as a stream of record batches, one per block of vectors (``blocks`` yields them
-    in chunk order; None: a full-text table, no vectors): LanceDB writes the stream as one commit, and only one
-    block is ever in memory. ``scan`` holds each chunk's (injection score, reasons), in chunk order."""
-    if scan is not None and len(scan) != len(chunks):
-        raise ValueError(f"{len(chunks)} chunks but {len(scan)} scan verdicts")
-    if blocks is None:
-        pieces = [None] * -(-len(chunks) // TEXT_ROWS)
-    else:
-        pieces = iter(blocks)
-        first = next(pieces, None)
-        pieces = itertools.chain([] if first is None else [first], pieces)
-    if not len(chunks) or (blocks is not None and first is None):
+def chunk_rows(steps: Iterable[Step], extra: Callable[[Chunk], dict] | None = None,
+               metadata: dict[str, str] | None = None) -> pa.RecordBatchReader:
+    """The chunks with their vectors and scan as a stream of record batches, one per step: LanceDB writes the stream
+    as one commit, and only one step is ever in memory, whatever the corpus. ``extra`` adds string columns."""
+    steps = (s for s in steps if len(s[0]))
+    first = next(steps, None)
+    if first is None:
         raise ValueError("no chunks to write")
-    names = list(extra(chunks[0])) if extra else []
-    multivector = blocks is not None and not isinstance(first, np.ndarray)  # a list of token-vector matrices
-    dim = None if blocks is None else int((first[0] if multivector else first).shape[1])
+    names = list(extra(first[0][0])) if extra else []
+    vectors = first[2]
+    multivector = vectors is not None and not isinstance(vectors, np.ndarray)  # a list of token-vector matrices
+    dim = None if vectors is None else int((vectors[0] if multivector else vectors).shape[1])
     schema = chunk_schema(dim, names, metadata, multivector)
 
     def batches() -> Iterator[pa.RecordBatch]:
-        at = 0
-        for vectors in pieces:
-            size = TEXT_ROWS if vectors is None else len(vectors)
-            part = chunks[at : at + size]
-            at += len(part)
-            values = [[c.id for c in part], [c.doc_id for c in part], [c.text for c in part],
-                      [c.start for c in part], [c.end for c in part]]
+        for chunks, scan, vectors in itertools.chain([first], steps):
+            if (vectors is None) != (dim is None) or (vectors is not None and len(vectors) != len(chunks)):
+                raise ValueError(f"{len(chunks)} chunks but {0 if vectors is None else len(vectors)} vectors")
+            if scan is not None and len(scan) != len(chunks):
+                raise ValueError(f"{len(chunks)} chunks but {len(scan)} scan verdicts")
+            values = [[c.id for c in chunks], [c.doc_id for c in chunks], [c.text for c in chunks],
+                      [c.start for c in chunks], [c.end for c in chunks]]
             columns = [pa.array(v, schema.field(i).type) for i, v in enumerate(values)]
             if vectors is not None:
                 columns.append(vector_column(vectors, dim))
-            verdicts = scan[at - len(part): at] if scan is not None else [(None, None)] * len(part)
+            verdicts = scan if scan is not None else [(None, None)] * len(chunks)
             columns += [pa.array([v[0] for v in verdicts], pa.float32()),
                         pa.array([v[1] for v in verdicts], pa.string())]
-            rows = [extra(c) for c in part] if names else []
+            rows = [extra(c) for c in chunks] if names else []
             columns += [pa.array([r[n] for r in rows], pa.string()) for n in names]
             yield pa.RecordBatch.from_arrays(columns, schema=schema)
-        if at != len(chunks):
-            raise ValueError(f"{len(chunks)} chunks but {at} vectors")
 
     return pa.RecordBatchReader.from_batches(schema, batches())
 
@@ -157,12 +149,11 @@ def vector_column(vectors: np.ndarray | list[np.ndarray], dim: int) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.FixedSizeListArray.from_arrays(flat, dim))
 
 
-def write_chunks(db, name: str, chunks: Sequence[Chunk], blocks: Iterable[np.ndarray] | None, table=None, *,
-                 scan: Sequence[tuple[float, str]] | None = None, extra: Callable[[Chunk], dict] | None = None,
+def write_chunks(db, name: str, steps: Iterable[Step], table=None, *, extra: Callable[[Chunk], dict] | None = None,
                  metadata: dict[str, str] | None = None):
-    """The one write of chunk rows, for experiment builds and incremental syncs alike: the chunks with their vectors
-    (``blocks``, streamed) and injection scan, in one commit, into ``table`` or a new table ``name``."""
-    rows = chunk_rows(chunks, blocks, extra, metadata, scan)
+    """The one write of chunk rows, for experiment builds and incremental syncs alike: the steps' chunks with their
+    vectors and injection scan, streamed in one commit, into ``table`` or a new table ``name``."""
+    rows = chunk_rows(steps, extra, metadata)
     if table is None:
         return db.create_table(name, rows, schema=rows.schema)
     table.add(rows)
@@ -201,15 +192,15 @@ def reindex(table, retrieval) -> None:
     table.optimize()
 
 
-def build_index(db, index_key: str, chunks: Sequence[Chunk], blocks: Iterable[np.ndarray] | None, retrieval,
-                metadata: dict[str, str] | None = None, scan: Sequence[tuple[float, str]] | None = None):
+def build_index(db, index_key: str, steps: Iterable[Step], retrieval, metadata: dict[str, str] | None = None):
     """A complete table in one go: write the chunks (``write_chunks``), build the search indexes, then mark the
-    table complete. A failure drops what was written."""
+    table complete. A failure (of the steps' model too: they are computed as the write consumes them) drops what was
+    written."""
     name = table_name(index_key)
     if name in table_names(db):
         db.drop_table(name)
     try:
-        table = write_chunks(db, name, chunks, blocks, scan=scan, metadata=metadata)
+        table = write_chunks(db, name, steps, metadata=metadata)
         index_table(table, retrieval)
         table.tags.create(COMPLETE_TAG, table.version)
     except BaseException:
