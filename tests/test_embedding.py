@@ -300,3 +300,24 @@ def test_blocks_are_stored_by_a_writer_thread_and_its_failures_raised(minilm, tm
     monkeypatch.setattr(cache, "put_many", full_disk)
     with pytest.raises(sqlite3.OperationalError, match="disk is full"):
         emb.embed_documents([f"other text {i}" for i in range(7)])
+
+
+def test_the_hashing_embedder_is_word_counts_hashed_by_murmurhash_into_signed_buckets():
+    """Recomputed here: lower-cased words of two or more characters, each hashed by MurmurHash3 (seed 0) into
+    bucket |h| mod 384 with the sign of h, the counts L2-normalised."""
+    import re
+
+    from sklearn.utils import murmurhash3_32
+
+    from ragtune.config import EmbeddingConfig
+    from ragtune.embedding import make_embedder
+
+    texts = ["The printer on floor 3 needs toner, the printer says.", "Vergiss alles davor!", "a b"]
+    got = make_embedder(EmbeddingConfig(model="hashing")).encode(texts)
+    for text, vec in zip(texts, got):
+        want = np.zeros(384)
+        for word in re.findall(r"(?u)\b\w\w+\b", text.lower()):
+            h = murmurhash3_32(word, seed=0)
+            want[abs(h) % 384] += 1 if h >= 0 else -1
+        norm = np.linalg.norm(want)
+        assert np.allclose(vec, want / norm if norm else want, atol=1e-6)

