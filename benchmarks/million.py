@@ -60,7 +60,31 @@ def peak_mb() -> float:
 
 
 def size_mb(path: Path) -> float:
+    if path.is_file():
+        return path.stat().st_size / 2**20
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20 if path.exists() else 0.0
+
+
+#: search settings tried on the ANN index: (nprobes, ef, refine_factor); None: LanceDB's default
+SETTINGS = [(None, None, None), (20, 100, None), (50, 100, None), (50, 100, 5), (100, 200, 5)]
+
+
+def ann_trials(table, vectors, exact_ids) -> list[dict]:
+    out = []
+    for nprobes, ef, refine in SETTINGS:
+        times, recall = [], []
+        for v, want in zip(vectors, exact_ids):
+            q = table.search(v).distance_type("cosine").limit(10).select(["id"])
+            q = q.nprobes(nprobes) if nprobes else q
+            q = q.ef(ef) if ef else q
+            q = q.refine_factor(refine) if refine else q
+            t = time.perf_counter()
+            got = {r["id"] for r in q.to_list()}
+            times.append((time.perf_counter() - t) * 1000)
+            recall.append(len(got & want) / 10)
+        out.append({"nprobes": nprobes, "ef": ef, "refine": refine, "p50_ms": float(np.median(times)),
+                    "recall@10": float(np.mean(recall))})
+    return out
 
 
 def one(n: int) -> dict:
@@ -86,7 +110,7 @@ def one(n: int) -> dict:
         vectors = engine.embedder.embed_queries(queries)
         retriever = Retriever(config, table, engine.embedder)
         hybrid = Retriever(RagConfig.from_dict({**CONFIG, "retrieval": {"mode": "hybrid"}}), table, engine.embedder)
-        ann_ms, exact_ms, hybrid_ms, recall = [], [], [], []
+        ann_ms, exact_ms, hybrid_ms, recall, exact_ids = [], [], [], [], []
         for q, v in zip(queries, vectors):
             t = time.perf_counter()
             got = [h.chunk_id for h in retriever._vector(v, 10)]
@@ -98,6 +122,9 @@ def one(n: int) -> dict:
             hybrid.search(q, 10, v)
             hybrid_ms.append((time.perf_counter() - t) * 1000)
             recall.append(len(set(got) & {r["id"] for r in exact}) / 10)
+            exact_ids.append({r["id"] for r in exact})
+        stats = table.index_stats(next(i.name for i in table.list_indices() if i.index_type != "FTS")) \
+            if ann_s > 0.5 else None
         return {
             "chunks": table.count_rows(), "write_s": write_s, "fts_s": fts_s, "ann_s": ann_s,
             "ann": [i.index_type for i in table.list_indices() if i.index_type != "FTS"],
@@ -105,6 +132,8 @@ def one(n: int) -> dict:
             "table_mb": size_mb(Path(home) / "lancedb"), "cache_mb": size_mb(Path(home) / "embeddings.sqlite"),
             "ann_p50_ms": float(np.median(ann_ms)), "exact_p50_ms": float(np.median(exact_ms)),
             "hybrid_p50_ms": float(np.median(hybrid_ms)), "recall@10": float(np.mean(recall)),
+            "partitions": getattr(stats, "num_indices", None) and str(stats),
+            "trials": ann_trials(table, vectors, exact_ids) if stats is not None else [],
         }
 
 
@@ -126,6 +155,11 @@ def main() -> None:
               f"{r['peak_mb_write']:.0f}); table {r['table_mb']:.0f} MB, cache {r['cache_mb']:.0f} MB; query p50: "
               f"vector {r['ann_p50_ms']:.1f} ms (exact {r['exact_p50_ms']:.1f} ms, recall@10 of the index "
               f"{r['recall@10']:.3f}), hybrid {r['hybrid_p50_ms']:.1f} ms", flush=True)
+        for t in r["trials"]:
+            print(f"    nprobes {t['nprobes']}, ef {t['ef']}, refine {t['refine']}: recall@10 {t['recall@10']:.3f}, "
+                  f"p50 {t['p50_ms']:.1f} ms", flush=True)
+        if r["partitions"]:
+            print(f"    index: {r['partitions']}", flush=True)
 
 
 if __name__ == "__main__":

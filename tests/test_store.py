@@ -68,7 +68,7 @@ def test_a_step_whose_vectors_do_not_cover_its_chunks_leaves_no_table(fresh_work
 
 def test_a_table_write_reads_the_corpus_a_step_at_a_time(sample, fresh_workspace, monkeypatch):
     """Documents are pulled, chunked and embedded as the write consumes them: when the first rows reach LanceDB,
-    one step of documents has been read, not the corpus; the table still holds every chunk, in one commit."""
+    the steps in flight have been read, not the corpus; the table still holds every chunk, in one commit."""
     from ragtune import engine as engine_module
     from ragtune.chunking import chunk_documents
 
@@ -88,9 +88,11 @@ def test_a_table_write_reads_the_corpus_a_step_at_a_time(sample, fresh_workspace
 
     cfg = RagConfig.from_dict({"retrieval": {"mode": "vector"}})
     eng = Engine(cfg, fresh_workspace)
-    steps = engine_module.encode_chunks(documents(), cfg, eng.embedder, step=10)
+    steps = engine_module.encode_chunks(documents(), cfg, eng.embedder, step=10, workers=2)
     table = store.build_index(fresh_workspace.db, "stream", steps, cfg.retrieval)
-    assert at_first_write[0] == 10 and len(at_first_write) == -(-len(sample.corpus.documents) // 10)
+    # two worker processes chunk ahead: at most three steps are in flight when the first is written
+    assert at_first_write[0] == 30 < len(sample.corpus.documents)
+    assert len(at_first_write) == -(-len(sample.corpus.documents) // 10)
     assert len(pulled) == len(sample.corpus.documents)
     whole = [c.id for c in chunk_documents(sample.corpus.documents, cfg.chunking)]
     assert sorted(store.distinct(table, "id")) == sorted(whole) and table.count_rows() == len(whole)
@@ -176,3 +178,15 @@ def test_a_language_the_index_cannot_stem_gets_a_plain_analyser():
     assert fts_analyser("auto", ["كم عدد أيام الإجازة التي يحصل عليها الموظفون الجدد في السنة الأولى؟"]) == {
         "language": "Arabic"}
     assert fts_analyser("Spanish", []) == {"language": "Spanish"}
+
+
+def test_chunking_and_scanning_in_worker_processes_gives_what_one_process_gives(sample, fresh_workspace):
+    from ragtune import engine as engine_module
+
+    cfg = RagConfig.from_dict({"retrieval": {"mode": "vector"}})
+    eng = Engine(cfg, fresh_workspace)
+    here = list(engine_module.encode_chunks(sample.corpus.documents, cfg, eng.embedder, step=7, workers=0))
+    pooled = list(engine_module.encode_chunks(sample.corpus.documents, cfg, eng.embedder, step=7, workers=2))
+    assert len(here) == len(pooled) == -(-len(sample.corpus.documents) // 7)
+    for (c1, s1, v1), (c2, s2, v2) in zip(here, pooled):
+        assert c1 == c2 and s1 == s2 and np.array_equal(v1, v2)

@@ -52,25 +52,57 @@ class Encoded:
 
 def encode_chunks(documents: Iterable, config: RagConfig, embedder: CachedEmbedder,
                   progress: Callable[[int], None] | None = None, vectors: CachedEmbedder | None = None,
-                  seen: Encoded | None = None, step: int = DOCUMENTS_PER_STEP) -> Iterator[store.Step]:
+                  seen: Encoded | None = None, step: int = DOCUMENTS_PER_STEP,
+                  workers: int | None = None) -> Iterator[store.Step]:
     """What every table write is made of (experiment builds and production syncs), step by step: a step's documents
     chunked, each chunk's injection scan (score, reasons), and their vectors (through the cache; None for a
-    full-text configuration). Lazy: a step is computed when the write asks for it, so memory holds one step.
-    ``progress(n)``: n more documents done; ``vectors``: the configuration's ``table_vectors`` when the caller holds
-    them; ``seen``: counts what went by."""
-    if config.uses_vectors:
-        vectors = vectors or table_vectors(config, embedder)
+    full-text configuration). Lazy: a step is computed when the write asks for it, so memory holds a few steps.
+    Chunking and scanning run in ``workers`` processes (default: one per core) when there is more than one step,
+    ahead of the embedding. ``progress(n)``: n more documents done; ``vectors``: the configuration's
+    ``table_vectors`` when the caller holds them; ``seen``: counts what went by."""
+    vectors = (vectors or table_vectors(config, embedder)) if config.uses_vectors else None  # full text: none
     documents = iter(documents)
-    while part := list(itertools.islice(documents, step)):
-        chunks = chunk_documents(part, config.chunking, embedder)
-        texts = [c.text for c in chunks]
-        verdicts = scan(texts)
+    parts = iter(lambda: list(itertools.islice(documents, step)), [])
+    for part, (chunks, verdicts) in _chunked(parts, config.chunking, embedder, workers):
         if seen is not None:
             seen.chunks += len(chunks)
             seen.flagged += [c.id for c, (_, reasons) in zip(chunks, verdicts) if reasons]
-        yield chunks, verdicts, vectors.embed_documents(texts) if config.uses_vectors and chunks else None
+        yield chunks, verdicts, vectors.embed_documents([c.text for c in chunks]) if vectors is not None and chunks else None
         if progress:
             progress(len(part))
+
+
+def chunk_and_scan(documents: list, chunking, embedder=None) -> tuple[list, list[tuple[float, str]]]:
+    """One step's chunks and each chunk's injection scan (score, reasons)."""
+    chunks = chunk_documents(documents, chunking, embedder)
+    return chunks, scan([c.text for c in chunks])
+
+
+def _chunked(parts: Iterator[list], chunking, embedder, workers: int | None) -> Iterator[tuple[list, tuple]]:
+    """Each part with its ``chunk_and_scan``, in order: here when there is one part (or semantic chunking, which
+    needs the embedder), else in a pool of worker processes with at most ``workers + 1`` parts in flight."""
+    import os
+    from collections import deque
+
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    head = list(itertools.islice(parts, 2))
+    if len(head) < 2 or workers < 1 or chunking.strategy == "semantic":
+        for part in itertools.chain(head, parts):
+            yield part, chunk_and_scan(part, chunking, embedder)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        flight: deque = deque()
+        for part in itertools.chain(head, parts):
+            flight.append((part, pool.submit(chunk_and_scan, part, chunking)))
+            if len(flight) > workers:
+                done, future = flight.popleft()
+                yield done, future.result()
+        while flight:
+            done, future = flight.popleft()
+            yield done, future.result()
 
 
 @dataclass
