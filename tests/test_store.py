@@ -190,3 +190,26 @@ def test_chunking_and_scanning_in_worker_processes_gives_what_one_process_gives(
     assert len(here) == len(pooled) == -(-len(sample.corpus.documents) // 7)
     for (c1, s1, v1), (c2, s2, v2) in zip(here, pooled):
         assert c1 == c2 and s1 == s2 and np.array_equal(v1, v2)
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_search_on_an_ann_index_returns_exact_scores_in_exact_order(sample, fresh_workspace, late):
+    """``vector_index: hnsw``: the index is searched with a wide candidate list and its results re-scored from the
+    stored vectors, so on the sample every score is the exact cosine (or MaxSim) and the order is brute force's."""
+    cfg = RagConfig.from_dict({"retrieval": {"mode": "vector", "vector_index": "hnsw", "candidates": 20,
+                                             "late_interaction": "colbert" if late else None}})
+    engine = Engine(cfg, fresh_workspace)
+    table, _ = engine.index(Corpus(sample.corpus.documents[:30], source="ann"))
+    retriever = engine.retriever(table)
+    assert store.ann_search(table) is not None and retriever.ann == store.ann_search(table)
+    rows = store.read_columns(table, ["id", "vector"])
+    for q in sample.queries[:5]:
+        vec = (engine.vectors.embed_queries([q.text]))[0]
+        exact = {}
+        for r in rows:
+            stored = np.array(r["vector"], dtype=np.float32)
+            exact[r["id"]] = float((vec @ stored.T).max(axis=1).sum()) if late else float(vec @ stored)
+        want = sorted(exact, key=lambda c: -exact[c])[:20]
+        got = retriever.search(q.text, 10).hits
+        assert [h.chunk_id for h in got] == want
+        assert [h.score for h in got] == pytest.approx([exact[c] for c in want], abs=1e-4)

@@ -111,7 +111,8 @@ class RetrievalConfig(_Section):
         "chunk; null: the embedder's vectors")
     fts: FtsConfig = FtsConfig()
     vector_index: Literal["auto", "flat", "hnsw"] = Field(
-        "auto", description="flat: exact search; hnsw: IVF_HNSW_SQ index; auto: hnsw from 20,000 chunks on"
+        "auto", description="flat: exact search; hnsw: an IVF_HNSW_SQ index, searched with a wide candidate list and "
+        "its results re-scored from the stored vectors; auto: hnsw from 20,000 chunks on"
     )
 
     @model_validator(mode="after")

@@ -56,17 +56,25 @@ class Retriever:
         self.late = late  # the late-interaction model's CachedEmbedder when the table holds token vectors
         r = config.retrieval
         self.mode = r.mode
+        self.ann = store.ann_search(table) if r.mode != "fts" else None  # settings for the ANN index, if any
         self.fusion = FUSIONS.lookup(r.fusion)[0](r) if r.mode == "hybrid" else None
 
     def depth(self, k: int) -> int:
         return max(k, self.config.retrieval.candidates)
 
     def _vector(self, vec: np.ndarray, n: int) -> list[Hit]:
-        q = self.table.search(vec, vector_column_name="vector").distance_type("cosine").limit(n)
+        q = self._tuned(self.table.search(vec, vector_column_name="vector").distance_type("cosine").limit(n), n)
         rows = q.select([*store.COLUMNS, "_distance"]).to_list()
         # a cosine; for token vectors LanceDB's distance sums (1 - each question token's best cosine): MaxSim
         tokens = len(vec) if vec.ndim == 2 else 1
         return _to_hits(rows, lambda r: tokens - r["_distance"])
+
+    def _tuned(self, query, n: int):
+        """``query`` with the ANN index's search settings (``store.ann_search``), when the table has the index."""
+        if self.ann is None:
+            return query
+        refine = self.ann["refine_factor"]  # HNSW must hold every candidate the re-scoring reads: ef >= n * refine
+        return query.ef(max(self.ann["ef"], n * refine)).refine_factor(refine)
 
     def _fts(self, text: str, n: int) -> list[Hit]:
         rows = self.table.search(text, query_type="fts", fts_columns="text").limit(n)
@@ -82,10 +90,11 @@ class Retriever:
         twin = getattr(self.table, "_table", None)
         if isinstance(twin, AsyncTable) and vec.ndim == 1:  # the async query reads a matrix as several questions
             q = twin.query().nearest_to(vec).nearest_to_text(text, columns="text").distance_type("cosine")
-            rows = LOOP.run(q.rerank(self.fusion).limit(n).select(store.COLUMNS).to_arrow()).to_pylist()
+            q = self._tuned(q.rerank(self.fusion).limit(n).select(store.COLUMNS), n)
+            rows = LOOP.run(q.to_arrow()).to_pylist()
         else:
             q = self.table.search(query_type="hybrid").vector(vec).text(text).distance_type("cosine")
-            rows = q.rerank(self.fusion).limit(n).select(store.COLUMNS).to_list()
+            rows = self._tuned(q.rerank(self.fusion).limit(n).select(store.COLUMNS), n).to_list()
         return _to_hits(rows, lambda r: r["_relevance_score"])
 
     def _first_stage(self, text: str, vector: np.ndarray | None, n: int) -> list[Hit]:

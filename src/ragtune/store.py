@@ -28,10 +28,27 @@ COLUMNS = ["id", "doc_id", "text", "start", "end"]
 SCAN_COLUMNS = ["injection_score", "injection_reasons"]
 
 
+#: search settings on an ANN index: the results re-scored exactly from the stored vectors (``refine``: this many
+#: times the results asked for), which undoes the index's scalar quantisation, and HNSW's candidate list (``ef``: at
+#: least this, and every candidate the re-scoring reads); BENCHMARKS.md, "A million chunks", measures what they buy
+ANN_EF = 200
+ANN_REFINE = 5
+
+
 def build_ann(table, vector_index: str, rows: int, replace: bool = False) -> None:
-    """Build the ANN index when ``vector_index`` asks for it (``hnsw``, or ``auto`` from ANN_MIN_ROWS rows on)."""
+    """Build the ANN index when ``vector_index`` asks for it (``hnsw``, or ``auto`` from ANN_MIN_ROWS rows on): an
+    IVF_HNSW_SQ index with LanceDB's partitioning (one HNSW graph per million rows or so)."""
+    from lancedb.index import HnswSq
+
     if vector_index == "hnsw" or (vector_index == "auto" and rows >= ANN_MIN_ROWS):
-        table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ", replace=replace)
+        table.create_index("vector", config=HnswSq(distance_type="cosine"), replace=replace)
+
+
+def ann_search(table) -> dict[str, int] | None:
+    """How to search ``table``'s ANN index (``ANN_EF``, ``ANN_REFINE``), or None when it has none."""
+    if not any(i.index_type != "FTS" and "vector" in i.columns for i in table.list_indices()):
+        return None
+    return {"ef": ANN_EF, "refine_factor": ANN_REFINE}
 
 
 def connect(uri: str):
