@@ -6,8 +6,12 @@ the service call these; they hold no logic of their own.
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -67,7 +71,8 @@ def encode_chunks(documents: Iterable, config: RagConfig, embedder: CachedEmbedd
         if seen is not None:
             seen.chunks += len(chunks)
             seen.flagged += [c.id for c, (_, reasons) in zip(chunks, verdicts) if reasons]
-        yield chunks, verdicts, vectors.embed_documents([c.text for c in chunks]) if vectors is not None and chunks else None
+        embedded = vectors.embed_documents([c.text for c in chunks]) if vectors is not None and chunks else None
+        yield chunks, verdicts, embedded
         if progress:
             progress(len(part))
 
@@ -81,18 +86,12 @@ def chunk_and_scan(documents: list, chunking, embedder=None) -> tuple[list, list
 def _chunked(parts: Iterator[list], chunking, embedder, workers: int | None) -> Iterator[tuple[list, tuple]]:
     """Each part with its ``chunk_and_scan``, in order: here when there is one part (or semantic chunking, which
     needs the embedder), else in a pool of worker processes with at most ``workers + 1`` parts in flight."""
-    import os
-    from collections import deque
-
     workers = (os.cpu_count() or 1) if workers is None else workers
     head = list(itertools.islice(parts, 2))
     if len(head) < 2 or workers < 1 or chunking.strategy == "semantic":
         for part in itertools.chain(head, parts):
             yield part, chunk_and_scan(part, chunking, embedder)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         flight: deque = deque()
         for part in itertools.chain(head, parts):

@@ -66,8 +66,7 @@ def run_tasks(address: str, calls: Sequence[tuple[Callable, tuple, Hashable]], r
     try:
         options = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus, "max_retries": MAX_RETRIES}
         task = ray.remote(**options)(_after)
-        started = {group: task.remote(fn, args, None) for group, (fn, args) in first.items()
-                   if any(g == group for _, _, g in calls)}
+        started = {group: task.remote(fn, args, None) for group, (fn, args) in first.items()}
         pending = {task.remote(fn, args, started.get(group)): i for i, (fn, args, group) in enumerate(calls)}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)

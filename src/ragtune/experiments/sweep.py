@@ -394,12 +394,14 @@ def _on_ray(spec: SweepSpec, configs: list[RagConfig], out: Path, runner: str, h
             yield Outcome(cfg.id, "skipped")
         else:
             todo.append(cfg)
+    if not todo:
+        return
     # workers do not share the driver's working directory: every path they get is absolute
     dataset = str(spec.dataset_path().resolve()) if spec.dataset != "sample" else "sample"
     spec = spec.model_copy(update={"dataset": dataset, "notebook": str(spec.notebook_path().resolve())})
     out, home = out.resolve(), home.resolve() if home else None
     tables = {stable_hash(c.index_settings): (build_table, (c.to_yaml(), dataset, spec.split, spec.queries,
-                                                            str(home.resolve()) if home else None)) for c in todo}
+                                                            str(home) if home else None)) for c in todo}
     calls = [(run_one, (spec, c, out, runner, home), stable_hash(c.index_settings)) for c in todo]
     for i, outcome, lost in run_tasks(address, calls, spec.resources, tables):
         if lost is not None:
