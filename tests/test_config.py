@@ -113,5 +113,6 @@ def test_a_backend_registered_from_outside_is_validated_and_built():
         assert built == ["test-outside"]
     finally:
         EMBEDDERS._exact.pop("test-outside")
-    with pytest.raises(ConfigError, match="unknown embedding model 'test-outside'; expected one of bge-small, minilm"):
+    with pytest.raises(ConfigError, match="unknown embedding model 'test-outside'; "
+                                          "expected one of bge-small, hashing, minilm"):
         RagConfig.from_dict({"embedding": {"model": "test-outside"}})
