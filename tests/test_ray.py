@@ -57,6 +57,9 @@ def test_a_sweep_on_two_nodes_writes_what_a_local_sweep_writes(cluster, local, t
     assert set(summary["status"]) == {"done"}
     # one table per distinct index setting: fts at two sizes, vectors at two sizes
     assert len(list((tmp_path / "home" / "lancedb").glob("chunks_*.lance"))) == 4
+    import ray
+
+    assert not ray.is_initialized()  # the sweep joined the cluster, and left it
     again = run_sweep(spec, tmp_path / "sweep", runner="inprocess", home=tmp_path / "home", progress=False,
                       ray=c.address)
     assert again.count("skipped") == 4  # resumable as a local sweep is
@@ -82,3 +85,18 @@ def test_losing_the_second_node_mid_sweep_still_completes_it(cluster, local, tmp
     assert not runner.is_alive()
     assert done["report"].count("done") == 4
     pd.testing.assert_frame_equal(scores(out), scores(local))
+
+
+def test_a_caller_already_connected_to_ray_stays_connected(cluster):
+    import ray
+
+    from ragtune.experiments.on_ray import Resources, run_tasks
+
+    c, _ = cluster
+    ray.init(address=c.address, log_to_driver=False)
+    try:
+        got = list(run_tasks(c.address, [(pow, (2, 5), "g"), (pow, (3, 2), "g")], Resources(), {"g": (abs, (-1,))}))
+        assert sorted((i, r) for i, r, _ in got) == [(0, 32), (1, 9)]
+        assert ray.is_initialized()
+    finally:
+        ray.shutdown()

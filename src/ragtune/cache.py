@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from ragtune import sqlite_files
+from ragtune.store import sql_in, sql_text
 
 
 def text_hash(text: str) -> bytes:
@@ -218,16 +219,12 @@ class LanceEmbeddingCache:
         self.db = db
         self.table = db.create_table(self.name, schema=self.schema, exist_ok=True)
 
-    @staticmethod
-    def _quote(text: str) -> str:
-        return "'" + text.replace("'", "''") + "'"
-
     def get_many(self, model: str, hashes: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         self.table.checkout_latest()  # other writers' commits since the last read
         found: dict[bytes, np.ndarray] = {}
         for i in range(0, len(hashes), self.step):
-            part = ", ".join(f"'{h.hex()}'" for h in hashes[i : i + self.step])
-            rows = (self.table.search().where(f"model = {self._quote(model)} AND hash IN ({part})")
+            part = sql_in("hash", (h.hex() for h in hashes[i : i + self.step]))
+            rows = (self.table.search().where(f"model = {sql_text(model)} AND {part}")
                     .select(["hash", "vector"]).limit(None).to_arrow())
             flat = rows["vector"].combine_chunks()
             values, offsets = flat.values.to_numpy(), flat.offsets.to_numpy()
@@ -250,6 +247,6 @@ class LanceEmbeddingCache:
         self.table.checkout_latest()
         query = self.table.search().select(["model", "hash"]).limit(None)
         if model is not None:
-            query = query.where(f"model = {self._quote(model)}")
+            query = query.where(f"model = {sql_text(model)}")
         rows = query.to_arrow()
         return len(set(zip(rows["model"].to_pylist(), rows["hash"].to_pylist())))

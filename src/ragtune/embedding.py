@@ -395,7 +395,7 @@ class CachedEmbedder:
     def _embed(self, texts: list[str]) -> np.ndarray | list[np.ndarray]:
         self.stats.requested += len(texts)
         if not texts:
-            return np.zeros((0, 0), dtype=np.float32)
+            return [] if self.embedder.multivector else np.zeros((0, 0), dtype=np.float32)
         hashes = [text_hash(t) for t in texts]
         unique: dict[bytes, str] = dict(zip(hashes, texts))
         found = self.cache.get_many(self.model_id, list(unique)) if self.cache else {}

@@ -58,10 +58,6 @@ def _state(table) -> dict[str, tuple[str, str]]:
     return {r["doc_id"]: (r["doc_hash"], r["ingested_at"]) for r in data}
 
 
-def _quote(ids: list[str]) -> str:
-    return ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
-
-
 def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) -> tuple[object, Freshness]:
     """Bring table ``name`` in line with ``corpus`` under ``config``; returns (table, freshness). With
     ``index=False`` the search indexes are left to a later ``store.reindex`` (the pipeline's separate index step)."""
@@ -94,7 +90,7 @@ def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) ->
     gone = fresh.changed + fresh.removed
     if table is not None and gone:
         for i in range(0, len(gone), 500):
-            table.delete(f"doc_id IN ({_quote(gone[i:i + 500])})")
+            table.delete(store.sql_in("doc_id", gone[i:i + 500]))
         faults.checkpoint("ingest.deleted")
     if seen.chunks:
         table = store.write_chunks(db, name, encode_chunks(todo, config, embedder), table,

@@ -160,8 +160,7 @@ class Retriever:
         head, position = hits[:k], [h.chunk_id.rsplit("#", 1) for h in hits[:k]]
         wanted = {f"{doc}#{int(n) + d}" for doc, n in position for d in range(-width, width + 1) if d}
         columns = [*store.COLUMNS, *(store.SCAN_COLUMNS if store.has_scan(self.table) else [])]
-        ids = ", ".join("'" + i.replace("'", "''") + "'" for i in sorted(wanted))
-        rows = self.table.search().where(f"id IN ({ids})").select(columns).limit(len(wanted)).to_list()
+        rows = self.table.search().where(store.sql_in("id", sorted(wanted))).select(columns).limit(len(wanted)).to_list()
         by_id = {r["id"]: r for r in rows}
         out, taken = [], {}
         for h, (doc, n) in zip(head, position):

@@ -51,6 +51,16 @@ def ann_search(table) -> dict[str, int] | None:
     return {"ef": ANN_EF, "refine_factor": ANN_REFINE}
 
 
+def sql_in(column: str, values: Iterable[str]) -> str:
+    """A LanceDB filter ``column IN ('a', 'b')``, each value quoted as an SQL string literal."""
+    return f"{column} IN ({', '.join(sql_text(v) for v in values)})"
+
+
+def sql_text(value: str) -> str:
+    """``value`` as an SQL string literal for a LanceDB filter."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def connect(uri: str):
     import lancedb
 

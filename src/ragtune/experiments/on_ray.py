@@ -33,15 +33,16 @@ class Resources(BaseModel):
     num_gpus: float = Field(0, ge=0, description="GPUs a configuration's task reserves (fractions share a card)")
 
 
-def connect(address: str):
+def connect(address: str) -> tuple[Any, bool]:
     """Join the Ray cluster at ``address`` (``auto``: the one started on this machine by ``ray start`` or named by
-    $RAY_ADDRESS; ``local``: a Ray started in this process, for one machine). Returns the ``ray`` module."""
+    $RAY_ADDRESS; ``local``: a Ray started in this process, for one machine). Returns the ``ray`` module, and whether
+    this call joined (False when the caller's process was already connected: it stays connected)."""
     try:
         import ray
     except ImportError:
         raise ConfigError("--ray needs Ray: pip install 'ragtune[ray]'") from None
     if ray.is_initialized():
-        return ray
+        return ray, False
     env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith(("RAGTUNE_", "WANDB_", "HF_"))}}
     try:
         ray.init(address=None if address == "local" else address, runtime_env=env, log_to_driver=False,
@@ -49,7 +50,7 @@ def connect(address: str):
     except ConnectionError as exc:
         raise ConfigError(f"--ray {address}: no Ray cluster there ({exc}); start one with `ray start --head`, "
                           "or use --ray local") from None
-    return ray
+    return ray, True
 
 
 def _after(fn: Callable, args: tuple, _first: Any) -> Any:
@@ -62,7 +63,7 @@ def run_tasks(address: str, calls: Sequence[tuple[Callable, tuple, Hashable]], r
     """Run each call ``(fn, args, group)`` as a Ray task holding ``resources``, after the group's ``first`` task
     (``fn, args``: run once per group, before its calls; it must not raise). Yields ``(index, result, None)`` as
     calls complete, or ``(index, None, error)`` for a call lost more than ``MAX_RETRIES`` times."""
-    ray = connect(address)
+    ray, joined = connect(address)
     try:
         options = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus, "max_retries": MAX_RETRIES}
         task = ray.remote(**options)(_after)
@@ -76,4 +77,5 @@ def run_tasks(address: str, calls: Sequence[tuple[Callable, tuple, Hashable]], r
             except Exception as exc:  # noqa: BLE001 - the task died more often than Ray runs it again
                 yield index, None, exc
     finally:
-        ray.shutdown()  # the driver leaves; a cluster it joined keeps running
+        if joined:
+            ray.shutdown()  # the driver leaves; a cluster it joined keeps running

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ragtune.redact import scrub
+from ragtune.store import sql_in
 
 #: characters that must not reach a log raw: C1 controls, bidi overrides, line separators, lone surrogates
 _UNSAFE = re.compile("[\u0080-\u009f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]")
@@ -80,9 +81,9 @@ def seen_chunks(db, record: dict) -> list[dict]:
         return []
     table = db.open_table(record["table"])
     table.checkout(int(record["version"]))
-    ids = ", ".join("'" + c["chunk_id"].replace("'", "''") + "'" for c in chunks)
-    texts = {r["id"]: r["text"] for r in table.search().where(f"id IN ({ids})").select(["id", "text"])
-             .limit(len(chunks)).to_list()}
+    rows = (table.search().where(sql_in("id", [c["chunk_id"] for c in chunks])).select(["id", "text"])
+            .limit(len(chunks)).to_list())
+    texts = {r["id"]: r["text"] for r in rows}
     return [{**c, "text": texts.get(c["chunk_id"], ""),
              "unchanged": hashlib.sha256(texts.get(c["chunk_id"], "").encode()).hexdigest() == c["text_sha256"]}
             for c in chunks]
