@@ -5,6 +5,7 @@ completes it."""
 import threading
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -65,6 +66,39 @@ def test_a_sweep_on_two_nodes_writes_what_a_local_sweep_writes(cluster, local, t
     assert again.count("skipped") == 4  # resumable as a local sweep is
 
 
+def test_an_index_built_on_ray_equals_the_local_build(cluster, tmp_path):
+    """Chunking and embedding as Ray Data stages on the two nodes (8 documents per block): the table holds what a
+    local build writes (ids, texts, spans, injection scan, vectors; rows in the same order) and has the same search
+    indexes. Each build has its own cache here, so every vector is computed twice."""
+    from ragtune.cluster import steps_on_ray
+    from ragtune.config import RagConfig
+    from ragtune.data import load_corpus
+    from ragtune.engine import Engine
+    from ragtune.workspace import Workspace
+
+    c, _ = cluster
+    cfg = RagConfig(chunking={"strategy": "sentence", "size": 128, "overlap": 16}, retrieval={"mode": "hybrid"})
+    corpus = load_corpus("sample")
+    local, _ = Engine(cfg, Workspace(tmp_path / "local")).index(corpus)
+    workspace = Workspace(tmp_path / "ray")
+    on_ray, info = Engine(cfg, workspace).index(corpus, steps_on_ray(c.address, cfg, workspace, step=8))
+    assert info.built and info.documents == len(corpus.documents)
+    assert on_ray.count_rows() == local.count_rows() == info.chunks > len(corpus.documents)
+    a, b = on_ray.to_arrow(), local.to_arrow()
+    assert a.schema == b.schema
+    for name in ("id", "doc_id", "text", "start", "end", "injection_reasons"):
+        assert a[name].equals(b[name]), name
+    # the models see other batches there (a text's output moves in the 6th digit with its batch's padding)
+    np.testing.assert_allclose(np.stack(a["vector"].to_numpy(zero_copy_only=False)),
+                               np.stack(b["vector"].to_numpy(zero_copy_only=False)), atol=1e-5)
+    np.testing.assert_allclose(a["injection_score"].to_numpy(), b["injection_score"].to_numpy(), atol=1e-5)
+    assert ({(i.index_type, tuple(i.columns)) for i in on_ray.list_indices()}
+            == {(i.index_type, tuple(i.columns)) for i in local.list_indices()})
+    assert on_ray.tags.list().keys() == local.tags.list().keys()
+    # each distinct chunk text embedded by the workers, into the workspace's cache
+    assert workspace.cache.count() == len(set(local.to_arrow()["text"].to_pylist()))
+
+
 def test_losing_the_second_node_mid_sweep_still_completes_it(cluster, local, tmp_path):
     """The second node is killed (no graceful stop) once configurations have started and before all have finished;
     Ray runs its lost task again on the head, and the sweep's results equal the local run's."""
@@ -100,3 +134,27 @@ def test_a_caller_already_connected_to_ray_stays_connected(cluster):
         assert ray.is_initialized()
     finally:
         ray.shutdown()
+
+
+def test_the_stages_rows_come_back_as_the_steps_a_local_build_writes():
+    """What travels between the Ray stages and the writer: one vector per chunk, or a chunk's token vectors."""
+    import pyarrow as pa
+
+    from ragtune import store
+    from ragtune.cluster import _step
+    from ragtune.types import Chunk
+
+    rng = np.random.default_rng(0)
+    chunks = [Chunk(f"d#{n}", "d", f"text {n}", n, n + 1) for n in range(3)]
+    rows = pa.table({"id": [c.id for c in chunks], "doc_id": ["d"] * 3, "text": [c.text for c in chunks],
+                     "start": [0, 1, 2], "end": [1, 2, 3], "injection_score": pa.array([0.1, 0.9, 0.2], pa.float32()),
+                     "injection_reasons": ["", "classifier", ""]})
+    assert _step(rows)[0] == chunks and _step(rows)[2] is None
+    assert _step(rows)[1] == [(pytest.approx(0.1), ""), (pytest.approx(0.9), "classifier"), (pytest.approx(0.2), "")]
+    flat = rng.standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(_step(rows.append_column("vector", store.vector_column(flat, 4)))[2], flat)
+    tokens = [rng.standard_normal((n, 4)).astype(np.float32) for n in (3, 1, 5)]
+    back = _step(rows.append_column("vector", store.vector_column(tokens, 4)))[2]
+    assert [m.shape for m in back] == [(3, 4), (1, 4), (5, 4)]
+    for got, want in zip(back, tokens):
+        np.testing.assert_array_equal(got, want)

@@ -151,13 +151,21 @@ def index(
     set_: Optional[list[str]] = SetOpt,
     home: Optional[Path] = HomeOpt,
     db: Optional[str] = DbOpt,
+    ray: Optional[str] = typer.Option(None, "--ray", help="chunk and embed on a Ray cluster (Ray Data): auto "
+                                      "(ray start), an address, or local (needs the ray extra)"),
 ) -> None:
     """Build (or reuse) the LanceDB table for a corpus under a configuration's chunking and embedder."""
     from ragtune.data import load_corpus
     from ragtune.engine import Engine
 
     cfg = load_config(config, set_)
-    _, info = Engine(cfg, _workspace(home, db), progress=True).index(load_corpus(corpus))
+    engine = Engine(cfg, _workspace(home, db), progress=True)
+    steps = None
+    if ray:
+        from ragtune.cluster import steps_on_ray
+
+        steps = steps_on_ray(ray, cfg, engine.workspace)
+    _, info = engine.index(load_corpus(corpus), steps)
     state = "built" if info.built else "up to date"
     console.print(f"{info.table}: {info.chunks} chunks from {info.documents} documents, {state} ({info.seconds:.1f} s)"
                   + (f"; {info.flagged} flagged as possible prompt injection (`ragtune flagged`)" if info.flagged

@@ -157,8 +157,10 @@ class Engine:
         cfg = self.config.evaluation.judge
         return None if cfg is None else Judge(cfg, self.responses)
 
-    def index(self, corpus: Corpus):
-        """Open the table for this corpus and these settings, building it if it does not exist yet."""
+    def index(self, corpus: Corpus, steps: Callable[[Sequence, Callable[[int], None] | None],
+                                                    Iterable[store.Step]] | None = None):
+        """Open the table for this corpus and these settings, building it if it does not exist yet. ``steps(documents,
+        progress)``: what computes the table's steps instead of ``encode_chunks`` here (``ragtune.cluster``: Ray)."""
         if not corpus.documents:
             raise DataError(f"{corpus.source}: the corpus has no non-empty documents")
         start = time.perf_counter()
@@ -169,9 +171,9 @@ class Engine:
             if built:
                 meta = {"ragtune_index_key": key, "corpus": corpus.source, "fingerprint": corpus.fingerprint}
                 with self._bar(len(corpus.documents)) if self.progress else nullcontext() as bar:
-                    steps = encode_chunks(corpus.documents, self.config, self.embedder, bar and bar.update,
-                                          self.vectors)
-                    table = store.build_index(self.workspace.db, key, steps, self.config.retrieval, meta)
+                    rows = (steps(corpus.documents, bar and bar.update) if steps else
+                            encode_chunks(corpus.documents, self.config, self.embedder, bar and bar.update, self.vectors))
+                    table = store.build_index(self.workspace.db, key, rows, self.config.retrieval, meta)
         info = IndexInfo(
             key, store.table_name(key), stable_hash(self.config.index_settings), corpus.source, corpus.fingerprint,
             len(corpus.documents), table.count_rows(), built, round(time.perf_counter() - start, 3),

@@ -13,13 +13,12 @@ reads and writes: one machine, or a shared file system. Workers import ragtune: 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ragtune.errors import ConfigError
+from ragtune.cluster import connect
 
 #: how often Ray runs a task again when its node (or worker process) dies under it
 MAX_RETRIES = 3
@@ -31,26 +30,6 @@ class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     num_cpus: float = Field(1, ge=0, description="CPUs a configuration's task reserves")
     num_gpus: float = Field(0, ge=0, description="GPUs a configuration's task reserves (fractions share a card)")
-
-
-def connect(address: str) -> tuple[Any, bool]:
-    """Join the Ray cluster at ``address`` (``auto``: the one started on this machine by ``ray start`` or named by
-    $RAY_ADDRESS; ``local``: a Ray started in this process, for one machine). Returns the ``ray`` module, and whether
-    this call joined (False when the caller's process was already connected: it stays connected)."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--ray needs Ray: pip install 'ragtune[ray]'") from None
-    if ray.is_initialized():
-        return ray, False
-    env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith(("RAGTUNE_", "WANDB_", "HF_"))}}
-    try:
-        ray.init(address=None if address == "local" else address, runtime_env=env, log_to_driver=False,
-                 logging_level="ERROR", configure_logging=False)
-    except ConnectionError as exc:
-        raise ConfigError(f"--ray {address}: no Ray cluster there ({exc}); start one with `ray start --head`, "
-                          "or use --ray local") from None
-    return ray, True
 
 
 def _after(fn: Callable, args: tuple, _first: Any) -> Any:
