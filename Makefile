@@ -13,7 +13,7 @@ export PLOOMBER_STATS_ENABLED := false
 export PLOOMBER_VERSION_CHECK_DISABLED := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run test browser lab clean
+.PHONY: install run test test-slow browser lab clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ TEST_WORKERS ?= 2
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# The slow tests (marked `slow`, left out of `make test`): the exported DAG in a real Airflow it installs (minutes).
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
 
 # The JupyterLab test drives Debian's chromium (Playwright's own browser download is not used). Installed here when
 # missing and we may (root with apt-get); otherwise that one test is skipped with the reason.

@@ -203,3 +203,28 @@ def test_bad_qa_sets_name_file_and_place(tmp_path, name, content, message):
     (tmp_path / name).write_text(content)
     with pytest.raises(DataError, match=message):
         load_dataset(tmp_path / name)
+
+
+def test_a_streamed_corpus_is_read_from_its_file_at_each_pass_and_equals_the_loaded_one(tmp_path):
+    docs = [{"_id": f"d{i}", "title": f"T{i}" if i % 2 else "", "text": f"Text number {i}."} for i in range(50)]
+    root = write_beir(tmp_path / "ds", [*docs[:10], {"_id": "empty", "text": " "}, *docs[10:]])
+    held, streamed = load_corpus(root), load_corpus(root, stream=True)
+    assert not isinstance(streamed.documents, list)
+    assert list(streamed.documents) == held.documents == list(streamed.documents)  # every pass, the same documents
+    assert [d.metadata for d in streamed.documents] == [d.metadata for d in held.documents]
+    assert len(streamed.documents) == len(held.documents) == 50
+    assert streamed.skipped_empty == held.skipped_empty == 1
+    assert streamed.fingerprint == held.fingerprint  # so both name the same index
+    # the texts are not held: a pass reads the file as it is now
+    (root / "corpus.jsonl").write_text((root / "corpus.jsonl").read_text().replace("Text number 3.", "Changed."))
+    assert next(d for d in streamed.documents if d.id == "d3").text == "T3\n\nChanged."
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['{"_id": "a", "text": "x"}', '{"_id": "a", "text": "y"}'], "corpus.jsonl:2: duplicate id 'a'"),
+    (['{"_id": "a", "text": "x"}', '{"_id": "b", "text": "y"'], "corpus.jsonl:2: not valid JSON"),
+])
+def test_a_streamed_corpus_is_checked_in_full_when_loaded(tmp_path, lines, message):
+    root = write_beir(tmp_path / "ds", lines)
+    with pytest.raises(DataError, match=message):
+        load_corpus(root, stream=True)

@@ -175,3 +175,30 @@ def test_a_table_written_before_the_scan_is_scanned_on_the_next_sync(setup):
     assert store.has_scan(table) and table.count_rows() == old.num_rows
     assert table.count_rows("injection_score IS NULL") == 0
     assert [r["id"] for r in store.flagged(table)][:1] == ["it/printer#0"]
+
+
+def test_a_streamed_corpus_syncs_as_the_loaded_one(setup, tmp_path):
+    """The production ingest reads a corpus.jsonl as a stream: the first sync and an incremental one give the table
+    and report that the same documents held in memory give."""
+    import json
+
+    from ragtune.data import load_corpus
+
+    config, engine, db, docs = setup
+    path = tmp_path / "corpus.jsonl"
+
+    def write(documents):
+        path.write_text("".join(json.dumps({"_id": d.id, "text": d.text}) + "\n" for d in documents))
+
+    write(docs)
+    streamed, held = load_corpus(path, stream=True), load_corpus(path)
+    a, first = sync(config, streamed, db, "streamed", engine.embedder)
+    b, _ = sync(config, held, db, "held", engine.embedder)
+    rows = ["id", "doc_id", "text", "start", "end", "vector", "injection_score", "doc_hash"]
+    assert a.to_arrow().select(rows).equals(b.to_arrow().select(rows))
+    assert first.documents == len(docs) and first.chunks_embedded == a.count_rows()
+    edited = [replace(d, text=d.text + " Amended.") if d.id == "hr/vacation" else d for d in docs[1:]]
+    write(edited)
+    _, inc = sync(config, load_corpus(path, stream=True), db, "streamed", engine.embedder)
+    assert inc.changed == ["hr/vacation"] and inc.removed == [docs[0].id] and not inc.added
+    assert ids_in(db.open_table("streamed")) == {d.id for d in edited}

@@ -238,6 +238,61 @@ def test_airflow_export_runs_the_same_tasks_in_the_same_order(project, release, 
     assert search_published(project, "how many vacation days", release)[0] == "hr/vacation"
 
 
+#: Airflow as a user installs it, in a virtual environment of its own (its pins must not meet ragtune's)
+AIRFLOW = "apache-airflow==3.3.2"
+
+
+@pytest.fixture(scope="session")
+def airflow(tmp_path_factory) -> Path:
+    venv = tmp_path_factory.mktemp("airflow") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", AIRFLOW],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return venv / "bin" / "airflow"
+
+
+@pytest.mark.slow
+def test_the_exported_dag_runs_the_pipeline_in_a_real_airflow(project, release, airflow, tmp_path):
+    """`ragtune pipeline export-airflow` into a real Airflow's dags folder (SQLite metadata): `airflow dags test` runs
+    the six tasks in order, every one succeeds, and the pipeline publishes what a `ploomber build` publishes."""
+    from ragtune.production.schedule import airflow_dag
+
+    home = tmp_path / "airflow"
+    (home / "dags").mkdir(parents=True)
+    values = dict(a[len("--env--"):].split("=", 1) for a in project.env_args)
+    (home / "dags" / "ragtune.py").write_text(airflow_dag(REPO, None, env=values))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
+    env.update({"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "PATH": f"{airflow.parent}:{env.get('PATH', '')}"})
+
+    def cli(*args: str) -> str:
+        proc = subprocess.run([str(airflow), *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=1200)
+        assert proc.returncode == 0, (args, proc.stdout[-4000:], proc.stderr[-4000:])
+        return proc.stdout
+
+    def listing(*args: str) -> list[dict]:
+        return json.loads(cli(*args, "-o", "json").strip().splitlines()[-1])  # after Airflow's warnings
+
+    cli("db", "migrate")
+    cli("dags", "reserialize")  # Airflow parses the dags folder: the file imports there
+    assert [d["dag_id"] for d in listing("dags", "list")] == ["ragtune_production"]
+    cli("dags", "test", "ragtune_production")
+    (run,) = listing("dags", "list-runs", "ragtune_production")
+    assert run["state"] == "success"
+    states = {t["task_id"]: t for t in listing("tasks", "states-for-dag-run", "ragtune_production", run["run_id"])}
+    assert {name: t["state"] for name, t in states.items()} == {t: "success" for t in TASKS}
+    from ploomber.spec import DAGSpec
+
+    dag = DAGSpec(REPO / "pipeline.yaml", env=values).to_dag()
+    for name in dag:  # each task started after its upstream tasks ended
+        assert all(states[u]["end_date"] <= states[name]["start_date"] for u in dag[name].upstream), name
+    assert published(project.workspace)["version"] == project.product("index.json")["version"]
+    assert project.product("gate.json")["passed"]
+    assert search_published(project, "how many vacation days", release)[0] == "hr/vacation"
+
+
 def _exec_with_fake_airflow(source: str):
     """Execute a generated DAG file against a minimal stand-in for Airflow that records operators and edges."""
     ops, edges = {}, set()

@@ -165,7 +165,7 @@ def index(
         from ragtune.cluster import steps_on_ray
 
         steps = steps_on_ray(ray, cfg, engine.workspace)
-    _, info = engine.index(load_corpus(corpus), steps)
+    _, info = engine.index(load_corpus(corpus, stream=True), steps)
     state = "built" if info.built else "up to date"
     console.print(f"{info.table}: {info.chunks} chunks from {info.documents} documents, {state} ({info.seconds:.1f} s)"
                   + (f"; {info.flagged} flagged as possible prompt injection (`ragtune flagged`)" if info.flagged
@@ -178,7 +178,7 @@ def _table_for(engine, corpus: Optional[str]):
     from ragtune.data import load_corpus
 
     if corpus:
-        return engine.index(load_corpus(corpus))[0]
+        return engine.index(load_corpus(corpus, stream=True))[0]
     entry = engine.workspace.latest_index_for(engine.config)
     if entry is None:
         raise ConfigError("no index matches this config's chunking and embedding settings yet: "
@@ -565,12 +565,20 @@ def pipeline_export_airflow(
     out: Path = typer.Option(..., "--out", "-o", help="the DAG file to write (into Airflow's dags/ folder)"),
     cron: Optional[str] = typer.Option(None, "--cron", help="the DAG's schedule (crontab syntax); none: manual"),
     repo: Path = RepoOpt,
+    env: Optional[list[str]] = typer.Option(None, "--env", help="KEY=VALUE: a pipeline.yaml placeholder for every "
+                                            "task (corpus, dataset, home, release, out, tracking); repeatable"),
 ) -> None:
     """An Airflow DAG running each Ploomber task as one operator, wired like pipeline.yaml."""
     from ragtune.workspace import atomic_write_text
     from ragtune.production.schedule import airflow_dag
 
-    atomic_write_text(out, airflow_dag(repo.resolve(), cron))
+    values = {}
+    for item in env or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--env {item!r}: expected KEY=VALUE (for example --env corpus=/data/docs)")
+        values[key.strip()] = value
+    atomic_write_text(out, airflow_dag(repo.resolve(), cron, env=values))
     console.print(f"wrote {out}")
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from html.parser import HTMLParser
@@ -31,15 +31,33 @@ DOC_SUFFIXES = {**TEXT_SUFFIXES, ".pdf": "pdf"}
 ID_FIELDS = {"_id", "query-id", "corpus-id"}
 
 
+class DocumentStream:
+    """A corpus file's documents read again from the file each time they are iterated, instead of held in memory (a
+    corpus of millions of documents): what stays is each document's id and text hash, for ``len`` and the corpus
+    fingerprint. The file is read and checked in full when the stream is made."""
+
+    def __init__(self, read: Callable[[], Iterator[Document]], hashes: dict[str, bytes]):
+        self._read, self.hashes = read, hashes
+
+    def __iter__(self) -> Iterator[Document]:
+        return self._read()
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+
 @dataclass
 class Corpus:
-    documents: list[Document]
+    #: a list, or a ``DocumentStream`` (``load_corpus(..., stream=True)``): iterate it, take its ``len``
+    documents: list[Document] | DocumentStream
     skipped_empty: int = 0
     source: str = ""
 
     @cached_property
     def fingerprint(self) -> str:
         """Hash of every (id, text): computed once, so do not change ``documents`` after reading it."""
+        if isinstance(self.documents, DocumentStream):
+            return _fingerprint(self.documents.hashes.items())
         return corpus_fingerprint(self.documents)
 
 
@@ -72,9 +90,17 @@ class Dataset:
 
 
 def corpus_fingerprint(documents: list[Document]) -> str:
+    return _fingerprint((d.id, text_digest(d.text)) for d in documents)
+
+
+def text_digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def _fingerprint(digests: Iterable[tuple[str, bytes]]) -> str:
     h = hashlib.sha256()
-    for doc in sorted(documents, key=lambda d: d.id):
-        h.update(doc.id.encode("utf-8") + b"\0" + hashlib.sha256(doc.text.encode("utf-8")).digest())
+    for ident, digest in sorted(digests):
+        h.update(ident.encode("utf-8") + b"\0" + digest)
     return h.hexdigest()[:16]
 
 
@@ -128,21 +154,36 @@ class _Ids:
         self.seen[ident] = lineno
 
 
-def load_beir_corpus(path: Path, include_title: bool = True) -> Corpus:
-    """Titles are prepended to the text (``title\\n\\n``); ``metadata['body_offset']`` says by how much."""
-    docs, skipped, ids = [], 0, _Ids(path)
+def load_beir_corpus(path: Path, include_title: bool = True, stream: bool = False) -> Corpus:
+    """Titles are prepended to the text (``title\\n\\n``); ``metadata['body_offset']`` says by how much.
+    ``stream``: the documents are a ``DocumentStream`` (read from the file at each pass) instead of a list."""
+    if not stream:
+        docs = list(_beir_documents(path, include_title))
+        kept = [d for d in docs if d.text.strip()]
+        return Corpus(kept, len(docs) - len(kept), str(path))
+    hashes, skipped = {}, 0
+    for doc in _beir_documents(path, include_title):  # read once in full: every error is raised here
+        if doc.text.strip():
+            hashes[doc.id] = text_digest(doc.text)
+        else:
+            skipped += 1
+    again = lambda: (d for d in _beir_documents(path, include_title, check=False) if d.text.strip())  # noqa: E731
+    return Corpus(DocumentStream(again, hashes), skipped, str(path))
+
+
+def _beir_documents(path: Path, include_title: bool, check: bool = True) -> Iterator[Document]:
+    """Every document of a BEIR ``corpus.jsonl`` in file order, empty ones included; ``check``: duplicate ids are
+    an error (the other checks always run)."""
+    ids = _Ids(path)
     for lineno, obj in read_jsonl(path):
         ident = _field(obj, "_id", path, lineno)
-        ids.check(ident, lineno)
+        if check:
+            ids.check(ident, lineno)
         text = _field(obj, "text", path, lineno)
         title = _field(obj, "title", path, lineno, required=False) or ""
         meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-        if not text.strip():
-            skipped += 1
-            continue
-        prefix = f"{title}\n\n" if include_title and title.strip() else ""
-        docs.append(Document(ident, prefix + text, {**meta, "title": title, "body_offset": len(prefix)}))
-    return Corpus(docs, skipped, str(path))
+        prefix = f"{title}\n\n" if include_title and title.strip() and text.strip() else ""
+        yield Document(ident, prefix + text, {**meta, "title": title, "body_offset": len(prefix)})
 
 
 def load_queries(path: Path) -> list[Query]:
@@ -302,14 +343,15 @@ def load_folder(folder: Path) -> Corpus:
 # -- entry points ---------------------------------------------------------------------------------------------------
 
 
-def load_corpus(path: str | Path) -> Corpus:
+def load_corpus(path: str | Path, stream: bool = False) -> Corpus:
     """A BEIR folder, a ``corpus.jsonl`` file, a dataset folder with ``docs/``, a plain folder of documents, or
-    ``"sample"``."""
+    ``"sample"``. ``stream``: a ``corpus.jsonl`` is read from the file at each pass over its documents instead of
+    held in memory (index builds and ingests of large corpora); a folder is read into memory either way."""
     path = resolve_dataset(path)
     if path.is_file() and path.suffix == ".jsonl":
-        return load_beir_corpus(path)
+        return load_beir_corpus(path, stream=stream)
     if (path / "corpus.jsonl").is_file():
-        return load_beir_corpus(path / "corpus.jsonl")
+        return load_beir_corpus(path / "corpus.jsonl", stream=stream)
     if (path / "docs").is_dir():
         return load_folder(path / "docs")
     if path.is_dir():

@@ -67,24 +67,29 @@ def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) ->
     if table is not None and not store.has_scan(table):  # written before chunks were scanned: scan them all now
         table.add_columns({"injection_score": "CAST(NULL AS FLOAT)", "injection_reasons": "CAST(NULL AS STRING)"})
         held = {doc_id: ("rescan", stamp) for doc_id, (_, stamp) in held.items()}
-    docs = {d.id: d for d in corpus.documents}
-    fresh = Freshness(documents=len(docs))
-    for doc_id, doc in docs.items():
+    # one pass for each document's id and hash; the documents to chunk are read again as they are written (a
+    # streamed corpus holds no texts in memory)
+    hashes = {d.id: doc_hash(d.text) for d in corpus.documents}
+    fresh = Freshness(documents=len(hashes))
+    for doc_id, digest in hashes.items():
         if doc_id not in held:
             fresh.added.append(doc_id)
-        elif held[doc_id][0] != doc_hash(doc.text):
+        elif held[doc_id][0] != digest:
             fresh.changed.append(doc_id)
         else:
             fresh.unchanged += 1
-    fresh.removed = sorted(set(held) - set(docs))
+    fresh.removed = sorted(set(held) - set(hashes))
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    todo = [docs[i] for i in fresh.added + fresh.changed]
+    wanted = {*fresh.added, *fresh.changed}
+
+    def todo():
+        return (d for d in corpus.documents if d.id in wanted)
+
     # every chunk is embedded into the cache before the table is touched (a failing model changes nothing); the
     # write then reads the vectors back, step by step, in one commit
     seen = Encoded()
-    for _ in encode_chunks(todo, config, embedder, seen=seen):
+    for _ in encode_chunks(todo(), config, embedder, seen=seen):
         pass
-    hashes = {d.id: doc_hash(d.text) for d in todo}
     fresh.chunks_embedded = seen.chunks
     fresh.flagged = seen.flagged
     gone = fresh.changed + fresh.removed
@@ -93,13 +98,14 @@ def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) ->
             table.delete(store.sql_in("doc_id", gone[i:i + 500]))
         faults.checkpoint("ingest.deleted")
     if seen.chunks:
-        table = store.write_chunks(db, name, encode_chunks(todo, config, embedder), table,
+        table = store.write_chunks(db, name, encode_chunks(todo(), config, embedder), table,
                                    extra=lambda c: {"doc_hash": hashes[c.doc_id], "ingested_at": now})
     if index and table is not None and store.needs_index(table):
         store.reindex(table, config.retrieval)
     if table is not None:
         fresh.version = table.version
-        kept = [held[i][1] for i in docs if i in held and i not in fresh.changed]
+        changed = set(fresh.changed)
+        kept = [held[i][1] for i in hashes if i in held and i not in changed]
         stamps = kept + ([now] if seen.chunks else [])
         fresh.oldest = min(stamps) if stamps else None
     fresh.seconds = time.perf_counter() - start

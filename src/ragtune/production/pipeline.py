@@ -61,7 +61,7 @@ def _open(workspace: Workspace, record: dict):
 
 def corpus_state(corpus: str, release: str = "") -> dict:
     """What ingest depends on: the documents and the index settings of the release."""
-    return {"corpus": load_corpus(corpus).fingerprint,
+    return {"corpus": load_corpus(corpus, stream=True).fingerprint,
             "index_settings": stable_hash(release_at(release).config.index_settings)}
 
 
@@ -108,7 +108,7 @@ def stale(corpus: str, ingested) -> bool:
     """True when ``corpus`` differs from what the last ingest (its ``ingest.json``) took in, or none ran."""
     path = Path(ingested)
     last = _read(path).get("corpus_fingerprint") if path.is_file() else None
-    return load_corpus(corpus).fingerprint != last
+    return load_corpus(corpus, stream=True).fingerprint != last
 
 
 # -- the steps ------------------------------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def ingest(out, corpus: str, home: str, release: str = "") -> dict:
     """Incremental: only new and changed documents are chunked and embedded; deleted ones are removed."""
     rel, ws = release_at(release), Workspace(Path(home))
     name = production_table(rel)
-    docs = load_corpus(corpus)
+    docs = load_corpus(corpus, stream=True)
     with ws.lock(name):
         _, fresh = sync(rel.config, docs, ws.db, name, Engine(rel.config, ws).embedder, index=False)
     return _write(out, {"table": name, "config_id": rel.config.id, "release": rel.version, "corpus": str(corpus),
