@@ -115,6 +115,30 @@ def test_unindexed_rows_are_detected_and_reindex_covers_them(setup):
     assert docs[7].id in [h.doc_id for h in fts.search(query, 10).documents(3)]
 
 
+def test_reindex_folds_new_rows_into_the_existing_indexes(setup):
+    """With an ANN index (forced here: `hnsw`), a sync's new and changed rows are added to the full-text and vector
+    indexes as they stand (no rebuild), and searches find them and no removed row."""
+    from ragtune.store import needs_index, reindex
+
+    config, engine, db, docs = setup
+    config = config.with_overrides({"retrieval.vector_index": "hnsw", "retrieval.mode": "hybrid"})
+    table, _ = sync(config, Corpus(docs[:20]), db, "production", engine.embedder)
+    before = {i.name: table.index_stats(i.name) for i in table.list_indices()}
+    assert {i.index_type for i in table.list_indices()} == {"FTS", "IvfHnswSq"}
+    new = Document("hr/volunteering", "# Volunteering\n\nEvery employee may take two paid days a year to volunteer.")
+    table, inc = sync(config, Corpus([*docs[1:20], new]), db, "production", engine.embedder, index=False)
+    assert needs_index(table) and inc.removed == [docs[0].id]
+    reindex(table, config.retrieval)
+    assert not needs_index(table)
+    after = {i.name: table.index_stats(i.name) for i in table.list_indices()}
+    assert after.keys() == before.keys() and all(s.num_unindexed_rows == 0 for s in after.values())
+    vector = next(i.name for i in table.list_indices() if i.index_type != "FTS")
+    assert after[vector].num_indices > before[vector].num_indices  # a delta beside the graph: it was not rebuilt
+    retriever = Engine(config, engine.workspace).retriever(table)
+    found = retriever.search("paid days to volunteer", 5).documents(5)
+    assert found[0].doc_id == "hr/volunteering" and docs[0].id not in [h.doc_id for h in found]
+
+
 def test_failing_embedder_leaves_the_table_as_it_was(setup, monkeypatch):
     config, engine, db, docs = setup
     table, _ = sync(config, Corpus(docs[:4]), db, "production", engine.embedder)

@@ -190,6 +190,12 @@ def write_chunks(db, name: str, steps: Iterable[Step], table=None, *, extra: Cal
 def index_table(table, retrieval, replace: bool = False) -> None:
     """The search indexes a configuration's ``retrieval`` settings ask for: full text over ``text``, and the ANN
     index when it is due (``build_ann``)."""
+    _fts_index(table, retrieval, replace)
+    if "vector" in table.schema.names:
+        build_ann(table, retrieval.vector_index, table.count_rows(), replace=replace)
+
+
+def _fts_index(table, retrieval, replace: bool) -> None:
     from lancedb.index import FTS
 
     from ragtune.language import AUTO, fts_analyser
@@ -198,8 +204,6 @@ def index_table(table, retrieval, replace: bool = False) -> None:
     sample = [r["text"] for r in table.search().select(["text"]).limit(400).to_list()] if fts.language == AUTO else []
     analyser = {"stem": fts.stem, "remove_stop_words": fts.remove_stop_words, **fts_analyser(fts.language, sample)}
     table.create_index("text", config=FTS(**analyser), replace=replace)
-    if "vector" in table.schema.names:
-        build_ann(table, retrieval.vector_index, table.count_rows(), replace=replace)
 
 
 def needs_index(table) -> bool:
@@ -212,10 +216,14 @@ def needs_index(table) -> bool:
 
 
 def reindex(table, retrieval) -> None:
-    """Rebuild the full-text index over the current rows, build or refresh the ANN index when the table is large
-    enough, and compact. A rebuilt full-text index never misses rows added since the last one; small tables
-    rebuild in well under a second."""
-    index_table(table, retrieval, replace=True)
+    """Bring the search indexes up to the current rows: build the ones missing (full text; the ANN index once the
+    table is large enough), fold the rows written since the last build into the existing ones (LanceDB's
+    ``optimize``: an incremental update, not a rebuild; deleted rows leave the results), and compact."""
+    kinds = [i.index_type for i in table.list_indices()]
+    if "FTS" not in kinds:
+        _fts_index(table, retrieval, replace=False)
+    if "vector" in table.schema.names and all(k == "FTS" for k in kinds):
+        build_ann(table, retrieval.vector_index, table.count_rows())
     table.optimize()
 
 
