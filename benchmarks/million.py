@@ -1,11 +1,12 @@
-"""A corpus of N chunks written through ragtune's table path (``engine.encode_chunks`` -> ``store.write_chunks`` ->
-``store.index_table``, what ``ragtune index`` runs) on this machine: build time (chunking + scan + embedding + write,
-the full-text index, the ANN index), peak memory, the table and cache on disk, and search latency with the ANN
-index's recall@10 against exact search, at each size.
+"""A corpus of N chunks through ragtune's production path on this machine: a corpus.jsonl streamed into the table
+by the ingest (``ingest.sync``: chunking + scan + embedding into the cache, then the write), the full-text and ANN
+indexes; peak memory, the table and cache on disk, search latency p50/p95 (vector through the ANN index and exact,
+full text, hybrid) with the ANN index's recall@10 against exact search; then a 1% incremental sync (every 100th
+document edited) and the indexes brought up to date, and the latencies again, at each size.
 
 Texts are real: sentences of the shared msmarco and chunking corpora and of the shipped sample, three per document,
 drawn with a seeded generator and numbered, so every document is distinct and is one chunk (sentence chunks of 256
-tokens). Documents are generated as the write consumes them. Vectors come from the ``hashing`` embedder (word
+tokens). The documents are written to a corpus.jsonl first. Vectors come from the ``hashing`` embedder (word
 unigrams hashed into 384 dimensions: no model, so that the table path is measured and not a model; its vectors are
 sparser than a neural model's, which flatters neither ANN index).
 
@@ -31,8 +32,9 @@ from _common import dataset_path, machine
 
 from ragtune import store
 from ragtune.config import RagConfig
-from ragtune.data import load_dataset, sample_dataset_path
-from ragtune.engine import Engine, encode_chunks
+from ragtune.data import load_corpus, load_dataset, sample_dataset_path
+from ragtune.engine import Engine
+from ragtune.ingest import sync
 from ragtune.retrieval import Retriever
 from ragtune.types import Document
 
@@ -87,18 +89,63 @@ def ann_trials(table, vectors, exact_ids) -> list[dict]:
     return out
 
 
+def percentiles(ms: list[float]) -> dict[str, float]:
+    return {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95))}
+
+
+def latencies(table, engine, config, queries, vectors) -> dict:
+    """Per query: the vector search through the ANN index (ragtune's settings) and exact, full text, hybrid; and the
+    index's recall@10 against exact search."""
+    vector = Retriever(config, table, engine.embedder)
+    fts = Retriever(RagConfig.from_dict({**CONFIG, "retrieval": {"mode": "fts"}}), table, engine.embedder)
+    hybrid = Retriever(RagConfig.from_dict({**CONFIG, "retrieval": {"mode": "hybrid"}}), table, engine.embedder)
+    ms: dict[str, list[float]] = {"vector": [], "exact": [], "fts": [], "hybrid": []}
+    recall, exact_ids = [], []
+    for q, v in zip(queries, vectors):
+        t = time.perf_counter()
+        got = [h.chunk_id for h in vector._vector(v, 10)]
+        ms["vector"].append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        exact = table.search(v).distance_type("cosine").bypass_vector_index().limit(10).select(["id"]).to_list()
+        ms["exact"].append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        fts.search(q, 10)
+        ms["fts"].append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        hybrid.search(q, 10, v)
+        ms["hybrid"].append((time.perf_counter() - t) * 1000)
+        recall.append(len(set(got) & {r["id"] for r in exact}) / 10)
+        exact_ids.append({r["id"] for r in exact})
+    return {"ms": {k: percentiles(v) for k, v in ms.items()}, "recall@10": float(np.mean(recall)),
+            "exact_ids": exact_ids}
+
+
+def write_corpus(path: Path, n: int, pool: list[str], revised_every: int = 0) -> int:
+    """The corpus as a corpus.jsonl file; ``revised_every``: every such document's text changed (a sync's edits)."""
+    changed = 0
+    with path.open("w", encoding="utf-8") as out:
+        for i, doc in enumerate(documents(n, pool)):
+            text = doc.text
+            if revised_every and i % revised_every == 0:
+                text, changed = text + " (revised)", changed + 1
+            out.write(json.dumps({"_id": doc.id, "text": text}) + "\n")
+    return changed
+
+
 def one(n: int) -> dict:
     from ragtune.workspace import Workspace
 
     pool = sentence_pool()
-    base_mb = peak_mb()
     config = RagConfig.from_dict(CONFIG)
     queries = [q.text for q in load_dataset(dataset_path("msmarco")).queries][:100]
     with tempfile.TemporaryDirectory() as home:
+        corpus = Path(home) / "corpus.jsonl"
+        write_corpus(corpus, n, pool)
+        base_mb = peak_mb()
         ws = Workspace(Path(home))
         engine = Engine(config, ws)
-        t0 = time.perf_counter()
-        table = store.write_chunks(ws.db, "million", encode_chunks(documents(n, pool), config, engine.embedder))
+        t0 = time.perf_counter()  # the production ingest: the file streamed, every chunk cached, then written
+        table, _ = sync(config, load_corpus(corpus, stream=True), ws.db, "million", engine.embedder, index=False)
         write_s = time.perf_counter() - t0
         write_mb = peak_mb()
         t0 = time.perf_counter()
@@ -108,32 +155,31 @@ def one(n: int) -> dict:
         store.build_ann(table, config.retrieval.vector_index, table.count_rows())
         ann_s = time.perf_counter() - t0
         vectors = engine.embedder.embed_queries(queries)
-        retriever = Retriever(config, table, engine.embedder)
-        hybrid = Retriever(RagConfig.from_dict({**CONFIG, "retrieval": {"mode": "hybrid"}}), table, engine.embedder)
-        ann_ms, exact_ms, hybrid_ms, recall, exact_ids = [], [], [], [], []
-        for q, v in zip(queries, vectors):
-            t = time.perf_counter()
-            got = [h.chunk_id for h in retriever._vector(v, 10)]
-            ann_ms.append((time.perf_counter() - t) * 1000)
-            t = time.perf_counter()
-            exact = table.search(v).distance_type("cosine").bypass_vector_index().limit(10).select(["id"]).to_list()
-            exact_ms.append((time.perf_counter() - t) * 1000)
-            t = time.perf_counter()
-            hybrid.search(q, 10, v)
-            hybrid_ms.append((time.perf_counter() - t) * 1000)
-            recall.append(len(set(got) & {r["id"] for r in exact}) / 10)
-            exact_ids.append({r["id"] for r in exact})
+        first = latencies(table, engine, config, queries, vectors)
         stats = table.index_stats(next(i.name for i in table.list_indices() if i.index_type != "FTS")) \
             if ann_s > 0.5 else None
+        exact_ids = first.pop("exact_ids")
+        trials = ann_trials(table, vectors, exact_ids) if stats is not None else []
+        table_mb = size_mb(Path(home) / "lancedb")
+        # a 1% incremental sync: every 100th document edited, then the indexes brought up to date
+        changed = write_corpus(corpus, n, pool, revised_every=100)
+        t0 = time.perf_counter()
+        table, fresh = sync(config, load_corpus(corpus, stream=True), ws.db, "million", engine.embedder, index=False)
+        sync_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        store.reindex(table, config.retrieval)
+        reindex_s = time.perf_counter() - t0
+        assert fresh.changed and len(fresh.changed) == changed and not fresh.added and not fresh.removed
+        after = latencies(table, engine, config, queries, vectors)
+        after.pop("exact_ids")
         return {
             "chunks": table.count_rows(), "write_s": write_s, "fts_s": fts_s, "ann_s": ann_s,
             "ann": [i.index_type for i in table.list_indices() if i.index_type != "FTS"],
             "peak_mb_start": base_mb, "peak_mb_write": write_mb, "peak_mb": peak_mb(),
-            "table_mb": size_mb(Path(home) / "lancedb"), "cache_mb": size_mb(Path(home) / "embeddings.sqlite"),
-            "ann_p50_ms": float(np.median(ann_ms)), "exact_p50_ms": float(np.median(exact_ms)),
-            "hybrid_p50_ms": float(np.median(hybrid_ms)), "recall@10": float(np.mean(recall)),
-            "partitions": getattr(stats, "num_indices", None) and str(stats),
-            "trials": ann_trials(table, vectors, exact_ids) if stats is not None else [],
+            "table_mb": table_mb, "cache_mb": size_mb(Path(home) / "embeddings.sqlite"),
+            "first": first, "partitions": getattr(stats, "num_indices", None) and str(stats), "trials": trials,
+            "sync": {"changed": len(fresh.changed), "chunks": fresh.chunks_embedded, "sync_s": sync_s,
+                     "reindex_s": reindex_s, **after},
         }
 
 
@@ -151,12 +197,16 @@ def main() -> None:
         if out.returncode:
             sys.exit(f"{n} chunks failed:\n{out.stderr[-3000:]}")
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{r['chunks']:>9,} chunks: write {r['write_s']:.0f} s ({r['chunks'] / r['write_s']:,.0f} chunks/s), "
+        f, y = r["first"], r["sync"]
+        print(f"{r['chunks']:>9,} chunks: ingest {r['write_s']:.0f} s ({r['chunks'] / r['write_s']:,.0f} chunks/s), "
               f"full-text index {r['fts_s']:.0f} s, ANN {r['ann'] or 'none'} {r['ann_s']:.0f} s; peak RSS "
-              f"{r['peak_mb']:.0f} MB (after imports and the sentence pool {r['peak_mb_start']:.0f}, after the write "
-              f"{r['peak_mb_write']:.0f}); table {r['table_mb']:.0f} MB, cache {r['cache_mb']:.0f} MB; query p50: "
-              f"vector {r['ann_p50_ms']:.1f} ms (exact {r['exact_p50_ms']:.1f} ms, recall@10 of the index "
-              f"{r['recall@10']:.3f}), hybrid {r['hybrid_p50_ms']:.1f} ms", flush=True)
+              f"{r['peak_mb']:.0f} MB (after imports and the sentence pool {r['peak_mb_start']:.0f}, after the ingest "
+              f"{r['peak_mb_write']:.0f}); table {r['table_mb']:.0f} MB, cache {r['cache_mb']:.0f} MB", flush=True)
+        for name, d in (("built", f), ("after the 1% sync", y)):
+            print(f"    {name}: " + ", ".join(f"{k} p50 {v['p50']:.1f} / p95 {v['p95']:.1f} ms" for k, v in
+                                             d["ms"].items()) + f"; ANN recall@10 {d['recall@10']:.3f}", flush=True)
+        print(f"    1% sync: {y['changed']:,} documents changed, {y['chunks']:,} chunks embedded, sync {y['sync_s']:.1f} s,"
+              f" index update {y['reindex_s']:.1f} s", flush=True)
         for t in r["trials"]:
             print(f"    nprobes {t['nprobes']}, ef {t['ef']}, refine {t['refine']}: recall@10 {t['recall@10']:.3f}, "
                   f"p50 {t['p50_ms']:.1f} ms", flush=True)
