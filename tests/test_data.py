@@ -228,3 +228,32 @@ def test_a_streamed_corpus_is_checked_in_full_when_loaded(tmp_path, lines, messa
     root = write_beir(tmp_path / "ds", lines)
     with pytest.raises(DataError, match=message):
         load_corpus(root, stream=True)
+
+
+def test_corpora_at_a_uri_load_as_local_ones(tmp_path):
+    """A corpus named by a URI is read through pyarrow's file systems (s3://, gs://... take the same path; file://
+    here): a corpus.jsonl, a BEIR folder, streamed or not, and a folder of documents give what the local path gives."""
+    docs = [{"_id": f"d{i}", "title": "T" if i % 2 else "", "text": f"Text {i}."} for i in range(20)]
+    root = write_beir(tmp_path / "ds", docs)
+    for local, uri in ((root, f"file://{root}"), (root / "corpus.jsonl", f"file://{root}/corpus.jsonl")):
+        for stream in (False, True):
+            there = load_corpus(uri, stream=stream)
+            assert list(there.documents) == load_corpus(local).documents and there.source.startswith("file://")
+            assert there.fingerprint == load_corpus(local).fingerprint
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.md").write_text("# Title A\n\nSome *markdown*.")
+    (folder / "sub" / "b.html").write_text("<title>B</title><p>Para &amp; more</p>")
+    (folder / "empty.txt").write_text(" ")
+    there, here = load_corpus(f"file://{folder}"), load_corpus(folder)
+    assert [(d.id, d.text, d.metadata["title"]) for d in there.documents] == \
+        [(d.id, d.text, d.metadata["title"]) for d in here.documents] == \
+        [("a", "# Title A\n\nSome *markdown*.", "Title A"), ("sub/b", "B\nPara & more", "B")]
+    assert there.skipped_empty == 1 and there.documents[1].metadata["source"] == f"file://{folder}/sub/b.html"
+    with pytest.raises(DataError, match="no corpus.jsonl, dataset or document folder there"):
+        load_corpus(f"file://{tmp_path}/nothing")
+    with pytest.raises(DataError, match="cannot open"):
+        load_corpus("nosuchscheme://bucket/docs")
+    (root / "corpus.jsonl").write_text('{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n')
+    with pytest.raises(DataError, match=r"corpus.jsonl:2: duplicate id 'a'"):
+        load_corpus(f"file://{root}")

@@ -1,7 +1,8 @@
 """Ray: joining a cluster, and a table's chunks computed on it (``ragtune index --ray auto|ADDRESS|local``).
 
 A table built on Ray is the local build's steps (``engine.encode_chunks``) computed by Ray Data stages: the documents
-go to the cluster in blocks of ``DOCUMENTS_PER_STEP``, a pool of actors chunks and scans them (one per CPU, at most),
+go to Ray's object store in blocks of ``DOCUMENTS_PER_STEP`` (this process holds one block; the store spills to
+disk), a pool of actors chunks and scans them (one per CPU, at most),
 and a second pool embeds the chunks through the content-addressed cache (one actor per GPU where the cluster has
 GPUs, else one per two CPUs). Ray Data streams the stages with bounded queues and hands the embedded chunks back to
 this process in document order, where LanceDB's writer streams them into the table as a local build does (one
@@ -14,10 +15,11 @@ install it on every node.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -100,13 +102,21 @@ def _step(batch: pa.Table) -> store.Step:
     return chunks, scan, [flat[a * dim : b * dim].reshape(-1, dim) for a, b in zip(offsets[:-1], offsets[1:])]
 
 
+def _blocks(ray, documents: Iterable[Document], step: int) -> Iterator[Any]:
+    """The documents put into Ray's object store a block of ``step`` at a time (it spills to disk when full), so
+    this process holds one block of texts, whatever the corpus."""
+    documents = iter(documents)
+    while part := list(itertools.islice(documents, step)):
+        yield ray.put(pa.table({"id": [d.id for d in part], "text": [d.text for d in part]}))
+
+
 def steps_on_ray(address: str, config: RagConfig, workspace: Workspace, step: int = DOCUMENTS_PER_STEP
-                 ) -> Callable[[Sequence[Document], Callable[[int], None] | None], Iterator[store.Step]]:
+                 ) -> Callable[[Iterable[Document], Callable[[int], None] | None], Iterator[store.Step]]:
     """A table write's steps computed on the Ray cluster at ``address``, for ``Engine.index(corpus, steps=...)``."""
     shipped = Workspace(workspace.home.resolve(), workspace.db_uri,
                         workspace.cache_store or os.environ.get("RAGTUNE_CACHE") or "sqlite")
 
-    def steps(documents: Sequence[Document], progress: Callable[[int], None] | None) -> Iterator[store.Step]:
+    def steps(documents: Iterable[Document], progress: Callable[[int], None] | None) -> Iterator[store.Step]:
         ray, joined = connect(address)
         try:
             context = ray.data.DataContext.get_current()
@@ -117,8 +127,7 @@ def steps_on_ray(address: str, config: RagConfig, workspace: Workspace, step: in
             share = min(1.0, cpus / 2)  # an actor's CPUs: a one-CPU cluster still holds one of each stage
             embedders = (gpus or max(1, int(cpus // 2))) if config.uses_vectors else 0
             chunkers = max(1, int((cpus - (0 if gpus else embedders * share)) // share))
-            docs = ray.data.from_items([{"id": d.id, "text": d.text} for d in documents],
-                                       override_num_blocks=max(1, -(-len(documents) // step)))
+            docs = ray.data.from_arrow_refs(list(_blocks(ray, documents, step)))
             stage = {"fn_constructor_args": (config, shipped), "batch_format": "pyarrow", "zero_copy_batch": True}
             rows = docs.map_batches(ChunkStage, batch_size=step, num_cpus=share, udf_modifying_row_count=True,
                                     compute=ray.data.ActorPoolStrategy(min_size=1, max_size=chunkers), **stage)
@@ -126,15 +135,15 @@ def steps_on_ray(address: str, config: RagConfig, workspace: Workspace, step: in
                 each = {"num_gpus": 1} if gpus else {"num_cpus": share}
                 rows = rows.map_batches(EmbedStage, batch_size=EMBED_BATCH, **each, **stage,
                                         compute=ray.data.ActorPoolStrategy(size=embedders))
-            done: set[str] = set()
+            last = None  # the documents come in order: a batch's first may be the previous batch's last
             for batch in rows.iter_batches(batch_size=None, batch_format="pyarrow"):
                 if not batch.num_rows:
                     continue
                 yield _step(batch)
                 if progress:
-                    new = set(batch["doc_id"].to_pylist()) - done
-                    done |= new
-                    progress(len(new))
+                    ids = batch["doc_id"].to_pylist()
+                    progress(sum(a != b for a, b in zip([last, *ids], ids)))
+                    last = ids[-1]
         finally:
             if joined:
                 ray.shutdown()

@@ -14,13 +14,15 @@ Malformed input is an error naming file and line; duplicate ids are an error; em
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from html.parser import HTMLParser
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit, urlunsplit
 from typing import Any
 
 from ragtune.errors import BackendError, DataError
@@ -107,10 +109,11 @@ def _fingerprint(digests: Iterable[tuple[str, bytes]]) -> str:
 # -- JSONL ---------------------------------------------------------------------------------------------------------
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yields (line number, object); blank lines are passed over."""
+def read_jsonl(path: Path | str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yields (line number, object); blank lines are passed over. ``path``: a local path or a URI (``is_uri``)."""
+    uri, path = str(path) if is_uri(path) else None, name_of(path)
     try:
-        handle = path.open(encoding="utf-8")
+        handle = _open_uri(uri) if uri else Path(path).open(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     with handle:
@@ -154,13 +157,13 @@ class _Ids:
         self.seen[ident] = lineno
 
 
-def load_beir_corpus(path: Path, include_title: bool = True, stream: bool = False) -> Corpus:
+def load_beir_corpus(path: Path | str, include_title: bool = True, stream: bool = False) -> Corpus:
     """Titles are prepended to the text (``title\\n\\n``); ``metadata['body_offset']`` says by how much.
     ``stream``: the documents are a ``DocumentStream`` (read from the file at each pass) instead of a list."""
     if not stream:
         docs = list(_beir_documents(path, include_title))
         kept = [d for d in docs if d.text.strip()]
-        return Corpus(kept, len(docs) - len(kept), str(path))
+        return Corpus(kept, len(docs) - len(kept), name_of(path))
     hashes, skipped = {}, 0
     for doc in _beir_documents(path, include_title):  # read once in full: every error is raised here
         if doc.text.strip():
@@ -168,19 +171,19 @@ def load_beir_corpus(path: Path, include_title: bool = True, stream: bool = Fals
         else:
             skipped += 1
     again = lambda: (d for d in _beir_documents(path, include_title, check=False) if d.text.strip())  # noqa: E731
-    return Corpus(DocumentStream(again, hashes), skipped, str(path))
+    return Corpus(DocumentStream(again, hashes), skipped, name_of(path))
 
 
-def _beir_documents(path: Path, include_title: bool, check: bool = True) -> Iterator[Document]:
+def _beir_documents(path: Path | str, include_title: bool, check: bool = True) -> Iterator[Document]:
     """Every document of a BEIR ``corpus.jsonl`` in file order, empty ones included; ``check``: duplicate ids are
     an error (the other checks always run)."""
-    ids = _Ids(path)
+    ids, name = _Ids(name_of(path)), name_of(path)
     for lineno, obj in read_jsonl(path):
-        ident = _field(obj, "_id", path, lineno)
+        ident = _field(obj, "_id", name, lineno)
         if check:
             ids.check(ident, lineno)
-        text = _field(obj, "text", path, lineno)
-        title = _field(obj, "title", path, lineno, required=False) or ""
+        text = _field(obj, "text", name, lineno)
+        title = _field(obj, "title", name, lineno, required=False) or ""
         meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
         prefix = f"{title}\n\n" if include_title and title.strip() and text.strip() else ""
         yield Document(ident, prefix + text, {**meta, "title": title, "body_offset": len(prefix)})
@@ -291,53 +294,141 @@ def html_to_text(html: str) -> tuple[str, str]:
     return text, parser.title.strip()
 
 
-def _pdf_text(path: Path) -> str:
+def _pdf_text(data: bytes, path: str) -> str:
     try:
         from pypdf import PdfReader
     except ImportError:
         raise BackendError(f"{path}: reading PDF needs pypdf (pip install 'ragtune[pdf]')") from None
     try:
-        return "\n\n".join((page.extract_text() or "") for page in PdfReader(path).pages)
+        return "\n\n".join((page.extract_text() or "") for page in PdfReader(io.BytesIO(data)).pages)
     except Exception as exc:  # pypdf raises many types on broken files
         raise DataError(f"{path}: cannot read PDF ({exc})") from None
 
 
 def read_document(path: Path, ident: str) -> Document:
-    kind = DOC_SUFFIXES[path.suffix.lower()]
+    return parse_document(path.read_bytes(), path.suffix, ident, str(path))
+
+
+def parse_document(data: bytes, suffix: str, ident: str, source: str) -> Document:
+    """A document file's text and title from its bytes (``suffix``: its kind, one of DOC_SUFFIXES)."""
+    kind = DOC_SUFFIXES[suffix.lower()]
     if kind == "pdf":
-        text, title = _pdf_text(path), path.stem
+        text, title = _pdf_text(data, source), Path(source.split("?", 1)[0]).stem
     else:
         try:
-            raw = path.read_text(encoding="utf-8")
+            raw = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            raise DataError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         if kind == "html":
             text, title = html_to_text(raw)
         else:
             text = raw
             heading = re.search(r"^#\s+(.+)$", raw, re.M) if kind == "markdown" else None
-            title = heading.group(1).strip() if heading else path.stem
-    return Document(ident, text, {"source": str(path), "format": kind, "title": title})
+            title = heading.group(1).strip() if heading else Path(source.split("?", 1)[0]).stem
+    return Document(ident, text, {"source": source, "format": kind, "title": title})
 
 
-def load_folder(folder: Path) -> Corpus:
-    """Every supported file below ``folder``; the id is the relative path without its suffix."""
-    if not folder.is_dir():
-        raise DataError(f"{folder}: not a folder")
+def load_folder(folder: Path | str) -> Corpus:
+    """Every supported file below ``folder`` (a local folder, or a URI: ``is_uri``); the id is the relative path
+    without its suffix."""
+    files = _remote_files(str(folder)) if is_uri(folder) else _local_files(Path(folder))
     docs, skipped, seen = [], 0, {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in DOC_SUFFIXES):
-        ident = path.relative_to(folder).with_suffix("").as_posix()
+    for relative, read, source in files:
+        ident = PurePosixPath(relative).with_suffix("").as_posix()
         if ident in seen:
-            raise DataError(f"{path}: duplicate document id {ident!r} (also {seen[ident]})")
-        seen[ident] = path
-        doc = read_document(path, ident)
+            raise DataError(f"{source}: duplicate document id {ident!r} (also {seen[ident]})")
+        seen[ident] = source
+        doc = parse_document(read(), PurePosixPath(relative).suffix, ident, source)
         if not doc.text.strip():
             skipped += 1
             continue
         docs.append(doc)
     if not docs and not skipped:
-        raise DataError(f"{folder}: no documents found (looked for {', '.join(sorted(DOC_SUFFIXES))})")
-    return Corpus(docs, skipped, str(folder))
+        raise DataError(f"{name_of(folder)}: no documents found (looked for {', '.join(sorted(DOC_SUFFIXES))})")
+    return Corpus(docs, skipped, name_of(folder))
+
+
+Listing = Iterator[tuple[str, Callable[[], bytes], str]]  # (relative path, read its bytes, where it is)
+
+
+def _local_files(folder: Path) -> Listing:
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder")
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in DOC_SUFFIXES):
+        yield path.relative_to(folder).as_posix(), path.read_bytes, str(path)
+
+
+# -- corpora on object stores and other file systems ----------------------------------------------------------------
+
+
+def is_uri(location: str | Path) -> bool:
+    """A location with a scheme (``s3://``, ``gs://``, ``abfs://``, ``hdfs://``, ``file://``), read through pyarrow's
+    file systems; options go in the query (``s3://bucket/docs?region=eu-west-1&endpoint_override=...``)."""
+    return "://" in str(location)
+
+
+def name_of(location: str | Path) -> str:
+    """How a location is named in messages and records (a URI ``shown``)."""
+    return shown(str(location)) if is_uri(location) else str(location)
+
+
+def shown(uri: str) -> str:
+    """``uri`` as it may be shown and recorded: without its query (options) and without a password in it."""
+    parts = urlsplit(uri)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _filesystem(uri: str):
+    from pyarrow import fs
+
+    try:
+        return fs.FileSystem.from_uri(uri)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError... for schemes and options
+        raise DataError(f"{shown(uri)}: cannot open ({str(exc).replace(uri, shown(uri))})") from None
+
+
+def _child(uri: str, name: str) -> str:
+    base, sep, query = uri.partition("?")
+    return f"{base.rstrip('/')}/{name}{sep}{query}"
+
+
+def _kind(filesystem, path: str) -> str:
+    return filesystem.get_file_info(path).type.name  # File, Directory, NotFound
+
+
+def _open_uri(uri: str) -> io.TextIOBase:
+    filesystem, path = _filesystem(uri)
+    if _kind(filesystem, path) != "File":
+        raise FileNotFoundError(shown(uri))
+    return io.TextIOWrapper(filesystem.open_input_stream(path), encoding="utf-8")
+
+
+def _remote_files(uri: str) -> Listing:
+    from pyarrow import fs
+
+    filesystem, base = _filesystem(uri)
+    if _kind(filesystem, base) != "Directory":
+        raise DataError(f"{shown(uri)}: not a folder")
+    found = filesystem.get_file_info(fs.FileSelector(base, recursive=True))
+    for info in sorted((i for i in found if i.type.name == "File"), key=lambda i: i.path):
+        relative = info.path[len(base.rstrip("/")) + 1 :]
+        if PurePosixPath(relative).suffix.lower() in DOC_SUFFIXES:
+            yield relative, lambda p=info.path: filesystem.open_input_stream(p).readall(), shown(_child(uri, relative))
+
+
+def _load_uri(uri: str, stream: bool) -> Corpus:
+    filesystem, path = _filesystem(uri)
+    kind = _kind(filesystem, path)
+    if kind == "File" and path.endswith(".jsonl"):
+        return load_beir_corpus(uri, stream=stream)
+    if kind == "Directory":
+        if _kind(filesystem, path.rstrip("/") + "/corpus.jsonl") == "File":
+            return load_beir_corpus(_child(uri, "corpus.jsonl"), stream=stream)
+        if _kind(filesystem, path.rstrip("/") + "/docs") == "Directory":
+            return load_folder(_child(uri, "docs"))
+        return load_folder(uri)
+    raise DataError(f"{shown(uri)}: no corpus.jsonl, dataset or document folder there")
 
 
 # -- entry points ---------------------------------------------------------------------------------------------------
@@ -346,7 +437,10 @@ def load_folder(folder: Path) -> Corpus:
 def load_corpus(path: str | Path, stream: bool = False) -> Corpus:
     """A BEIR folder, a ``corpus.jsonl`` file, a dataset folder with ``docs/``, a plain folder of documents, or
     ``"sample"``. ``stream``: a ``corpus.jsonl`` is read from the file at each pass over its documents instead of
-    held in memory (index builds and ingests of large corpora); a folder is read into memory either way."""
+    held in memory (index builds and ingests of large corpora); a folder is read into memory either way. A URI
+    (``s3://bucket/docs``: ``is_uri``) is read through pyarrow's file systems, in the same shapes."""
+    if is_uri(path):
+        return _load_uri(str(path), stream)
     path = resolve_dataset(path)
     if path.is_file() and path.suffix == ".jsonl":
         return load_beir_corpus(path, stream=stream)

@@ -157,7 +157,7 @@ class Engine:
         cfg = self.config.evaluation.judge
         return None if cfg is None else Judge(cfg, self.responses)
 
-    def index(self, corpus: Corpus, steps: Callable[[Sequence, Callable[[int], None] | None],
+    def index(self, corpus: Corpus, steps: Callable[[Iterable, Callable[[int], None] | None],
                                                     Iterable[store.Step]] | None = None):
         """Open the table for this corpus and these settings, building it if it does not exist yet. ``steps(documents,
         progress)``: what computes the table's steps instead of ``encode_chunks`` here (``ragtune.cluster``: Ray)."""
