@@ -170,7 +170,10 @@ def load_beir_corpus(path: Path | str, include_title: bool = True, stream: bool 
             hashes[doc.id] = text_digest(doc.text)
         else:
             skipped += 1
-    again = lambda: (d for d in _beir_documents(path, include_title, check=False) if d.text.strip())  # noqa: E731
+
+    def again() -> Iterator[Document]:
+        return (d for d in _beir_documents(path, include_title, check=False) if d.text.strip())
+
     return Corpus(DocumentStream(again, hashes), skipped, name_of(path))
 
 
