@@ -8,13 +8,12 @@ served.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ragtune import faults, store
-from ragtune.data import Corpus
+from ragtune.data import Corpus, DocumentStream, text_digest
 from ragtune.engine import Encoded, encode_chunks
 
 
@@ -47,7 +46,7 @@ class Freshness:
 
 
 def doc_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return text_digest(text).hex()[:16]
 
 
 def _state(table) -> dict[str, tuple[str, str]]:
@@ -67,9 +66,12 @@ def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) ->
     if table is not None and not store.has_scan(table):  # written before chunks were scanned: scan them all now
         table.add_columns({"injection_score": "CAST(NULL AS FLOAT)", "injection_reasons": "CAST(NULL AS STRING)"})
         held = {doc_id: ("rescan", stamp) for doc_id, (_, stamp) in held.items()}
-    # one pass for each document's id and hash; the documents to chunk are read again as they are written (a
-    # streamed corpus holds no texts in memory)
-    hashes = {d.id: doc_hash(d.text) for d in corpus.documents}
+    # each document's id and hash (a streamed corpus holds them already: no pass over its file); the documents to
+    # chunk are read again as they are written (a streamed corpus holds no texts in memory)
+    if isinstance(corpus.documents, DocumentStream):
+        hashes = {doc_id: digest.hex()[:16] for doc_id, digest in corpus.documents.hashes.items()}
+    else:
+        hashes = {d.id: doc_hash(d.text) for d in corpus.documents}
     fresh = Freshness(documents=len(hashes))
     for doc_id, digest in hashes.items():
         if doc_id not in held:
