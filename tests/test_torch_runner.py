@@ -13,7 +13,6 @@ from conftest import shared_dataset
 
 from ragtune.config import EmbeddingConfig, RerankConfig
 from ragtune.embedding import make_embedder
-from ragtune.models.tokens import pad_batch
 from ragtune.errors import BackendError
 from ragtune.rerank import make_reranker
 from ragtune.models.torch_runner import MAX_ROWS, EncoderRunner, out_of_memory_error
@@ -36,18 +35,6 @@ def test_runner_gives_sentence_transformers_vectors_in_input_order(torch_minilm)
     want = torch_minilm.model.encode(TEXTS, batch_size=8, normalize_embeddings=True, convert_to_numpy=True)
     assert got.shape == want.shape == (len(TEXTS), 384)
     assert np.abs(got - want).max() < 1e-5
-
-
-def test_pad_batch_matches_the_tokenizers_own_padding(torch_minilm):
-    tok = torch_minilm.runner.tokenizer
-    encodings = tok.encode_batch(TEXTS[:8])
-    padded = tok.encode_batch(TEXTS[:8])
-    for e in padded:
-        e.pad(max(len(x) for x in encodings), pad_id=0)
-    arrays = pad_batch(encodings)
-    assert (arrays["input_ids"] == np.array([e.ids for e in padded])).all()
-    assert (arrays["attention_mask"] == np.array([e.attention_mask for e in padded])).all()
-    assert (arrays["token_type_ids"] == np.array([e.type_ids for e in padded])).all()
 
 
 def recording_runner(emb, budget=None, fail_above=None):
@@ -129,6 +116,24 @@ def test_errors_in_either_thread_are_raised_and_no_thread_is_left(torch_minilm):
     with pytest.raises(RuntimeError, match="model exploded"):
         runner.run(TEXTS * 100)  # producers blocked on a full queue must still end
     assert threading.active_count() == before
+
+
+def test_a_pool_of_tokenizing_processes_feeds_the_same_batches(torch_minilm, monkeypatch):
+    """The pool path (a CUDA host's default) gives the threads' outputs, input by input, over many chunks."""
+    from ragtune.models import torch_runner
+
+    monkeypatch.setattr(torch_runner, "CHUNK", 7)  # many chunks from a few texts: the multi-chunk paths
+    texts = TEXTS * 3
+    inner = torch_minilm.runner
+    threads = EncoderRunner(inner.forward, inner.tokenizer, inner.names, "cpu", 8, inner.max_length, processes=0)
+    pooled = EncoderRunner(inner.forward, inner.tokenizer, inner.names, "cpu", 8, inner.max_length, processes=2)
+    try:
+        want, got = threads.run(texts), pooled.run(texts)
+    finally:
+        pooled.pool.close()
+    assert got.shape == want.shape == (len(texts), 384)
+    assert np.abs(got - want).max() < 1e-5
+    assert np.abs(got - torch_minilm.model.encode(texts, convert_to_numpy=True, normalize_embeddings=False)).max() < 1e-4
 
 
 @pytest.fixture(scope="module")

@@ -61,14 +61,20 @@ def load_config(path: Optional[Path], overrides: Optional[list[str]]):
 
     config = RagConfig.from_yaml(path) if path else RagConfig()
     if overrides:
-        pairs = {}
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-            pairs[key.strip()] = yaml.safe_load(value)
-        config = config.with_overrides(pairs)
+        pairs = key_values(overrides, "--set", "chunking.size=512")
+        config = config.with_overrides({key: yaml.safe_load(value) for key, value in pairs.items()})
     return config
+
+
+def key_values(items: Optional[list[str]], option: str, example: str) -> dict[str, str]:
+    """``KEY=VALUE`` options as a dict; a malformed one is an error naming the option and an example."""
+    pairs = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} {item!r}: expected KEY=VALUE (for example {option} {example})")
+        pairs[key.strip()] = value
+    return pairs
 
 
 def _workspace(home: Optional[Path], db: Optional[str]):
@@ -572,12 +578,7 @@ def pipeline_export_airflow(
     from ragtune.workspace import atomic_write_text
     from ragtune.production.schedule import airflow_dag
 
-    values = {}
-    for item in env or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--env {item!r}: expected KEY=VALUE (for example --env corpus=/data/docs)")
-        values[key.strip()] = value
+    values = key_values(env, "--env", "corpus=/data/docs")
     atomic_write_text(out, airflow_dag(repo.resolve(), cron, env=values))
     console.print(f"wrote {out}")
 

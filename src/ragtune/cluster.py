@@ -71,11 +71,7 @@ class ChunkStage(_Stage):
         docs = [Document(i, t) for i, t in zip(batch["id"].to_pylist(), batch["text"].to_pylist())]
         semantic = self.engine.config.chunking.strategy == "semantic"  # the only chunker that embeds
         chunks, verdicts = chunk_and_scan(docs, self.engine.config.chunking, self.engine.embedder if semantic else None)
-        return pa.table({"id": [c.id for c in chunks], "doc_id": [c.doc_id for c in chunks],
-                         "text": [c.text for c in chunks], "start": [c.start for c in chunks],
-                         "end": [c.end for c in chunks], "injection_score": pa.array([v[0] for v in verdicts],
-                                                                                      pa.float32()),
-                         "injection_reasons": [v[1] for v in verdicts]})
+        return pa.Table.from_batches([store.step_batch((chunks, verdicts, None), store.chunk_schema(None))])
 
 
 class EmbedStage(_Stage):

