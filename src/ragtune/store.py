@@ -217,37 +217,23 @@ def _fts_index(table, retrieval) -> None:
 
 
 def needs_index(table) -> bool:
-    """True when the search indexes lag the rows: rows written after the last full-text index build (or none was
-    built), or deleted rows still in the data files (``reindex`` drops them)."""
+    """True when rows were written after the last full-text index build (or none was built)."""
     fts = [i for i in table.list_indices() if i.index_type == "FTS"]
     if not fts:
         return True
     stats = table.index_stats(fts[0].name)
-    return stats is None or stats.num_unindexed_rows > 0 or deleted_rows(table) > 0
-
-
-def deleted_rows(table) -> int:
-    """Rows deleted from the table but still in its data files (LanceDB marks them, searches skip them)."""
-    return sum(f.metadata.num_deletions for f in table.to_lance().get_fragments())
+    return stats is None or stats.num_unindexed_rows > 0
 
 
 def reindex(table, retrieval) -> None:
     """Bring the search indexes up to the current rows: build the ones missing (full text; the ANN index once the
-    table is large enough), drop deleted rows from the data files, and fold the rows written since the last build
-    into the existing indexes (LanceDB's ``optimize``: an incremental update, not a rebuild).
-
-    Deleted rows (a sync's changed and removed documents) are dropped at once: LanceDB's own compaction leaves them
-    until a tenth of a fragment is deleted, and until then every vector search pays for skipping them (1% of a
-    million rows deleted made vector search 3.7x slower: BENCHMARKS.md, "A million chunks"). The compaction rewrites
-    only the data files that hold deleted rows and remaps the indexes (no rebuild)."""
+    table is large enough), fold the rows written since the last build into the existing ones (LanceDB's
+    ``optimize``: an incremental update, not a rebuild; deleted rows leave the results), and compact."""
     kinds = [i.index_type for i in table.list_indices()]
     if "FTS" not in kinds:
         _fts_index(table, retrieval)
     if "vector" in table.schema.names and all(k == "FTS" for k in kinds):
         build_ann(table, retrieval.vector_index, table.count_rows())
-    if deleted_rows(table):
-        table.to_lance().optimize.compact_files(materialize_deletions_threshold=0.0)
-        table.checkout_latest()
     table.optimize()
 
 
