@@ -21,3 +21,15 @@ def dataset_path(name: str) -> Path:
 
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {date.today()}"
+
+
+def texts_of(tokenizer, n: int, tokens: int, rng, prefix_words: int = 0) -> list:
+    """n texts of exactly ``tokens`` tokens (whole-word vocabulary entries, one token each, plus [CLS] and [SEP]);
+    with ``prefix_words``, (query, passage) pairs of that many tokens in all."""
+    import numpy as np
+
+    words = np.array(sorted(w for w in tokenizer.get_vocab() if w.isascii() and w.isalpha() and len(w) >= 3))
+    if prefix_words:
+        body = tokens - 3 - prefix_words
+        return [(" ".join(rng.choice(words, prefix_words)), " ".join(rng.choice(words, body))) for _ in range(n)]
+    return [" ".join(rng.choice(words, tokens - 2)) for _ in range(n)]

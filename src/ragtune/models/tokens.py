@@ -191,10 +191,15 @@ class TextIds:
         return [found[t] for t in texts]
 
 
-def encode_pairs(tokenizer, query: str, texts: Sequence[str]) -> Tokens:
+class PairEncoder:
     """(query, text) pairs as ``tokenizer`` encodes them (its truncation, special tokens and segment ids), assembled
     from the query's ids, tokenized once, and each text's, tokenized once per vocabulary (``TextIds``): the same
-    ids as ``tokenizer.encode(query, text)``, through the tokenizer's own post-processing."""
-    store = TextIds.shared(tokenizer)
-    first, *rest = store.get([query, *texts])
-    return Tokens.of([tokenizer.post_process(first, e) for e in rest])
+    ids as ``tokenizer.encode(query, text)``, through the tokenizer's own post-processing. Make one per model and
+    keep it: finding its store reads the whole vocabulary (tens of milliseconds)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.texts = tokenizer, TextIds.shared(tokenizer)
+
+    def __call__(self, query: str, texts: Sequence[str]) -> Tokens:
+        first, *rest = self.texts.get([query, *texts])
+        return Tokens.of([self.tokenizer.post_process(first, e) for e in rest])
