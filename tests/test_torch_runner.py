@@ -4,12 +4,11 @@ from either thread raised, and the int8 cross-encoder's weights recovered for to
 
 from __future__ import annotations
 
-import json
 import threading
 
 import numpy as np
 import pytest
-from conftest import shared_dataset
+from conftest import msmarco_texts
 
 from ragtune.config import EmbeddingConfig, RerankConfig
 from ragtune.embedding import make_embedder
@@ -138,10 +137,7 @@ def test_a_pool_of_tokenizing_processes_feeds_the_same_batches(torch_minilm, mon
 
 @pytest.fixture(scope="module")
 def msmarco_pairs():
-    path = shared_dataset("msmarco")
-    docs = [json.loads(line)["text"] for line, _ in zip(open(path / "corpus.jsonl"), range(60))]
-    queries = [json.loads(line)["text"] for line, _ in zip(open(path / "queries.jsonl"), range(4))]
-    return queries, docs
+    return msmarco_texts(4, 60)
 
 
 def test_dequantized_cross_encoder_agrees_with_the_int8_model(msmarco_pairs, tmp_path_factory, monkeypatch):

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ragtune.errors import BackendError
+
 
 def load_tokenizer(model_dir: Path, max_length: int = 512):
     from tokenizers import Tokenizer
@@ -116,26 +118,40 @@ def _encode_in_worker(items: list) -> Tokens:
 class TokenizerPool:
     """Tokenizing in ``processes`` worker processes, one core each, for the GPU path: the ids come back as flat
     arrays (``Tokens``), so the process feeding the GPU does no per-token work at all, where tokenizing in its own
-    threads left it turning each token into a Python integer under the GIL it needs to launch the model."""
+    threads left it turning each token into a Python integer under the GIL it needs to launch the model. A worker
+    that dies (killed, out of memory) fails the call with a ``BackendError``, and the next call gets fresh workers."""
 
     def __init__(self, tokenizer, processes: int):
+        self.processes, self._spec = processes, tokenizer.to_str()
+        self._start()
+
+    def _start(self) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+
         context = multiprocessing.get_context("spawn")  # no fork of a process holding CUDA and Rust thread pools
-        self.processes = processes
-        self._pool = context.Pool(processes, initializer=_start_worker, initargs=(tokenizer.to_str(),))
+        self._pool = ProcessPoolExecutor(self.processes, mp_context=context, initializer=_start_worker,
+                                         initargs=(self._spec,))
 
     def map(self, parts: Iterable[list]) -> Iterator[Tokens]:
         """Each part's ``Tokens``, in order; at most two parts per process are tokenized ahead of the caller, so
         memory holds a few parts whatever the input."""
+        from concurrent.futures.process import BrokenProcessPool
+
         pending: deque = deque()
-        for part in parts:
-            pending.append(self._pool.apply_async(_encode_in_worker, (part,)))
-            if len(pending) >= 2 * self.processes:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+        try:
+            for part in parts:
+                pending.append(self._pool.submit(_encode_in_worker, part))
+                if len(pending) >= 2 * self.processes:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        except BrokenProcessPool as exc:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._start()
+            raise BackendError(f"a tokenizing process ended unexpectedly (killed, or out of memory?): {exc}") from exc
 
     def close(self) -> None:
-        self._pool.terminate()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def pool_size(device: str) -> int:
