@@ -5,6 +5,7 @@ also probing every partition), then 1% of the rows deleted, then (with ``pylance
 compacted away. Build and compaction report seconds, the process's memory before and its peak during.
 
     for P in 0 4 16; do python benchmarks/ann_partitions.py 300000 $P; done   # BENCHMARKS.md, "A million chunks"
+    python benchmarks/ann_partitions.py 300000 0 ivf-pq     # the same with an IVF_PQ index (no graph to remap)
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import lancedb
 import numpy as np
 import psutil
 import pyarrow as pa
-from lancedb.index import HnswSq
+from lancedb.index import HnswSq, IvfPq
 
 DIM = 384
 
 
-def main(n: int, partitions: int) -> None:
+def main(n: int, partitions: int, kind: str = "hnsw") -> None:
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((200, DIM)).astype(np.float32)
 
@@ -59,8 +60,9 @@ def main(n: int, partitions: int) -> None:
 
     exact = [{r["id"] for r in table.search(q).distance_type("cosine").limit(10).bypass_vector_index()
               .select(["id"]).to_list()} for q in questions]
-    config = HnswSq(distance_type="cosine", **({"num_partitions": partitions} if partitions else {}))
-    out = {"rows": n, "partitions": partitions, "build s, MB before, MB peak": peak_of(
+    make = HnswSq if kind == "hnsw" else IvfPq
+    config = make(distance_type="cosine", **({"num_partitions": partitions} if partitions else {}))
+    out = {"rows": n, "index": kind, "partitions": partitions, "build s, MB before, MB peak": peak_of(
         lambda: table.create_index("vector", config=config))}
 
     def searches(nprobes: int | None = None) -> dict:
@@ -92,4 +94,4 @@ def main(n: int, partitions: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 0)
+    main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 0, sys.argv[3] if len(sys.argv) > 3 else "hnsw")
