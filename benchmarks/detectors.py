@@ -6,6 +6,12 @@ Injection: every ``eval`` set of sources.py (cross-dataset), the validation fift
 source and by language), and the project's own hand-made set (a regression set, not evidence); four detectors side
 by side: always-flag (the trivial baseline), the rules alone, the classifier alone, rules + classifier (what ships).
 Latency is per question on one thread, as the service calls it.
+
+    python benchmarks/detectors.py hallucination --data DIR
+
+Hallucination: the offline scorer on FaithBench and on SummEdits' evaluation rows, beside always-flag and word
+overlap, and an experimental learned detector (logistic regression over the scorer's per-answer features, fitted on
+SummEdits' test rows only) to show whether learning from labelled data helps across datasets.
 """
 
 from __future__ import annotations
@@ -99,65 +105,130 @@ def injection(data: Path) -> None:
           f"p50 {statistics.median(times):.2f} ms, p95 {q[18]:.2f} ms")
 
 
-def faithbench(data: Path) -> list[dict]:
-    """FaithBench rows as judge inputs; hallucinated = the worst annotation is 'Unwanted' (the paper's binary label)."""
+def hallucination_sets(data: Path) -> dict[str, list[dict]]:
+    """Judge inputs with their human label, per set: FaithBench (hallucinated = the worst annotation is 'Unwanted',
+    the paper's binary label) and SummEdits (an edit labelled inconsistent), its 'test' rows apart from its
+    'evaluation' rows."""
     import csv
 
     from ragtune.detectors.sources import HALLUCINATION_SOURCES, digest
 
-    src = HALLUCINATION_SOURCES[0]
-    if digest(src, data) != src.sha256:
-        sys.exit(f"{src.file(data)} is not the recorded revision")
-    with src.file(data).open(newline="") as f:
-        return [{"question": "", "contexts": [r["source"]], "answer": r["summary"].strip(),
-                 "hallucinated": r["worst-label"].startswith("Unwanted"), "model": r["LLM"]} for r in csv.DictReader(f)]
+    sources = {s.name: s for s in HALLUCINATION_SOURCES}
+    for src in sources.values():
+        if digest(src, data) != src.sha256:
+            sys.exit(f"{src.file(data)} is not the recorded revision")
+    with sources["faithbench"].file(data).open(newline="") as f:
+        sets = {"FaithBench": [{"question": "", "contexts": [r["source"]], "answer": r["summary"].strip(),
+                                "hallucinated": r["worst-label"].startswith("Unwanted")} for r in csv.DictReader(f)]}
+    for path in sources["summedits"].files(data):
+        for r in json.loads(path.read_text()):
+            name = "SummEdits evaluation rows" if r["split"] == "evaluation" else "SummEdits test rows"
+            sets.setdefault(name, []).append({"question": "", "contexts": [r["doc"]], "answer": r["summary"].strip(),
+                                              "hallucinated": int(r["label"]) == 0})
+    return sets
+
+
+#: per-answer features of the experimental learned detector (not shipped: see BENCHMARKS.md)
+FEATURES = ("offline score", "min support", "mean support", "min cosine", "min word coverage", "mean cosine",
+            "mean word coverage", "share unsupported", "share with facts missing", "facts missing (log)",
+            "claims (log)", "novel bigrams", "novel words", "answer words (log)", "context words (log)")
+
+
+def _features(scorer, row: dict) -> tuple[dict, np.ndarray]:
+    """The offline scorer's verdict on one answer, and the features the learned detector is fitted on."""
+    from ragtune.evaluation.answers import claims_of
+    from ragtune.text import content_words, words
+    from ragtune.types import Hit
+
+    context = " ".join(row["contexts"])
+    hits = [Hit(f"c{i}", f"c{i}", 1.0, i + 1, t, 0, len(t)) for i, t in enumerate(row["contexts"])]
+    supports = scorer.support(claims_of(row["answer"]), hits, row["question"])
+    verdict = scorer.judge(row["question"], row["answer"], row["contexts"])
+
+    def bigrams(text):
+        w = [x.lower() for x in words(text)]
+        return set(zip(w, w[1:]))
+
+    def mean(values, empty=1.0):
+        values = list(values)
+        return float(np.mean(values)) if values else empty
+
+    answer_words, context_words = content_words(row["answer"]), set(content_words(context))
+    answer_bigrams = bigrams(row["answer"])
+    x = [verdict["score"], min((s.score for s in supports), default=1.0), mean(s.score for s in supports),
+         min((s.semantic for s in supports), default=1.0), min((s.lexical for s in supports), default=1.0),
+         mean(s.semantic for s in supports), mean(s.lexical for s in supports),
+         mean((s.probability >= 0.5 for s in supports), 0.0), mean((not s.facts_ok for s in supports), 0.0),
+         np.log1p(sum(len(s.missing) for s in supports)), np.log1p(len(supports)),
+         len(answer_bigrams - bigrams(context)) / max(1, len(answer_bigrams)),
+         1 - sum(w in context_words for w in answer_words) / max(1, len(answer_words)),
+         np.log1p(len(row["answer"].split())), np.log1p(len(context.split()))]
+    return verdict, np.array(x, float)
 
 
 def hallucination(data: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
     from ragtune.config import RagConfig
     from ragtune.detectors.training import scores
     from ragtune.engine import Engine
-    from ragtune.workspace import Workspace
     from ragtune.evaluation.answers import AnswerScorer
-    from ragtune.text import content_words
-    from ragtune.types import Answer, Hit
+    from ragtune.workspace import Workspace
 
-    rows = faithbench(data)
+    sets = hallucination_sets(data)
     engine = Engine(RagConfig(), Workspace(Path(os.environ.get("RAGTUNE_HOME", ".ragtune"))))
     scorer = AnswerScorer(engine.embedder)
-    y = np.array([r["hallucinated"] for r in rows], int)
-    flags, probs, overlap = [], [], []
-    t0 = time.perf_counter()
-    for r in rows:
-        hits = [Hit(f"c{i}", f"c{i}", 1.0, i + 1, t, 0, len(t)) for i, t in enumerate(r["contexts"])]
-        out = scorer.score(r["question"], Answer(r["answer"]), hits)
-        flags.append(out["hallucination"] == 1.0)
-        probs.append(out.get("hallucination_score", float(out["hallucination"] == 1.0)))
-        words, ctx = content_words(r["answer"]), set(content_words(" ".join(r["contexts"])))
-        overlap.append(1 - sum(w in ctx for w in words) / max(1, len(words)))
+    scored, t0 = {}, time.perf_counter()
+    for name, rows in sets.items():
+        verdicts, x = zip(*(_features(scorer, r) for r in rows))
+        scored[name] = (np.array([r["hallucinated"] for r in rows], int), list(verdicts), np.array(x))
     seconds = time.perf_counter() - t0
-    print(f"{machine()}; FaithBench, {len(rows)} summaries, human rate {y.mean():.3f}\n")
-    print("| detector | flag rate | precision | recall | F1 | balanced accuracy | AUROC |")
-    print("|---|---|---|---|---|---|---|")
-    for name, f, p in [("always flag", np.ones(len(y), bool), np.ones(len(y))),
-                       ("word overlap (1 - share of answer words in the context)", np.array(overlap) > 0.2,
-                        np.array(overlap)),
-                       ("ragtune offline scorer", np.array(flags), np.array(probs))]:
-        s = scores(y, p, 0.5)
-        s2 = scores(y, np.asarray(f, float), 0.5)
-        f = np.asarray(f, bool)
-        balanced = (f[y == 1].mean() + (~f[y == 0]).mean()) / 2
-        print(f"| {name} | {np.mean(f):.3f} | {s2['precision']:.3f} | {s2['recall']:.3f} | {s2['f1']:.3f} | "
-              f"{balanced:.3f} | {s.get('auroc', float('nan')):.3f} |")
-    flags, probs = np.array(flags), np.array(probs)
-    print(f"\nrate: human {y.mean():.3f}, flagged {flags.mean():.3f}, mean hallucination_score {probs.mean():.3f}")
-    lengths = np.array([len(r["answer"].split()) for r in rows])
+    # the experimental learned detector: logistic regression on SummEdits' test rows, C chosen by cross-validation
+    # there (nothing is tuned on the sets it is scored on)
+    y_fit, _, x_fit = scored.pop("SummEdits test rows")
+    scaler = StandardScaler().fit(x_fit)
+    best_c = max((0.01, 0.1, 1.0), key=lambda c: _cv_auroc(x_fit, y_fit, c))
+    learned = LogisticRegression(C=best_c, max_iter=5000).fit(scaler.transform(x_fit), y_fit)
+    print(f"{machine()}; learned detector: C={best_c}, fitted on {len(y_fit)} SummEdits test rows\n")
+    print("| set | detector | flag rate | precision | recall | F1 | balanced accuracy | AUROC |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, (y, verdicts, x) in scored.items():
+        overlap = x[:, FEATURES.index("novel words")]
+        prob = np.array([v["score"] for v in verdicts])
+        fitted = learned.predict_proba(scaler.transform(x))[:, 1]
+        for detector, flags, p in [
+                ("always flag", np.ones(len(y), bool), np.ones(len(y))),
+                ("word overlap (1 - share of answer words in the context)", overlap > 0.2, overlap),
+                ("ragtune offline scorer (shipped)", np.array([v["hallucinated"] for v in verdicts]), prob),
+                ("learned over the scorer's features (not shipped)", fitted >= 0.5, fitted)]:
+            s = scores(y, np.asarray(flags, float), 0.5)
+            balanced = (flags[y == 1].mean() + (~flags[y == 0]).mean()) / 2
+            print(f"| {name} (n={len(y)}, human rate {y.mean():.3f}) | {detector} | {flags.mean():.3f} | "
+                  f"{s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {balanced:.3f} | "
+                  f"{roc_auc_score(y, p) if 0 < y.sum() < len(y) else float('nan'):.3f} |")
+    y, verdicts, _ = scored["FaithBench"]
+    flags, prob = np.array([v["hallucinated"] for v in verdicts]), np.array([v["score"] for v in verdicts])
+    print(f"\nFaithBench rate: human {y.mean():.3f}, flagged {flags.mean():.3f}, mean score {prob.mean():.3f}")
+    lengths = np.array([len(r["answer"].split()) for r in sets["FaithBench"]])
     cuts = np.quantile(lengths, [1 / 3, 2 / 3])
     for name, mask in [(f"answers up to {cuts[0]:.0f} words", lengths <= cuts[0]),
                        (f"{cuts[0]:.0f}-{cuts[1]:.0f} words", (lengths > cuts[0]) & (lengths <= cuts[1])),
                        (f"over {cuts[1]:.0f} words", lengths > cuts[1])]:
         print(f"  {name}: human {y[mask].mean():.3f}, flagged {flags[mask].mean():.3f} (n={mask.sum()})")
-    print(f"\n{len(rows) / seconds:.1f} answers/s (scoring only, models loaded, embeddings cached after a first run)")
+    n = sum(len(rows) for rows in sets.values())
+    print(f"\n{n / seconds:.1f} answers/s (offline scorer and features, models loaded)")
+
+
+def _cv_auroc(x: np.ndarray, y: np.ndarray, c: float) -> float:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+    return float(cross_val_score(model, x, y, cv=5, scoring="roc_auc").mean())
 
 
 def main() -> int:

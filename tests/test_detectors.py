@@ -234,3 +234,20 @@ def test_judge_with_a_local_nli_model_built_here(tmp_path, workspace):
     assert verdict["claims"][0]["score"] == pytest.approx(expected, abs=1e-4)
     assert verdict["claims"][0]["entailed"] == pytest.approx(1 - expected, abs=1e-4)
     assert verdict["hallucinated"] is (expected >= 0.5)
+
+    # the same model as the configuration's verifier: what ragtune eval, the service and ragtune judge all use
+    from ragtune.config import RagConfig
+    from ragtune.engine import Engine
+
+    config = RagConfig.model_validate({"evaluation": {"verifier": f"hf-nli:{folder}"}})
+    scorer = Engine(config, workspace).answer_scorer
+    assert scorer.judge("What is the stipend?", claim, [context])["claims"][0]["score"] == \
+        pytest.approx(expected, abs=1e-4)
+    assert Engine(RagConfig(), workspace).answer_scorer.verifier is None
+    out.unlink()
+    result = runner.invoke(app, ["judge", str(src), "--out", str(out), "--set", f"evaluation.verifier=hf-nli:{folder}",
+                                 "--home", str(workspace.home)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["claims"][0]["score"] == pytest.approx(expected, abs=1e-4)
+    with pytest.raises(ValueError, match="verifier 'nli:x': expected hf-nli"):
+        RagConfig.model_validate({"evaluation": {"verifier": "nli:x"}})

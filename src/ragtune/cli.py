@@ -480,7 +480,8 @@ def judge(
     out: Path = typer.Option(..., "--out", "-o", help="JSONL verdicts, same order: hallucinated, score, "
                              "faithfulness, claims"),
     verifier: Optional[str] = typer.Option(None, help="hf-nli:<folder>: a local Hugging Face NLI model decides "
-                                           "each claim [default: the embedding heuristic of ragtune eval]"),
+                                           "each claim [default: the config's evaluation.verifier, else the "
+                                           "embedding heuristic of ragtune eval]"),
     threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="hallucinated from this score on (0.5: any claim "
                                     "unsupported, as in ragtune eval)"),
     config: Optional[Path] = ConfigOpt,
@@ -489,12 +490,11 @@ def judge(
 ) -> None:
     """Check answers against their contexts with the offline scorer of `ragtune eval` (the config's embedder)."""
     from ragtune.detectors.batch import judge_file
-    from ragtune.detectors.nli import make_verifier
     from ragtune.engine import Engine
 
+    overrides = [*(overrides or []), *([f"evaluation.verifier={verifier}"] if verifier else [])]
     engine = Engine(load_config(config, overrides), _workspace(home, None))
-    summary = judge_file(answers, out, engine.embedder, progress=sys.stderr.isatty(),
-                         verifier=make_verifier(verifier), threshold=threshold)
+    summary = judge_file(answers, out, engine.answer_scorer, progress=sys.stderr.isatty(), threshold=threshold)
     console.print(f"{summary['hallucinated']} of {summary['rows']} answers hallucinated (mean score "
                   f"{summary['mean_score']:.3f}) -> {out}")
 

@@ -226,6 +226,9 @@ class EvaluationConfig(_Section):
     depth: int = Field(100, ge=1, le=10000, description="ranked results per query that the metrics see")
     span_k: tuple[int, ...] = Field((5, 10), description="chunk cut-offs for span-level scores")
     judge: JudgeConfig | None = Field(None, description="LLM judge of answers; null: offline answer scores only")
+    verifier: str | None = Field(None, description="hf-nli:<folder>: a local Hugging Face NLI or factual-consistency "
+                                 "model decides whether each claim is supported (offline answer scores, ragtune "
+                                 "judge, the service's review); null: the embedding heuristic")
 
     @model_validator(mode="after")
     def _check(self) -> EvaluationConfig:
@@ -235,6 +238,9 @@ class EvaluationConfig(_Section):
             check_metric(m)
         if any(k < 1 for k in self.span_k):
             raise ValueError("span_k values must be positive")
+        kind, _, folder = (self.verifier or "hf-nli:-").partition(":")
+        if kind != "hf-nli" or not folder:
+            raise ValueError(f"verifier {self.verifier!r}: expected hf-nli:<folder of a local Hugging Face NLI model>")
         return self
 
 

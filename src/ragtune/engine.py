@@ -26,6 +26,7 @@ from ragtune.data import Corpus
 from ragtune.detectors.injection import scan
 from ragtune.embedding import CachedEmbedder, make_embedder
 from ragtune.errors import DataError
+from ragtune.evaluation.answers import AnswerScorer
 from ragtune.evaluation.judge import Judge
 from ragtune.generation import answer, make_generator
 from ragtune.late import make_late_interaction
@@ -151,6 +152,13 @@ class Engine:
         """The configuration's answer generator (None when it has no ``generation`` section)."""
         gen = self.config.generation
         return None if gen is None else make_generator(gen, self.embedder, self.responses)
+
+    @cached_property
+    def answer_scorer(self) -> AnswerScorer:
+        """The offline answer scorer: the embedder's heuristic, or the configured NLI verifier."""
+        from ragtune.detectors.nli import make_verifier
+
+        return AnswerScorer(self.embedder, make_verifier(self.config.evaluation.verifier))
 
     @cached_property
     def judge(self):

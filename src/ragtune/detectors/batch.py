@@ -56,15 +56,13 @@ def guard_file(src: Path, out: Path, backend: str = "ngram", threshold: float | 
             "threshold": det.threshold}
 
 
-def judge_file(src: Path, out: Path, embedder, progress: bool = True, verifier=None,
-               threshold: float = 0.5) -> dict:
+def judge_file(src: Path, out: Path, scorer: AnswerScorer, progress: bool = True, threshold: float = 0.5) -> dict:
     """``{"question", "contexts": [..], "answer"}`` per line -> ``{"hallucinated", "score", "faithfulness",
-    "claims"}`` per line, in the same order (the offline scorer of ``ragtune eval``)."""
+    "claims"}`` per line, in the same order (``scorer``: the offline scorer of ``ragtune eval``)."""
     rows = read_rows(src, {"question": lambda v: isinstance(v, str),
                            "contexts": lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
                            "answer": lambda v: isinstance(v, str)},
                      {"question": "a string", "contexts": "a list of strings", "answer": "a string"})
-    scorer = AnswerScorer(embedder, verifier)
     verdicts = []
     with _progress(len(rows), "judge", progress) as bar:
         for r in rows:

@@ -81,6 +81,12 @@ HALLUCINATION_SOURCES = [
            "b64595319c5a0673c7af00a12c9340a79aeb3437c021b097745413da42d80a09",
            "CC-BY-NC-SA-4.0", "eval", "mixed", "summaries by ten LLMs of short documents, human-labelled for "
            "unsupported content; chosen where existing detectors disagree, so hard by construction"),
+    Source("summedits", "salesforce/factualNLG", "0da1dfa62c783218d26208c1796d3a2605bec745",
+           "data/summedits/summedits_{ectsum,news,podcast,qmsumm,sales_call,sales_email,samsum,scitldr}.json",
+           "e63070e6b9ae169dde29734d2dfefea08698ddba27cea4506ffb5fe27cb3eb35", "Apache-2.0 (repository)", "train",
+           "mixed", "SummEdits (Laban et al., EMNLP 2023): seed summaries and their small edits in eight domains, "
+           "human-labelled consistent or not; its 'test' rows fit the experimental learned detector of "
+           "benchmarks/detectors.py, its 'evaluation' rows are scored"),
 ]
 
 

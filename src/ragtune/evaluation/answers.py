@@ -142,6 +142,8 @@ class Support:
     facts_ok: bool  # its numbers and names all appear in the context or the question
     missing: tuple[str, ...] = ()
     entailed: float | None = None  # P(entailment) from an NLI verifier, when one is used
+    semantic: float = 1.0  # the weakest clause's cosine with the closest sentence of its best chunk
+    lexical: float = 1.0  # and the share of its content words found there
 
     @property
     def supported(self) -> bool:
@@ -186,25 +188,26 @@ class AnswerScorer:
         sentence_words = [set(content_words(s)) for s, _ in sentences]
         windows = [[sentence_words[k] | (sentence_words[k + 1] if k + 1 in rows else set()) for k in rows] or [set()]
                    for rows in rows_of]
-        best = [(1.0, None)] * len(claims)
+        best = [(1.0, None, 1.0, 1.0)] * len(claims)
         for p, (i, piece) in enumerate(pieces):
             piece_words = content_words(piece)
-            score, chunk = 0.0, None
+            score, chunk, parts = 0.0, None, (0.0, 0.0)
             for j, h in enumerate(hits):
                 semantic = float(cos[p, rows_of[j]].max()) if rows_of[j] else 0.0
                 lexical = max(sum(w in win for w in piece_words) / len(piece_words) for win in windows[j]) \
                     if piece_words else 1.0
                 if (semantic + lexical) / 2 > score:
-                    score, chunk = (semantic + lexical) / 2, h.chunk_id
+                    score, chunk, parts = (semantic + lexical) / 2, h.chunk_id, (semantic, lexical)
             if score < best[i][0]:
-                best[i] = (score, chunk)
+                best[i] = (score, chunk, *parts)
         entailed = [None] * len(claims)
         if self.verifier is not None:
             entailed = [float(e) for e in self.verifier.entailed([context] * len(claims), list(claims))]
         out = []
         for i, claim in enumerate(claims):
             missing = facts_missing(claim, context, question)
-            out.append(Support(claim, best[i][0], best[i][1], not missing, tuple(missing), entailed[i]))
+            score, chunk, semantic, lexical = best[i]
+            out.append(Support(claim, score, chunk, not missing, tuple(missing), entailed[i], semantic, lexical))
         return out
 
     def judge(self, question: str, answer: str, contexts: Sequence[str], threshold: float = 0.5) -> dict:

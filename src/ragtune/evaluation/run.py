@@ -18,7 +18,6 @@ from ragtune.embedding import EmbedStats
 from ragtune.engine import Engine
 from ragtune.errors import DataError
 from ragtune.evaluation import evaluate_run, span_qrels, span_scores, trec_run_lines
-from ragtune.evaluation.answers import AnswerScorer
 from ragtune.evaluation.slices import metadata_columns, slice_report
 from ragtune.generation import add_usage, cost_usd
 from ragtune.text import split_sentences
@@ -105,7 +104,7 @@ def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = 
     answering = engine.generator is not None
     flagged = {r["id"]: r["injection_reasons"] for r in store.flagged(table)} if answering and info.flagged else {}
     if answering:
-        scorer, judge = AnswerScorer(engine.embedder), engine.judge
+        scorer, judge = engine.answer_scorer, engine.judge
     doc_run, chunk_run, rows, answers, answer_rows = {}, {}, [], {}, {}
     queries = judged
     if progress:

@@ -40,8 +40,8 @@ def tokenize(tokenizer, items: list) -> list:
 @dataclass(frozen=True)
 class Tokens:
     """The token ids of several inputs, one after another in flat arrays: ``ids`` (int32), ``type_ids`` (segment
-    ids, int8: 1 for a pair's second text) and each input's ``lengths``. Padding a batch is then array operations, with no Python
-    loop over tokens; the arrays travel between processes at the cost of a copy."""
+    ids, int8: 1 for a pair's second text) and each input's ``lengths``. Padding a batch is then array operations,
+    with no Python loop over tokens; the arrays travel between processes at the cost of a copy."""
 
     ids: np.ndarray
     type_ids: np.ndarray

@@ -26,7 +26,6 @@ from ragtune.config import GenerationConfig, RagConfig, format_validation_error,
 from ragtune.detectors.injection import detector
 from ragtune.engine import Engine
 from ragtune.errors import ConfigError, DataError, RagtuneError
-from ragtune.evaluation.answers import AnswerScorer
 from ragtune.generation import add_usage, cost_usd, make_generator
 from ragtune.guard import InputError, RateLimiter, SharedRateLimiter, scan_output, validate_question
 from ragtune.production.publish import POINTER, open_published, published
@@ -160,7 +159,7 @@ class QueryService:
         # concurrent requests share one encoder call for their query vectors
         embed_query = MicroBatcher(lambda texts: list(engine.embedder.embed_queries(texts, cached=False)))
         flagged = {r["id"]: r["injection_reasons"] for r in store.flagged(table)}
-        return Serving(record, engine, engine.retriever(table), generator, gen_config, AnswerScorer(engine.embedder),
+        return Serving(record, engine, engine.retriever(table), generator, gen_config, engine.answer_scorer,
                        embed_query, flagged)
 
     def warm(self) -> None:
