@@ -76,6 +76,15 @@ def injection(data: Path) -> None:
         rows = [(t, y) for t, y in deepset if language(t) == lang]
         if rows:
             sets[f"validation: deepset-train, {lang}"] = rows
+    from ragtune.detectors.sources import INJECTION_SOURCES
+
+    translated = {s.name: s for s in INJECTION_SOURCES}["cyberseceval-multilingual"]
+    by_language: dict[str, list] = {}
+    for r in json.loads(translated.file(data).read_text()):
+        lang = r["speaking_language"] if r["speaking_language"] in ("German", "French", "Spanish") else "13 others"
+        by_language.setdefault(lang, []).append((r["user_input"], 1))
+    for lang in ("German", "French", "Spanish", "13 others"):
+        sets[f"cyberseceval-multilingual, {lang}"] = by_language[lang]
     own = [json.loads(line) for line in (REPO / "tests/data/injection_set.jsonl").read_text().splitlines()]
     sets["own hand-made set (regression)"] = [(r["text"], int(r["injection"])) for r in own]
 

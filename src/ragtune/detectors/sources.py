@@ -74,6 +74,16 @@ INJECTION_SOURCES = [
            "339 benign prompts built around trigger words (over-defense benchmark)"),
     Source("wildguard-benign", "leolee99/InjecGuard", "588f555cbc2d592b3fbc9b6f462d844b8bcddb4d",
            "datasets/wildguard.json", "d884fc834a5a8081a423c49effb7aeb7977e991c1e3e7fb58e0285630d550bad", "MIT", "eval", "benign", "971 benign prompts from WildGuard"),
+    Source("cyberseceval", "meta-llama/PurpleLlama", "4be64c3a24442b51c76175e6ec67722cc3f5fe38",
+           "CybersecurityBenchmarks/datasets/prompt_injection/prompt_injection.json",
+           "069e4d5d36f6d19f972a3bbc65df840cc729354f89358a9031aeb44d95b18a9a", "MIT (CybersecurityBenchmarks/LICENSE)",
+           "eval", "injection", "CyberSecEval's prompt-injection tests (Meta): the user inputs, direct and indirect, "
+           "in English"),
+    Source("cyberseceval-multilingual", "meta-llama/PurpleLlama", "4be64c3a24442b51c76175e6ec67722cc3f5fe38",
+           "CybersecurityBenchmarks/datasets/prompt_injection/prompt_injection_multilingual_machine_translated.json",
+           "f018adfc7b1f766f98ce4dd4c8e34e97a8a88f402a2b63576652027e02c2a15f", "MIT (CybersecurityBenchmarks/LICENSE)",
+           "eval", "injection", "the same tests machine-translated into 16 languages (German 39, French 50, Spanish "
+           "51, ...): the only public non-English attacks found for French and Spanish"),
 ]
 
 HALLUCINATION_SOURCES = [

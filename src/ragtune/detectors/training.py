@@ -61,6 +61,8 @@ def _rows(src: Source, root: Path) -> list[tuple[str, int]]:
         return [(json.loads(line)["attack"], 1) for line in path.read_text().splitlines() if line.strip()]
     if src.name.startswith("bipia"):
         return [(t, 1) for texts in json.loads(path.read_text()).values() for t in texts]
+    if src.name.startswith("cyberseceval"):
+        return [(r["user_input"], 1) for r in json.loads(path.read_text())]
     if src.name in ("notinject", "wildguard-benign"):
         return [(r["prompt"], 0) for f in src.files(root) for r in json.loads(f.read_text())]
     raise RagtuneError(f"no reader for source {src.name}")
