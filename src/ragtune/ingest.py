@@ -45,16 +45,16 @@ class Freshness:
                 "seconds": round(self.seconds, 3)}
 
 
-def doc_hash(text: str) -> str:
-    return text_digest(text).hex()[:16]
-
-
 def _state(table) -> dict[str, tuple[str, str]]:
-    """doc id -> (content hash, ingested at) of what the table holds."""
+    """doc id -> (content hash, ingested at) of what the table holds: one entry per document, grouped in Arrow (a
+    table of a million chunks is not turned into a million Python rows)."""
     if table is None:
         return {}
-    data = store.read_columns(table, ["doc_id", "doc_hash", "ingested_at"])
-    return {r["doc_id"]: (r["doc_hash"], r["ingested_at"]) for r in data}
+    columns = ["doc_id", "doc_hash", "ingested_at"]
+    data = table.search().select(columns).limit(max(1, table.count_rows())).to_arrow()
+    docs = data.group_by("doc_id").aggregate([("doc_hash", "min"), ("ingested_at", "min")])
+    return dict(zip(docs["doc_id"].to_pylist(), zip(docs["doc_hash_min"].to_pylist(),
+                                                     docs["ingested_at_min"].to_pylist())))
 
 
 def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) -> tuple[object, Freshness]:
@@ -66,26 +66,30 @@ def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) ->
     if table is not None and not store.has_scan(table):  # written before chunks were scanned: scan them all now
         table.add_columns({"injection_score": "CAST(NULL AS FLOAT)", "injection_reasons": "CAST(NULL AS STRING)"})
         held = {doc_id: ("rescan", stamp) for doc_id, (_, stamp) in held.items()}
-    # each document's id and hash (a streamed corpus holds them already: no pass over its file); the documents to
-    # chunk are read again as they are written (a streamed corpus holds no texts in memory)
+    # each document's id and text digest (a streamed corpus holds them already: no pass over its file, and no second
+    # map of them here); the documents to chunk are read again as they are written (a stream holds no texts)
     if isinstance(corpus.documents, DocumentStream):
-        hashes = {doc_id: digest.hex()[:16] for doc_id, digest in corpus.documents.hashes.items()}
+        digests = corpus.documents.hashes
     else:
-        hashes = {d.id: doc_hash(d.text) for d in corpus.documents}
-    fresh = Freshness(documents=len(hashes))
-    for doc_id, digest in hashes.items():
+        digests = {d.id: text_digest(d.text) for d in corpus.documents}
+
+    def hash_of(doc_id: str) -> str:
+        return digests[doc_id].hex()[:16]
+
+    fresh = Freshness(documents=len(digests))
+    for doc_id in digests:
         if doc_id not in held:
             fresh.added.append(doc_id)
-        elif held[doc_id][0] != digest:
+        elif held[doc_id][0] != hash_of(doc_id):
             fresh.changed.append(doc_id)
         else:
             fresh.unchanged += 1
-    fresh.removed = sorted(set(held) - set(hashes))
+    fresh.removed = sorted(set(held).difference(digests))
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    wanted = {*fresh.added, *fresh.changed}
+    wanted = None if len(fresh.added) == len(digests) else {*fresh.added, *fresh.changed}  # None: every document
 
     def todo():
-        return (d for d in corpus.documents if d.id in wanted)
+        return iter(corpus.documents) if wanted is None else (d for d in corpus.documents if d.id in wanted)
 
     # every chunk is embedded into the cache before the table is touched (a failing model changes nothing); the
     # write then reads the vectors back, step by step, in one commit
@@ -101,13 +105,13 @@ def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) ->
         faults.checkpoint("ingest.deleted")
     if seen.chunks:
         table = store.write_chunks(db, name, encode_chunks(todo(), config, embedder), table,
-                                   extra=lambda c: {"doc_hash": hashes[c.doc_id], "ingested_at": now})
+                                   extra=lambda c: {"doc_hash": hash_of(c.doc_id), "ingested_at": now})
     if index and table is not None and store.needs_index(table):
         store.reindex(table, config.retrieval)
     if table is not None:
         fresh.version = table.version
         changed = set(fresh.changed)
-        kept = [held[i][1] for i in hashes if i in held and i not in changed]
+        kept = [held[i][1] for i in digests if i in held and i not in changed]
         stamps = kept + ([now] if seen.chunks else [])
         fresh.oldest = min(stamps) if stamps else None
     fresh.seconds = time.perf_counter() - start
