@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ragtune.detectors.nli import verifier_folder
 from ragtune.errors import ConfigError
 from ragtune.evaluation.metrics import ANSWER_METRICS, check_metric
 from ragtune.registry import EMBEDDERS, GENERATORS, LATE_INTERACTION, RERANKERS
@@ -238,9 +239,8 @@ class EvaluationConfig(_Section):
             check_metric(m)
         if any(k < 1 for k in self.span_k):
             raise ValueError("span_k values must be positive")
-        kind, _, folder = (self.verifier or "hf-nli:-").partition(":")
-        if kind != "hf-nli" or not folder:
-            raise ValueError(f"verifier {self.verifier!r}: expected hf-nli:<folder of a local Hugging Face NLI model>")
+        if self.verifier:
+            verifier_folder(self.verifier)
         return self
 
 

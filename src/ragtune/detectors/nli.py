@@ -32,11 +32,14 @@ class NLIVerifier:
         return self.model.probabilities(self.entailment, premises, hypotheses)
 
 
+def verifier_folder(spec: str) -> str:
+    """The folder an ``hf-nli:<folder>`` spec names; a ConfigError for anything else."""
+    kind, _, folder = spec.partition(":")
+    if kind != "hf-nli" or not folder:
+        raise ConfigError(f"verifier {spec!r}: expected hf-nli:<folder of a local Hugging Face NLI model>")
+    return folder
+
+
 def make_verifier(spec: str | None):
     """None, or the verifier a spec names (``hf-nli:<folder>``)."""
-    if not spec:
-        return None
-    kind, _, arg = spec.partition(":")
-    if kind != "hf-nli" or not arg:
-        raise ConfigError(f"verifier {spec!r}: expected hf-nli:<folder of a local Hugging Face NLI model>")
-    return NLIVerifier(arg)
+    return NLIVerifier(verifier_folder(spec)) if spec else None
