@@ -61,6 +61,16 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def phase_peak_mb() -> float:
+    """The process's peak RSS since the last call (Linux: VmHWM, reset through clear_refs); 0 elsewhere."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return 0.0
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
 def size_mb(path: Path) -> float:
     if path.is_file():
         return path.stat().st_size / 2**20
@@ -142,40 +152,47 @@ def one(n: int) -> dict:
         corpus = Path(home) / "corpus.jsonl"
         write_corpus(corpus, n, pool)
         base_mb = peak_mb()
+        phase_peak_mb()
+        phases = {}
         ws = Workspace(Path(home))
         engine = Engine(config, ws)
         t0 = time.perf_counter()  # the production ingest: the file streamed, every chunk cached, then written
         table, _ = sync(config, load_corpus(corpus, stream=True), ws.db, "million", engine.embedder, index=False)
         write_s = time.perf_counter() - t0
         write_mb = peak_mb()
+        phases["ingest"] = phase_peak_mb()
         t0 = time.perf_counter()
         store.index_table(table, config.retrieval.model_copy(update={"vector_index": "flat"}))
         fts_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         store.build_ann(table, config.retrieval.vector_index, table.count_rows())
         ann_s = time.perf_counter() - t0
+        phases["indexes"] = phase_peak_mb()
         vectors = engine.embedder.embed_queries(queries)
         first = latencies(table, engine, config, queries, vectors)
         stats = table.index_stats(next(i.name for i in table.list_indices() if i.index_type != "FTS")) \
             if ann_s > 0.5 else None
         exact_ids = first.pop("exact_ids")
         trials = ann_trials(table, vectors, exact_ids) if stats is not None else []
+        phases["searches"] = phase_peak_mb()
         table_mb = size_mb(Path(home) / "lancedb")
         # a 1% incremental sync: every 100th document edited, then the indexes brought up to date
         changed = write_corpus(corpus, n, pool, revised_every=100)
         t0 = time.perf_counter()
         table, fresh = sync(config, load_corpus(corpus, stream=True), ws.db, "million", engine.embedder, index=False)
         sync_s = time.perf_counter() - t0
+        phases["sync"] = phase_peak_mb()
         t0 = time.perf_counter()
         store.reindex(table, config.retrieval)
         reindex_s = time.perf_counter() - t0
+        phases["index update"] = phase_peak_mb()
         assert fresh.changed and len(fresh.changed) == changed and not fresh.added and not fresh.removed
         after = latencies(table, engine, config, queries, vectors)
         after.pop("exact_ids")
         return {
             "chunks": table.count_rows(), "write_s": write_s, "fts_s": fts_s, "ann_s": ann_s,
             "ann": [i.index_type for i in table.list_indices() if i.index_type != "FTS"],
-            "peak_mb_start": base_mb, "peak_mb_write": write_mb, "peak_mb": peak_mb(),
+            "peak_mb_start": base_mb, "peak_mb_write": write_mb, "peak_mb": peak_mb(), "phase_peaks_mb": phases,
             "table_mb": table_mb, "cache_mb": size_mb(Path(home) / "embeddings.sqlite"),
             "first": first, "partitions": getattr(stats, "num_indices", None) and str(stats), "trials": trials,
             "sync": {"changed": len(fresh.changed), "chunks": fresh.chunks_embedded, "sync_s": sync_s,
@@ -202,6 +219,8 @@ def main() -> None:
               f"full-text index {r['fts_s']:.0f} s, ANN {r['ann'] or 'none'} {r['ann_s']:.0f} s; peak RSS "
               f"{r['peak_mb']:.0f} MB (after imports and the sentence pool {r['peak_mb_start']:.0f}, after the ingest "
               f"{r['peak_mb_write']:.0f}); table {r['table_mb']:.0f} MB, cache {r['cache_mb']:.0f} MB", flush=True)
+        print("    peak RSS by phase: " + ", ".join(f"{k} {v:.0f} MB" for k, v in r["phase_peaks_mb"].items()),
+              flush=True)
         for name, d in (("built", f), ("after the 1% sync", y)):
             print(f"    {name}: " + ", ".join(f"{k} p50 {v['p50']:.1f} / p95 {v['p95']:.1f} ms" for k, v in
                                              d["ms"].items()) + f"; ANN recall@10 {d['recall@10']:.3f}", flush=True)
