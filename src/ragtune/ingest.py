@@ -45,16 +45,35 @@ class Freshness:
                 "seconds": round(self.seconds, 3)}
 
 
-def _state(table) -> dict[str, tuple[str, str]]:
-    """doc id -> (content hash, ingested at) of what the table holds: one entry per document, grouped in Arrow (a
-    table of a million chunks is not turned into a million Python rows)."""
-    if table is None:
-        return {}
-    columns = ["doc_id", "doc_hash", "ingested_at"]
-    data = table.search().select(columns).limit(max(1, table.count_rows())).to_arrow()
-    docs = data.group_by("doc_id").aggregate([("doc_hash", "min"), ("ingested_at", "min")])
-    return dict(zip(docs["doc_id"].to_pylist(), zip(docs["doc_hash_min"].to_pylist(),
-                                                     docs["ingested_at_min"].to_pylist())))
+def _held(table):
+    """doc_id, doc_hash, ingested_at of every chunk the table holds, as Arrow columns (a table of a million chunks never
+    becomes Python rows)."""
+    return table.search().select(["doc_id", "doc_hash", "ingested_at"]).limit(max(1, table.count_rows())).to_arrow()
+
+
+def _compare(fresh: Freshness, digests: dict[str, bytes], held, rescan: bool = False) -> str | None:
+    """Fill ``fresh``'s added, changed (corpus order), removed (sorted) and unchanged from the corpus's digests and
+    the table's chunks (``held``; None: no table), in Arrow; ``rescan``: every held document counts as changed.
+    Returns when the least recently ingested unchanged document came in."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if held is None:
+        fresh.added = list(digests)
+        return None
+    ids = pa.array(list(digests), pa.string())
+    hashes = pa.array([d.hex()[:16] for d in digests.values()], pa.string())
+    where = pc.index_in(held["doc_id"], value_set=ids)  # each chunk's document in the corpus; null: removed
+    same = pc.fill_null(pc.equal(held["doc_hash"], hashes.take(where)), False)
+    if rescan:
+        same = pc.and_(same, False)
+    differs = pc.unique(held["doc_id"].filter(pc.and_not(pc.is_valid(where), same)))
+    gone = pc.unique(held["doc_id"].filter(pc.is_null(where)))
+    fresh.added = ids.filter(pc.invert(pc.is_in(ids, value_set=held["doc_id"]))).to_pylist()
+    fresh.changed = ids.filter(pc.is_in(ids, value_set=differs)).to_pylist()
+    fresh.removed = sorted(gone.to_pylist())
+    fresh.unchanged = len(ids) - len(fresh.added) - len(fresh.changed)
+    return pc.min(held["ingested_at"].filter(same)).as_py()
 
 
 def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) -> tuple[object, Freshness]:
@@ -62,10 +81,9 @@ def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) ->
     ``index=False`` the search indexes are left to a later ``store.reindex`` (the pipeline's separate index step)."""
     start = time.perf_counter()
     table = db.open_table(name) if name in store.table_names(db) else None
-    held = _state(table)
-    if table is not None and not store.has_scan(table):  # written before chunks were scanned: scan them all now
+    rescan = table is not None and not store.has_scan(table)
+    if rescan:  # written before chunks were scanned: every document is chunked, scanned and written again
         table.add_columns({"injection_score": "CAST(NULL AS FLOAT)", "injection_reasons": "CAST(NULL AS STRING)"})
-        held = {doc_id: ("rescan", stamp) for doc_id, (_, stamp) in held.items()}
     # each document's id and text digest (a streamed corpus holds them already: no pass over its file, and no second
     # map of them here); the documents to chunk are read again as they are written (a stream holds no texts)
     if isinstance(corpus.documents, DocumentStream):
@@ -77,14 +95,7 @@ def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) ->
         return digests[doc_id].hex()[:16]
 
     fresh = Freshness(documents=len(digests))
-    for doc_id in digests:
-        if doc_id not in held:
-            fresh.added.append(doc_id)
-        elif held[doc_id][0] != hash_of(doc_id):
-            fresh.changed.append(doc_id)
-        else:
-            fresh.unchanged += 1
-    fresh.removed = sorted(set(held).difference(digests))
+    oldest_kept = _compare(fresh, digests, None if table is None else _held(table), rescan)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     wanted = None if len(fresh.added) == len(digests) else {*fresh.added, *fresh.changed}  # None: every document
 
@@ -110,9 +121,7 @@ def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) ->
         store.reindex(table, config.retrieval)
     if table is not None:
         fresh.version = table.version
-        changed = set(fresh.changed)
-        kept = [held[i][1] for i in digests if i in held and i not in changed]
-        stamps = kept + ([now] if seen.chunks else [])
+        stamps = [t for t in (oldest_kept, now if seen.chunks else None) if t is not None]
         fresh.oldest = min(stamps) if stamps else None
     fresh.seconds = time.perf_counter() - start
     return table, fresh
