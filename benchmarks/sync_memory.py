@@ -45,8 +45,9 @@ def main(n: int) -> None:
     _compare(fresh, digests, held)
     seconds = time.perf_counter() - t0
     assert len(fresh.changed) == (n + 99) // 100 and not fresh.added and not fresh.removed
-    print(f"{machine()}; {n:,} documents, {len(fresh.changed):,} edited: peak {memory_mb('VmHWM') - start:.0f} MB above the "
-          f"start, {seconds:.1f} s")
+    peak = memory_mb("VmHWM") - start
+    print(f"{machine()}; {n:,} documents, {len(fresh.changed):,} edited: peak {peak:.0f} MB above the start, "
+          f"{seconds:.1f} s")
 
 
 if __name__ == "__main__":
