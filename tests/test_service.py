@@ -59,7 +59,9 @@ class Running:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning"))
+        # keep-alive longer than any test: with uvicorn's 5 s, a connection the client reuses after a slow test can be
+        # closed by the server just as the next request goes out ("Server disconnected without sending a response")
+        self.server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", timeout_keep_alive=600))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self):
