@@ -48,7 +48,7 @@ class Freshness:
 def _held(table):
     """doc_id, doc_hash, ingested_at of every chunk the table holds, as Arrow columns (a table of a million chunks never
     becomes Python rows)."""
-    return table.search().select(["doc_id", "doc_hash", "ingested_at"]).limit(max(1, table.count_rows())).to_arrow()
+    return store.read_arrow(table, ["doc_id", "doc_hash", "ingested_at"])
 
 
 def _compare(fresh: Freshness, digests: dict[str, bytes], held, rescan: bool = False) -> str | None:

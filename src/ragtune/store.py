@@ -82,10 +82,15 @@ def table_names(db) -> list[str]:
             return names
 
 
+def read_arrow(table, columns: list[str]):
+    """All rows of ``table`` (at its checked-out version), only ``columns``, as an Arrow table: a scan that leaves the
+    vectors on disk, where ``table.to_arrow()`` would load them all."""
+    return table.search().select(columns).limit(max(1, table.count_rows())).to_arrow()
+
+
 def read_columns(table, columns: list[str]) -> list[dict]:
-    """All rows of ``table`` (at its checked-out version), only ``columns``: a scan that leaves the vectors on disk,
-    where ``table.to_arrow()`` would load them all."""
-    return table.search().select(columns).limit(max(1, table.count_rows())).to_arrow().to_pylist()
+    """``read_arrow`` as Python rows."""
+    return read_arrow(table, columns).to_pylist()
 
 
 def distinct(table, column: str) -> set:
