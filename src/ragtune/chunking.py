@@ -2,7 +2,9 @@
 
 Registry names: ``sentence`` and ``token`` (fixed token budgets, sentence- or token-aligned), ``markdown`` (one chunk
 per section, long sections split by sentences) and ``semantic`` (split where neighbouring sentences drift apart in
-embedding space, long pieces split by sentences). ``size`` and ``overlap`` are in tokens.
+embedding space, long pieces split by sentences). ``size`` and ``overlap`` are in tokens: llama-index's default
+(tiktoken cl100k_base), or the embedder's own with ``tokenizer: embedder`` (``counting_window``), so that no chunk is
+longer than the model reads.
 """
 
 from __future__ import annotations
@@ -11,12 +13,16 @@ import contextlib
 import io
 from collections.abc import Callable, Sequence
 
+from ragtune.errors import ConfigError
 from ragtune.llama_offline import offline_llama_index
 from ragtune.registry import CHUNKERS
 from ragtune.types import Chunk, Document
 
 Span = tuple[int, int, dict]  # start, end, metadata
 Splitter = Callable[[Sequence[Document]], dict[str, list[Span]]]
+Tokenizer = Callable[[str], list] | None  # what a llama-index splitter counts tokens with (None: its default)
+
+
 def _nodes_to_spans(documents: Sequence[Document], nodes, offsets: dict[str, tuple] | None = None) -> dict[str, list[Span]]:
     """Group parsed nodes by document and turn them into verified character spans of the document text."""
     by_id = {d.id: d for d in documents}
@@ -53,12 +59,13 @@ def _parse(parser, documents: Sequence[Document]) -> dict[str, list[Span]]:
     return _nodes_to_spans(documents, nodes)
 
 
-def _refine(spans: dict[str, list[Span]], documents: Sequence[Document], size: int, overlap: int) -> dict[str, list[Span]]:
-    """Split pieces longer than ``size`` tokens with the sentence splitter, keeping document offsets."""
+def _refine(spans: dict[str, list[Span]], documents: Sequence[Document], config, tokenizer: Tokenizer
+            ) -> dict[str, list[Span]]:
+    """Split pieces longer than ``config.size`` tokens with the sentence splitter, keeping document offsets."""
     from llama_index.core import Document as LlamaDocument
     from llama_index.core.node_parser import SentenceSplitter
 
-    splitter = SentenceSplitter(chunk_size=size, chunk_overlap=overlap)
+    splitter = SentenceSplitter(chunk_size=config.size, chunk_overlap=config.overlap, tokenizer=tokenizer)
     by_id = {d.id: d for d in documents}
     pieces, offsets = [], {}
     for doc_id, doc_spans in spans.items():
@@ -70,31 +77,31 @@ def _refine(spans: dict[str, list[Span]], documents: Sequence[Document], size: i
 
 
 @CHUNKERS.register("sentence")
-def _sentence(config, embedder=None) -> Splitter:
+def _sentence(config, embedder=None, tokenizer: Tokenizer = None) -> Splitter:
     from llama_index.core.node_parser import SentenceSplitter
 
-    parser = SentenceSplitter(chunk_size=config.size, chunk_overlap=config.overlap)
+    parser = SentenceSplitter(chunk_size=config.size, chunk_overlap=config.overlap, tokenizer=tokenizer)
     return lambda docs: _parse(parser, docs)
 
 
 @CHUNKERS.register("token")
-def _token(config, embedder=None) -> Splitter:
+def _token(config, embedder=None, tokenizer: Tokenizer = None) -> Splitter:
     from llama_index.core.node_parser import TokenTextSplitter
 
-    parser = TokenTextSplitter(chunk_size=config.size, chunk_overlap=config.overlap)
+    parser = TokenTextSplitter(chunk_size=config.size, chunk_overlap=config.overlap, tokenizer=tokenizer)
     return lambda docs: _parse(parser, docs)
 
 
 @CHUNKERS.register("markdown")
-def _markdown(config, embedder=None) -> Splitter:
+def _markdown(config, embedder=None, tokenizer: Tokenizer = None) -> Splitter:
     from llama_index.core.node_parser import MarkdownNodeParser
 
     parser = MarkdownNodeParser(include_metadata=True, include_prev_next_rel=False)
-    return lambda docs: _refine(_parse(parser, docs), docs, config.size, config.overlap)
+    return lambda docs: _refine(_parse(parser, docs), docs, config, tokenizer)
 
 
 @CHUNKERS.register("semantic")
-def _semantic(config, embedder=None) -> Splitter:
+def _semantic(config, embedder=None, tokenizer: Tokenizer = None) -> Splitter:
     from llama_index.core.node_parser import SemanticSplitterNodeParser
 
     if embedder is None:
@@ -106,7 +113,7 @@ def _semantic(config, embedder=None) -> Splitter:
         include_metadata=False,
         include_prev_next_rel=False,
     )
-    return lambda docs: _refine(_parse(parser, docs), docs, config.size, config.overlap)
+    return lambda docs: _refine(_parse(parser, docs), docs, config, tokenizer)
 
 
 def llama_embedding(embedder):
@@ -139,10 +146,27 @@ def llama_embedding(embedder):
     return _Adapter(embedder)
 
 
-def chunk_documents(documents: Sequence[Document], config, embedder=None) -> list[Chunk]:
-    """Split documents into chunks; ids are ``<doc id>#<n>`` in document order."""
+def counting_window(config, embedder):
+    """The embedder's input window (``ragtune.models.tokens.InputWindow``) when chunk sizes count its tokens
+    (``tokenizer: embedder``), else None. A ``ConfigError`` when the embedder has no tokenizer ragtune can read, or
+    ``size`` is more than the model reads (the rest of every full chunk would never be embedded)."""
+    if config.tokenizer != "embedder":
+        return None
+    window = embedder.window
+    if window is None:
+        raise ConfigError(f"chunking.tokenizer: embedder, but the embedder {embedder.model_id} has no tokenizer "
+                          "ragtune can count with; leave chunking.tokenizer unset")
+    if config.size > window.max_tokens:
+        raise ConfigError(f"chunking.size: {config.size} tokens is more than the embedder {embedder.model_id} reads "
+                          f"({window.max_tokens} tokens besides its special ones); use at most {window.max_tokens}")
+    return window
+
+
+def chunk_documents(documents: Sequence[Document], config, embedder=None, window=None) -> list[Chunk]:
+    """Split documents into chunks; ids are ``<doc id>#<n>`` in document order. ``window``: the ``counting_window``
+    that sizes count (None: llama-index's default tokens)."""
     offline_llama_index()
-    split = CHUNKERS.lookup(config.strategy)[0](config, embedder)
+    split = CHUNKERS.lookup(config.strategy)[0](config, embedder, None if window is None else window.ids)
     spans = split(list(documents)) if documents else {}
     chunks = []
     for doc in documents:

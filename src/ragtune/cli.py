@@ -131,6 +131,7 @@ def eval_cmd(
         f"({'built' if idx.built else 'reused'}); texts embedded by the model: {emb.computed}, "
         f"found in the cache: {emb.requested - emb.computed}", highlight=False
     )
+    _warn_truncated(idx)
     pairs = result.extra.get("rerank")
     if pairs:
         console.print(f"re-ranked pairs scored by the model: {pairs['scored_by_model']}, found in the cache: "
@@ -176,6 +177,14 @@ def index(
     console.print(f"{info.table}: {info.chunks} chunks from {info.documents} documents, {state} ({info.seconds:.1f} s)"
                   + (f"; {info.flagged} flagged as possible prompt injection (`ragtune flagged`)" if info.flagged
                      else ""))
+    _warn_truncated(info)
+
+
+def _warn_truncated(info) -> None:
+    if info.truncated:
+        console.print(f"{info.truncated} of {info.chunks} chunks are longer than the embedder reads: the rest of each "
+                      "is not in its vector (chunking.tokenizer: embedder sizes chunks in the model's tokens)",
+                      style="yellow")
 
 
 def _table_for(engine, corpus: Optional[str]):

@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from ragtune import store
 from ragtune.config import RagConfig
+from ragtune.chunking import counting_window
 from ragtune.engine import DOCUMENTS_PER_STEP, Engine, chunk_and_scan
 from ragtune.errors import ConfigError
 from ragtune.types import Chunk, Document
@@ -69,8 +70,10 @@ class ChunkStage(_Stage):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         docs = [Document(i, t) for i, t in zip(batch["id"].to_pylist(), batch["text"].to_pylist())]
-        semantic = self.engine.config.chunking.strategy == "semantic"  # the only chunker that embeds
-        chunks, verdicts = chunk_and_scan(docs, self.engine.config.chunking, self.engine.embedder if semantic else None)
+        chunking, embedder = self.engine.config.chunking, self.engine.embedder
+        semantic = chunking.strategy == "semantic"  # the only chunker that embeds
+        chunks, verdicts = chunk_and_scan(docs, chunking, embedder if semantic else None,
+                                          counting_window(chunking, embedder))
         return pa.Table.from_batches([store.step_batch((chunks, verdicts, None), store.chunk_schema(None))])
 
 

@@ -34,6 +34,9 @@ class ChunkingConfig(_Section):
     strategy: Literal["sentence", "token", "markdown", "semantic"] = "sentence"
     size: int = Field(256, ge=16, le=8192, description="maximum chunk length in tokens")
     overlap: int = Field(32, ge=0, description="tokens shared by neighbouring chunks")
+    tokenizer: Literal["embedder"] | None = Field(
+        None, description="what size and overlap count: unset, llama-index's default tokens (tiktoken cl100k_base); "
+        "'embedder', the embedder's own tokens, so that no chunk is longer than the model reads")
     breakpoint_percentile: int | None = Field(
         None, ge=50, le=100, description="semantic only: split where sentence distance exceeds this percentile"
     )
@@ -310,10 +313,11 @@ class RagConfig(_Section):
     @property
     def text_settings(self) -> dict[str, Any]:
         """What full-text search over an index depends on: the chunks (their chunking, and the embedder when semantic
-        chunking uses it to find breakpoints) and the full-text settings. Any table built with these serves it."""
+        chunking uses it to find breakpoints or sizes count its tokens) and the full-text settings. Any table built
+        with these serves it."""
         settings = {"chunking": self.chunking.model_dump(mode="json"),
                     "fts": self.retrieval.fts.model_dump(mode="json"), "injection_scan": 1}
-        if self.chunking.strategy == "semantic":
+        if self.chunking.strategy == "semantic" or self.chunking.tokenizer == "embedder":
             settings["embedding"] = self.embedding.model_dump(mode="json")
         return settings
 

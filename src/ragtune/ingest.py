@@ -27,6 +27,7 @@ class Freshness:
     unchanged: int = 0
     chunks_embedded: int = 0
     flagged: list[str] = field(default_factory=list)  # new chunks the injection scan flagged
+    truncated: int | None = None  # new chunks longer than the vector model reads (None: not counted)
     documents: int = 0
     oldest: str | None = None
     version: int = 0
@@ -40,7 +41,7 @@ class Freshness:
     def summary(self) -> dict:
         return {"added": len(self.added), "changed": len(self.changed), "removed": len(self.removed),
                 "unchanged": self.unchanged, "chunks_embedded": self.chunks_embedded, "documents": self.documents,
-                "flagged_chunks": self.flagged,
+                "flagged_chunks": self.flagged, "truncated_chunks": self.truncated,
                 "oldest_document_ingested_at": self.oldest, "table_version": self.version,
                 "seconds": round(self.seconds, 3)}
 
@@ -108,7 +109,7 @@ def sync(config, corpus: Corpus, db, name: str, embedder, index: bool = True) ->
     for _ in encode_chunks(todo(), config, embedder, seen=seen):
         pass
     fresh.chunks_embedded = seen.chunks
-    fresh.flagged = seen.flagged
+    fresh.flagged, fresh.truncated = seen.flagged, seen.truncated
     gone = fresh.changed + fresh.removed
     if table is not None and gone:
         for i in range(0, len(gone), 500):

@@ -5,6 +5,7 @@ vocabulary."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -29,6 +30,41 @@ def load_tokenizer(model_dir: Path, max_length: int = 512):
     tok.enable_truncation(max_length=max_length)
     tok.no_padding()
     return tok
+
+
+@functools.lru_cache(maxsize=8)
+def _plain_tokenizer(path: str):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(path)
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+@dataclass(frozen=True)
+class InputWindow:
+    """How much of a text an encoder reads: ``max_tokens`` of its own tokens (its special tokens not counted), as
+    the ``tokenizer.json`` at ``tokenizer`` counts them. Small and picklable: chunking processes count with it."""
+
+    tokenizer: str
+    max_tokens: int
+
+    @classmethod
+    def of(cls, tokenizer: Path, max_length: int) -> InputWindow | None:
+        """The window of a model reading ``max_length`` tokens, special ones included; None without a tokenizer."""
+        if not tokenizer.is_file():
+            return None
+        specials = len(_plain_tokenizer(str(tokenizer)).encode("", add_special_tokens=True).ids)
+        return cls(str(tokenizer), max_length - specials)
+
+    def ids(self, text: str) -> list[int]:
+        """``text``'s token ids, no special tokens and no truncation (what a splitter counts)."""
+        return _plain_tokenizer(self.tokenizer).encode(text, add_special_tokens=False).ids
+
+    def lengths(self, texts: list[str]) -> list[int]:
+        """Each text's length in tokens (batched, in Rust)."""
+        return [len(e.ids) for e in _plain_tokenizer(self.tokenizer).encode_batch(texts, add_special_tokens=False)]
 
 
 def tokenize(tokenizer, items: list) -> list:
