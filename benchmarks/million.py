@@ -11,6 +11,7 @@ unigrams hashed into 384 dimensions: no model, so that the table path is measure
 sparser than a neural model's, which flatters neither ANN index).
 
     python benchmarks/million.py 100000 300000 1000000    # results in BENCHMARKS.md, "A million chunks"
+    python benchmarks/million.py 1000000 --vector-dtype float16   # the table's vectors stored as float16
 
 Each size runs in a process of its own, so that its peak memory is its own.
 """
@@ -142,11 +143,11 @@ def write_corpus(path: Path, n: int, pool: list[str], revised_every: int = 0) ->
     return changed
 
 
-def one(n: int) -> dict:
+def one(n: int, vector_dtype: str | None) -> dict:
     from ragtune.workspace import Workspace
 
     pool = sentence_pool()
-    config = RagConfig.from_dict(CONFIG)
+    config = RagConfig.from_dict({**CONFIG, "retrieval": {**CONFIG["retrieval"], "vector_dtype": vector_dtype}})
     queries = [q.text for q in load_dataset(dataset_path("msmarco")).queries][:100]
     with tempfile.TemporaryDirectory() as home:
         corpus = Path(home) / "corpus.jsonl"
@@ -204,13 +205,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("sizes", type=int, nargs="+")
     parser.add_argument("--one", action="store_true", help="run one size in this process (used by the driver)")
+    parser.add_argument("--vector-dtype", choices=["float16"], help="retrieval.vector_dtype (default: float32)")
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.sizes[0])))
+        print(json.dumps(one(args.sizes[0], args.vector_dtype)))
         return
-    print(machine())
+    print(machine(), f"vectors stored as {args.vector_dtype or 'float32'}")
     for n in args.sizes:
-        out = subprocess.run([sys.executable, __file__, str(n), "--one"], capture_output=True, text=True)
+        dtype = ["--vector-dtype", args.vector_dtype] if args.vector_dtype else []
+        out = subprocess.run([sys.executable, __file__, str(n), "--one", *dtype], capture_output=True, text=True)
         if out.returncode:
             sys.exit(f"{n} chunks failed:\n{out.stderr[-3000:]}")
         r = json.loads(out.stdout.strip().splitlines()[-1])

@@ -17,6 +17,7 @@ from _common import dataset_path, machine
 from ragtune.config import RagConfig
 from ragtune.data import load_dataset
 from ragtune.evaluation.run import evaluate
+from ragtune.stats import paired_test
 from ragtune.workspace import Workspace
 
 MSMARCO = {
@@ -57,12 +58,20 @@ def chunking(ws: Workspace) -> None:
     print(f"\nchunking: {len(ds.documents)} documents, {len(ds.queries)} queries, vector search (minilm), 5 chunks")
     print("| chunking | chunks | cut at minilm's 254 tokens | span recall@5 | span precision@5 | span IoU@5 | "
           "chunk nDCG@10 |\n|---|---|---|---|---|---|---|")
+    per_query = {}
     for name, settings in CHUNKING.items():
         cfg = RagConfig.from_dict({"chunking": settings, "retrieval": {"mode": "vector"}})
         res = evaluate(cfg, ds, ws)
-        s = res.summary
+        s, per_query[name] = res.summary, res.per_query
         print(f"| {name} | {res.index.chunks} | {res.index.truncated} | {s['span_recall@5']:.4f} | "
               f"{s['span_precision@5']:.4f} | {s['span_iou@5']:.4f} | {s['chunk_ndcg@10']:.4f} |", flush=True)
+    a, b = per_query["sentence 256/32"], per_query["sentence 254/32, minilm tokens"]
+    for metric in ("span_recall@5", "chunk_ndcg@10"):
+        both = a[[metric]].join(b[[metric]], lsuffix="_a", rsuffix="_b").dropna()
+        p = paired_test(both[f"{metric}_a"], both[f"{metric}_b"])
+        print(f"sentence 254/32 in minilm tokens vs 256/32 in cl100k, {metric}: "
+              f"{both[f'{metric}_b'].mean() - both[f'{metric}_a'].mean():+.4f} over {len(both)} queries, "
+              f"paired randomization p = {p:.4f}")
 
 
 def main() -> None:

@@ -213,3 +213,36 @@ def test_search_on_an_ann_index_returns_exact_scores_in_exact_order(sample, fres
         got = retriever.search(q.text, 10).hits
         assert [h.chunk_id for h in got] == want
         assert [h.score for h in got] == pytest.approx([exact[c] for c in want], abs=1e-4)
+
+
+def test_float16_vectors_search_like_float32_on_msmarco_at_half_the_bytes(workspace):
+    """``vector_dtype: float16`` on a real model's vectors of real passages: the stored column is float16 (half the
+    bytes), exact search ranks as the float32 table does, and an ANN index over it returns what exact search does."""
+    from conftest import msmarco_texts
+
+    from ragtune.errors import ConfigError
+
+    questions, passages = msmarco_texts(30, 1000)
+    corpus = Corpus([Document(f"p{i}", t) for i, t in enumerate(passages)], source="msmarco[:1000]")
+    tables = {}
+    for name, retrieval in {"float32": {}, "float16": {"vector_dtype": "float16"},
+                            "float16 hnsw": {"vector_dtype": "float16", "vector_index": "hnsw"}}.items():
+        cfg = RagConfig.from_dict({"retrieval": {"mode": "vector", "candidates": 10, **retrieval}})
+        engine = Engine(cfg, workspace)
+        table, _ = engine.index(corpus)
+        tables[name] = (table, engine.retriever(table))
+    column = {n: store.read_arrow(t, ["vector"])["vector"] for n, (t, _) in tables.items()}
+    assert column["float16"].type.value_type == "halffloat" and column["float32"].type.value_type == "float"
+    assert column["float16"].nbytes * 2 == column["float32"].nbytes
+    assert store.ann_search(tables["float16 hnsw"][0]) is not None
+    same = total = 0
+    for q in questions:
+        full, half, ann = (r.search(q, 10).hits for _, r in tables.values())
+        assert [h.chunk_id for h in ann] == [h.chunk_id for h in half]  # the index finds what exact search finds
+        same += len({h.chunk_id for h in full} & {h.chunk_id for h in half})
+        total += len(full)
+        scores = {h.chunk_id: h.score for h in full}
+        assert all(abs(h.score - scores[h.chunk_id]) < 2e-3 for h in half if h.chunk_id in scores)
+    assert same / total >= 0.98, same / total
+    with pytest.raises(ConfigError, match="late_interaction"):
+        RagConfig.from_dict({"retrieval": {"mode": "vector", "vector_dtype": "float16", "late_interaction": "colbert"}})

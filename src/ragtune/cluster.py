@@ -27,7 +27,7 @@ import pyarrow as pa
 from ragtune import store
 from ragtune.config import RagConfig
 from ragtune.chunking import counting_window
-from ragtune.engine import DOCUMENTS_PER_STEP, Engine, chunk_and_scan
+from ragtune.engine import DOCUMENTS_PER_STEP, Engine, chunk_and_scan, stored
 from ragtune.errors import ConfigError
 from ragtune.types import Chunk, Document
 from ragtune.workspace import Workspace
@@ -81,7 +81,7 @@ class EmbedStage(_Stage):
     """Chunks -> the same chunks with their table vectors (``engine.vectors``, through the workspace's cache)."""
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        vectors = self.engine.vectors.embed_documents(batch["text"].to_pylist())
+        vectors = stored(self.engine.vectors.embed_documents(batch["text"].to_pylist()), self.engine.config)
         dim = self.engine.vectors.embedder.multivector or int(vectors.shape[1])
         return batch.append_column("vector", store.vector_column(vectors, dim))
 

@@ -72,7 +72,7 @@ def encode_chunks(documents: Iterable, config: RagConfig, embedder: CachedEmbedd
     vectors = (vectors or table_vectors(config, embedder)) if config.uses_vectors else None  # full text: none
     window = counting_window(config.chunking, embedder)
     cut = vectors.window if vectors is not None and window is None and seen is not None else None
-    if seen is not None and vectors is not None and (cut or window) is not None:
+    if seen is not None and vectors is not None and (cut is not None or window is not None):
         seen.truncated = seen.truncated or 0  # counted; none can be when sizes count the embedder's tokens
     documents = iter(documents)
     parts = iter(lambda: list(itertools.islice(documents, step)), [])
@@ -83,9 +83,16 @@ def encode_chunks(documents: Iterable, config: RagConfig, embedder: CachedEmbedd
             if cut is not None and chunks:
                 seen.truncated += sum(n > cut.max_tokens for n in cut.lengths([c.text for c in chunks]))
         embedded = vectors.embed_documents([c.text for c in chunks]) if vectors is not None and chunks else None
-        yield chunks, verdicts, embedded
+        yield chunks, verdicts, stored(embedded, config)
         if progress:
             progress(len(part))
+
+
+def stored(vectors, config: RagConfig):
+    """Vectors as the table stores them: float16 under ``retrieval.vector_dtype: float16`` (one vector per chunk)."""
+    if config.retrieval.vector_dtype == "float16" and isinstance(vectors, np.ndarray):
+        return vectors.astype(np.float16)
+    return vectors
 
 
 def chunk_and_scan(documents: list, chunking, embedder=None, window=None) -> tuple[list, list[tuple[float, str]]]:

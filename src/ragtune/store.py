@@ -117,13 +117,14 @@ def open_index(db, index_key: str):
 
 
 def chunk_schema(dim: int | None, extra: Sequence[str] = (), metadata: dict[str, str] | None = None,
-                 multivector: bool = False) -> pa.Schema:
+                 multivector: bool = False, dtype: pa.DataType = pa.float32()) -> pa.Schema:
     """The chunk table's columns; ``extra`` names further string columns (the production table's bookkeeping).
     ``dim`` None: a full-text table, without a vector column; ``multivector``: the vector column holds each chunk's
-    token vectors (late interaction), which LanceDB searches by MaxSim."""
+    token vectors (late interaction), which LanceDB searches by MaxSim; ``dtype``: a vector's numbers (float32, or
+    float16 for ``vector_dtype: float16``)."""
     vector = []
     if dim is not None:
-        vector = [("vector", pa.list_(pa.list_(pa.float32(), dim)) if multivector else pa.list_(pa.float32(), dim))]
+        vector = [("vector", pa.list_(pa.list_(pa.float32(), dim)) if multivector else pa.list_(dtype, dim))]
     return pa.schema(
         [("id", pa.string()), ("doc_id", pa.string()), ("text", pa.string()), ("start", pa.int64()),
          ("end", pa.int64()), *vector, ("injection_score", pa.float32()),
@@ -149,7 +150,8 @@ def chunk_rows(steps: Iterable[Step], extra: Callable[[Chunk], dict] | None = No
     vectors = first[2]
     multivector = vectors is not None and not isinstance(vectors, np.ndarray)  # a list of token-vector matrices
     dim = None if vectors is None else int((vectors[0] if multivector else vectors).shape[1])
-    schema = chunk_schema(dim, names, metadata, multivector)
+    half = isinstance(vectors, np.ndarray) and vectors.dtype == np.float16  # the vectors' type is the column's
+    schema = chunk_schema(dim, names, metadata, multivector, pa.float16() if half else pa.float32())
 
     def batches() -> Iterator[pa.RecordBatch]:
         for step in itertools.chain([first], steps):
@@ -182,9 +184,11 @@ def step_batch(step: Step, schema: pa.Schema, extra: Callable[[Chunk], dict] | N
 
 
 def vector_column(vectors: np.ndarray | list[np.ndarray], dim: int) -> pa.Array:
-    """One vector per row (an array), or each row's token vectors (a list of matrices) as a list of vectors."""
+    """One vector per row (an array: float16 stays float16, anything else becomes float32), or each row's token
+    vectors (a list of matrices) as a list of float32 vectors."""
     if isinstance(vectors, np.ndarray):
-        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+        dtype = np.float16 if vectors.dtype == np.float16 else np.float32
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=dtype).reshape(-1), type=pa.from_numpy_dtype(dtype))
         return pa.FixedSizeListArray.from_arrays(flat, dim)
     offsets = np.concatenate([[0], np.cumsum([len(v) for v in vectors])]).astype(np.int32)
     flat = pa.array(np.concatenate(vectors).astype(np.float32).reshape(-1), type=pa.float32())
