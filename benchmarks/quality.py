@@ -4,6 +4,7 @@ msmarco (TREC DL 2019 judgments): nDCG@10 and recall@100 for BM25, each embedder
 hybrid + cross-encoder. chunking (answer spans): span recall, precision and IoU at 5 chunks for several chunkings.
 
     python benchmarks/quality.py [--skip-rerank]
+    python benchmarks/quality.py --chunking-only    # the chunking table alone (BENCHMARKS.md)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 from _common import dataset_path, machine
 from ragtune.config import RagConfig
 from ragtune.data import load_dataset
@@ -67,11 +69,10 @@ def chunking(ws: Workspace) -> None:
               f"{s['span_precision@5']:.4f} | {s['span_iou@5']:.4f} | {s['chunk_ndcg@10']:.4f} |", flush=True)
     a, b = per_query["sentence 256/32"], per_query["sentence 254/32, minilm tokens"]
     for metric in ("span_recall@5", "chunk_ndcg@10"):
-        both = a[[metric]].join(b[[metric]], lsuffix="_a", rsuffix="_b").dropna()
-        p = paired_test(both[f"{metric}_a"], both[f"{metric}_b"])
+        both = pd.concat({"a": a[metric], "b": b[metric]}, axis=1).dropna()
+        p = paired_test(both["a"], both["b"])
         print(f"sentence 254/32 in minilm tokens vs 256/32 in cl100k, {metric}: "
-              f"{both[f'{metric}_b'].mean() - both[f'{metric}_a'].mean():+.4f} over {len(both)} queries, "
-              f"paired randomization p = {p:.4f}")
+              f"{both['b'].mean() - both['a'].mean():+.4f} over {len(both)} queries, paired randomization p = {p:.4f}")
 
 
 def main() -> None:
