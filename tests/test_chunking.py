@@ -156,15 +156,20 @@ def test_a_build_counts_the_chunks_the_embedder_cuts(fresh_workspace):
     from ragtune import store
     from ragtune.config import RagConfig
     from ragtune.data import Corpus
-    from ragtune.engine import Engine
+    from ragtune.engine import Encoded, Engine, encode_chunks
 
     corpus, length = Corpus(shared_documents(), source="chunking"), minilm_length()
     for tokenizer in (None, "embedder"):
         size = 512 if tokenizer is None else 254
         cfg = RagConfig.from_dict({"chunking": {"size": size, "overlap": 16, "tokenizer": tokenizer},
                                    "retrieval": {"mode": "vector"}})
-        table, info = Engine(cfg, fresh_workspace).index(corpus)
+        engine = Engine(cfg, fresh_workspace)
+        table, info = engine.index(corpus)
         texts = [r["text"] for r in store.read_columns(table, ["text"])]
         assert info.built and info.truncated == sum(length(t) > 254 for t in texts)
+        seen = Encoded()  # one document a step: chunked, scanned and counted in two worker processes
+        assert sum(len(s[0]) for s in encode_chunks(corpus.documents, cfg, engine.embedder, seen=seen, step=1,
+                                                    workers=2)) == len(texts)
+        assert seen.truncated == info.truncated
         assert (info.truncated > len(texts) // 2) if tokenizer is None else info.truncated == 0
         assert Engine(cfg, fresh_workspace).index(corpus)[1].truncated is None  # reused: not counted

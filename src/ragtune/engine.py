@@ -67,8 +67,8 @@ def encode_chunks(documents: Iterable, config: RagConfig, embedder: CachedEmbedd
     Chunking and scanning run in ``workers`` processes (default: one per core) when there is more than one step,
     ahead of the embedding. ``progress(n)``: n more documents done; ``vectors``: the configuration's
     ``table_vectors`` when the caller holds them; ``seen``: counts what went by (the chunks cut at the model's
-    input are counted with its tokenizer, about 13,000 chunks/s on 2 cores: a few percent of the embedding on a
-    CPU; none can be cut when sizes count the embedder's tokens)."""
+    input are counted with its tokenizer in the chunking processes, about 13,000 chunks/s on 2 cores; none can be
+    cut when sizes count the embedder's tokens)."""
     vectors = (vectors or table_vectors(config, embedder)) if config.uses_vectors else None  # full text: none
     window = counting_window(config.chunking, embedder)
     cut = vectors.window if vectors is not None and window is None and seen is not None else None
@@ -76,12 +76,12 @@ def encode_chunks(documents: Iterable, config: RagConfig, embedder: CachedEmbedd
         seen.truncated = seen.truncated or 0  # counted; none can be when sizes count the embedder's tokens
     documents = iter(documents)
     parts = iter(lambda: list(itertools.islice(documents, step)), [])
-    for part, (chunks, verdicts) in _chunked(parts, config.chunking, embedder, window, workers):
+    for part, (chunks, verdicts, truncated) in _chunked(parts, config.chunking, embedder, window, cut, workers):
         if seen is not None:
             seen.chunks += len(chunks)
             seen.flagged += [c.id for c, (_, reasons) in zip(chunks, verdicts) if reasons]
-            if cut is not None and chunks:
-                seen.truncated += sum(n > cut.max_tokens for n in cut.lengths([c.text for c in chunks]))
+            if truncated:
+                seen.truncated += truncated
         embedded = vectors.embed_documents([c.text for c in chunks]) if vectors is not None and chunks else None
         yield chunks, verdicts, stored(embedded, config)
         if progress:
@@ -102,19 +102,29 @@ def chunk_and_scan(documents: list, chunking, embedder=None, window=None) -> tup
     return chunks, scan([c.text for c in chunks])
 
 
-def _chunked(parts: Iterator[list], chunking, embedder, window, workers: int | None) -> Iterator[tuple[list, tuple]]:
-    """Each part with its ``chunk_and_scan``, in order: here when there is one part (or semantic chunking, which
-    needs the embedder), else in a pool of worker processes with at most ``workers + 1`` parts in flight."""
+def _prepared(documents: list, chunking, embedder, window, cut) -> tuple[list, list, int | None]:
+    """``chunk_and_scan``, and with ``cut`` (the vector model's window) how many of the chunks are longer than it
+    reads: counted here, in the chunking processes, so the process feeding the model tokenizes nothing more."""
+    chunks, verdicts = chunk_and_scan(documents, chunking, embedder, window)
+    if cut is None or not chunks:
+        return chunks, verdicts, None
+    return chunks, verdicts, sum(n > cut.max_tokens for n in cut.lengths([c.text for c in chunks]))
+
+
+def _chunked(parts: Iterator[list], chunking, embedder, window, cut, workers: int | None
+             ) -> Iterator[tuple[list, tuple]]:
+    """Each part with its ``_prepared``, in order: here when there is one part (or semantic chunking, which needs
+    the embedder), else in a pool of worker processes with at most ``workers + 1`` parts in flight."""
     workers = (os.cpu_count() or 1) if workers is None else workers
     head = list(itertools.islice(parts, 2))
     if len(head) < 2 or workers < 1 or chunking.strategy == "semantic":
         for part in itertools.chain(head, parts):
-            yield part, chunk_and_scan(part, chunking, embedder, window)
+            yield part, _prepared(part, chunking, embedder, window, cut)
         return
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         flight: deque = deque()
         for part in itertools.chain(head, parts):
-            flight.append((part, pool.submit(chunk_and_scan, part, chunking, None, window)))
+            flight.append((part, pool.submit(_prepared, part, chunking, None, window, cut)))
             if len(flight) > workers:
                 done, future = flight.popleft()
                 yield done, future.result()
