@@ -74,7 +74,8 @@ class Retriever:
         if self.ann is None:
             return query
         refine = self.ann["refine_factor"]  # HNSW must hold every candidate the re-scoring reads: ef >= n * refine
-        return query.ef(max(self.ann["ef"], n * refine)).refine_factor(refine)
+        query = query.refine_factor(refine)
+        return query.ef(max(self.ann["ef"], n * refine)) if "ef" in self.ann else query
 
     def _fts(self, text: str, n: int) -> list[Hit]:
         rows = self.table.search(text, query_type="fts", fts_columns="text").limit(n)

@@ -29,27 +29,37 @@ SCAN_COLUMNS = ["injection_score", "injection_reasons"]
 
 
 #: search settings on an ANN index: the results re-scored exactly from the stored vectors (``refine``: this many
-#: times the results asked for), which undoes the index's scalar quantisation, and HNSW's candidate list (``ef``: at
-#: least this, and every candidate the re-scoring reads); BENCHMARKS.md, "A million chunks", measures what they buy:
-#: ef 500 holds recall@10 at 0.97-0.99 from 100k to 1M chunks for 1-2 ms more than ef 200 (0.93-0.97)
+#: times the results asked for), which undoes the index's quantisation, and HNSW's candidate list (``ef``: at least
+#: this, and every candidate the re-scoring reads); BENCHMARKS.md, "A million chunks", measures what they buy: ef 500
+#: holds recall@10 at 0.96-0.99 from 100k to 1M chunks for 1-2 ms more than ef 200 (0.92-0.97). Product quantisation
+#: loses more of the order: IVF_PQ's results are re-scored ten-fold (recall@10 0.98 on MiniLM vectors of real texts,
+#: 0.94 five-fold; ``benchmarks/ann_recall.py``)
 ANN_EF = 500
 ANN_REFINE = 5
+PQ_REFINE = 10
+#: IVF_PQ trains 256 centroids per sub-vector: a table needs at least that many rows
+PQ_MIN_ROWS = 256
 
 
 def build_ann(table, vector_index: str, rows: int) -> None:
-    """Build the ANN index when ``vector_index`` asks for it (``hnsw``, or ``auto`` from ANN_MIN_ROWS rows on): an
-    IVF_HNSW_SQ index with LanceDB's partitioning (one HNSW graph per million rows or so)."""
-    from lancedb.index import HnswSq
+    """Build the ANN index ``vector_index`` asks for: IVF_HNSW_SQ for ``hnsw``, or ``auto`` from ANN_MIN_ROWS rows
+    on (LanceDB's partitioning: one HNSW graph per million rows or so); IVF_PQ for ``ivf_pq`` from PQ_MIN_ROWS on."""
+    from lancedb.index import HnswSq, IvfPq
 
     if vector_index == "hnsw" or (vector_index == "auto" and rows >= ANN_MIN_ROWS):
         table.create_index("vector", config=HnswSq(distance_type="cosine"))
+    elif vector_index == "ivf_pq" and rows >= PQ_MIN_ROWS:
+        table.create_index("vector", config=IvfPq(distance_type="cosine"))
 
 
 def ann_search(table) -> dict[str, int] | None:
-    """How to search ``table``'s ANN index (``ANN_EF``, ``ANN_REFINE``), or None when it has none."""
-    if not any(i.index_type != "FTS" and "vector" in i.columns for i in table.list_indices()):
+    """How to search ``table``'s ANN index (HNSW: ``ANN_EF`` and ``ANN_REFINE``; IVF_PQ: ``PQ_REFINE``), or None
+    when it has none."""
+    kinds = [i.index_type for i in table.list_indices() if i.index_type != "FTS" and "vector" in i.columns]
+    if not kinds:
         return None
-    return {"ef": ANN_EF, "refine_factor": ANN_REFINE}
+    pq = kinds[0].replace("_", "").lower() == "ivfpq"  # LanceDB names it IvfPq (IVF_PQ in its statistics)
+    return {"refine_factor": PQ_REFINE} if pq else {"ef": ANN_EF, "refine_factor": ANN_REFINE}
 
 
 def sql_in(column: str, values: Iterable[str]) -> str:
