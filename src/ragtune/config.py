@@ -120,8 +120,8 @@ class RetrievalConfig(_Section):
         "(from 256 chunks on), its results re-scored ten-fold: faster to build and to compact than hnsw"
     )
     vector_dtype: Literal["float16"] | None = Field(
-        None, description="how the table stores each chunk's vector: null, float32; float16: half the disk and less "
-        "memory to build the ANN index, cosines within about 1e-3 (the embedding cache keeps float32)")
+        None, description="how the table stores each chunk's vector: null, float32; float16: half the disk, cosines "
+        "within about 1e-3 (the embedding cache keeps float32; the ANN build's peak memory is the same at a million)")
 
     @model_validator(mode="after")
     def _canonical(self) -> RetrievalConfig:
