@@ -75,7 +75,8 @@ def test_the_readme_journey_runs_in_order_without_a_console_warning(tmp_path, wo
     out = step("ragtune", "compare", str(sweep))
     assert (sweep / "compare" / "leaderboard.csv").is_file() and "wrote leaderboard.csv" in out
     out = step("ragtune", "promote", str(sweep), "--dry-run")
-    assert "production" in out and "promoted" not in out  # the decision against production, and nothing written
+    # bm25 (the sweep's choice) is 0.27 below production on 4 held-out questions: not significant, and not as good
+    assert "production stays" in " ".join(out.split()) and "promoted" not in out
 
     # a search instead of a grid (three trials on the first twenty questions)
     out = step("ragtune", "tune", "experiments/search.yaml", "--trials", "3", "--queries", "20")

@@ -200,3 +200,37 @@ def test_latency_recorded_under_a_planted_load_does_not_decide(tmp_path, workspa
     assert "not faster by at least 10%" in decision.reason and "timed now in one process: 40 queries x 3 rounds" \
         in decision.reason
     assert load_release(paths["release_dir"]).config.id == production
+
+
+def test_a_worse_config_is_not_as_good_because_few_queries_cannot_tell_them_apart(tmp_path, workspace):
+    """The candidate loses half a point of nDCG on two of 40 queries: too few for the paired test (p 0.5), so only a
+    test of non-inferiority stops a faster but worse configuration from replacing production; no latency is timed."""
+    from ragtune.stats import paired_test
+
+    data = keyword_dataset(tmp_path / "data")
+    paths = {"release_dir": tmp_path / "release", "regression_test": None}
+    base = {"retrieval": {"mode": "vector"}}
+    first = sweep(tmp_path, "prod", workspace.home, data, base=base, grid={"retrieval.top_k": [10]},
+                  baseline={"retrieval.top_k": 10})
+    assert promote(first, **paths, workspace=workspace).written
+    production = load_release(paths["release_dir"]).config.id
+    second = sweep(tmp_path, "worse", workspace.home, data, base=base, grid={"retrieval.top_k": [10, 11]},
+                   baseline={"retrieval.top_k": 11})
+    candidate = next(p.parent.parent.name for p in second.glob("configs/*/result/per_query.parquet")
+                     if p.parent.parent.name != production)
+    planted = second / "configs" / candidate / "result" / "per_query.parquet"
+    frame = pd.read_parquet(planted)
+    worse = frame.index[frame["ndcg@10"] >= 0.5][:2]
+    assert len(worse) == 2
+    frame.loc[worse, "ndcg@10"] -= 0.5
+    frame.to_parquet(planted)
+    _, results = read_results([second])
+    scores = results.pivot_table(index="query_id", columns="config_id", values="ndcg@10")
+    assert paired_test(scores[candidate], scores[production]) > 0.4  # the paired test cannot tell them apart
+
+    decision = promote(second, **paths, workspace=workspace, latency_rounds=3)
+    assert not decision.promote and not decision.written, decision.reason
+    assert "not shown to be as good as production" in decision.reason and "timed" not in decision.reason
+    loose = promote(second, dry_run=True, **paths, workspace=workspace, latency_rounds=1, margin=0.5)
+    assert "timed now in one process" in loose.reason  # within a margin of half a point, latency decides
+    assert load_release(paths["release_dir"]).config.id == production

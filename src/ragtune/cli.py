@@ -411,6 +411,9 @@ def promote(
     dry_run: bool = typer.Option(False, "--dry-run", help="show the decision and the diff, write nothing"),
     alpha: float = typer.Option(0.05, help="significance level"),
     test: str = typer.Option("randomization", help="paired test: randomization | t-test"),
+    margin: Optional[float] = typer.Option(None, help="how much worse on the primary metric (absolute) may be "
+                                                       "shown and still count as good as production, so that a faster "
+                                                       "configuration replaces it [default: 0.01]"),
     home: Optional[Path] = HomeOpt,
 ) -> None:
     """Freeze a sweep's winner as the production config (only if it beats the current one), with provenance and a
@@ -421,7 +424,7 @@ def promote(
 
     regression_test = project_regression_test()
     decision = run_promote(folder, dry_run, alpha, test, regression_test=regression_test,
-                           workspace=_workspace(home, None))
+                           workspace=_workspace(home, None), margin=margin)
     console.print(decision.reason, highlight=False)
     if decision.diff:
         console.print(decision.diff, highlight=False, markup=False)

@@ -2,9 +2,9 @@
 
 The candidate is the sweep's winner by the rule of the comparison (significant after Holm's correction; on a tie
 the faster configuration), or the baseline when nothing beats it. It replaces the current production configuration
-only when it is significantly better on the primary metric, or not significantly different and significantly
-faster: by a paired test on per-query latency timed again for both, interleaved in one process
-(``evaluation.latency``), and by at least MIN_SPEEDUP. The release folder is written beside its target and swapped in.
+only when it is significantly better on the primary metric, or shown to be as good (a one-sided non-inferiority
+test within MARGIN) and significantly faster: by a paired test on per-query latency timed again for both,
+interleaved in one process (``evaluation.latency``), and by at least MIN_SPEEDUP. The release folder is written beside its target and swapped in.
 """
 
 from __future__ import annotations
@@ -72,10 +72,14 @@ def _production_scores(release: Release, spec: SweepSpec, results: pd.DataFrame,
 #: a few per cent is within what a machine's state moves between runs
 MIN_SPEEDUP = 0.10
 
+#: ... and its primary metric shown to be no worse than production's by more than this (absolute, on the metric's own
+#: scale): one point of nDCG, recall or MRR
+MARGIN = 0.01
+
 
 def decide(folder: Path, release: Release | None, alpha: float = 0.05, test: str = "randomization",
-           workspace: Workspace | None = None,
-           latency_rounds: int = 5) -> tuple[Decision, pd.DataFrame, pd.DataFrame, SweepSpec]:
+           workspace: Workspace | None = None, latency_rounds: int = 5,
+           margin: float = MARGIN) -> tuple[Decision, pd.DataFrame, pd.DataFrame, SweepSpec]:
     spec = _spec(folder)
     summary, results = read_results([folder])
     comp = compare(summary, results, spec.primary_metric, spec.baseline_config().id, test, alpha)
@@ -102,6 +106,13 @@ def decide(folder: Path, release: Release | None, alpha: float = 0.05, test: str
         return Decision(True, f"significantly better than production {release.config.id}: {versus}", candidate), mine, done, spec
     if p < alpha:
         return Decision(False, f"significantly worse than production {release.config.id}: {versus}", candidate), mine, done, spec
+    # "as good as" needs evidence, not only a difference too small to be significant on a few queries: a one-sided
+    # test of non-inferiority, the lower bound of the (1 - 2 alpha) bootstrap interval of the paired difference
+    low = bootstrap_ci(a - b, level=1 - 2 * alpha)[0]
+    if not low >= -margin:
+        return Decision(False, f"not shown to be as good as production {release.config.id} ({versus}): the "
+                               f"{1 - 2 * alpha:.0%} interval of the difference reaches {low:+.4f}, beyond the margin "
+                               f"of {margin:g}; production stays", candidate), mine, done, spec
     # latency decides only when timed fairly: both configurations again, now, interleaved (evaluation.latency)
     trial = time_configs([candidate, release.config], load_dataset(spec.dataset, spec.split, spec.queries),
                          workspace, latency_rounds)
@@ -156,10 +167,11 @@ def floors(metrics: dict[str, dict], names: list[str], queries: int) -> dict[str
 
 def promote(folder: str | Path, dry_run: bool = False, alpha: float = 0.05, test: str = "randomization",
             release_dir: Path = RELEASE_DIR, regression_test: Path | None = None,
-            workspace: Workspace | None = None, latency_rounds: int = 5) -> Decision:
+            workspace: Workspace | None = None, latency_rounds: int = 5, margin: float | None = None) -> Decision:
     folder = Path(folder)
+    margin = MARGIN if margin is None else margin
     release = load_release(release_dir)
-    decision, per_query, summary, spec = decide(folder, release, alpha, test, workspace, latency_rounds)
+    decision, per_query, summary, spec = decide(folder, release, alpha, test, workspace, latency_rounds, margin)
     if not decision.promote:
         return decision
     cand = decision.candidate
