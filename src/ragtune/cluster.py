@@ -27,7 +27,7 @@ import pyarrow as pa
 from ragtune import store
 from ragtune.config import RagConfig
 from ragtune.chunking import counting_window
-from ragtune.engine import DOCUMENTS_PER_STEP, Engine, chunk_and_scan, stored
+from ragtune.engine import DOCUMENTS_PER_STEP, Encoded, Engine, cut_window, prepared, stored
 from ragtune.errors import ConfigError
 from ragtune.types import Chunk, Document
 from ragtune.workspace import Workspace
@@ -66,15 +66,18 @@ class _Stage:
 
 
 class ChunkStage(_Stage):
-    """Documents (id, text) -> their chunks with each chunk's injection scan, as ``engine.chunk_and_scan``."""
+    """Documents (id, text) -> their chunks with each chunk's injection scan, and whether the vector model reads
+    all of it (column ``cut``: null when not checked), as ``engine.prepared``."""
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         docs = [Document(i, t) for i, t in zip(batch["id"].to_pylist(), batch["text"].to_pylist())]
-        chunking, embedder = self.engine.config.chunking, self.engine.embedder
-        semantic = chunking.strategy == "semantic"  # the only chunker that embeds
-        chunks, verdicts = chunk_and_scan(docs, chunking, embedder if semantic else None,
-                                          counting_window(chunking, embedder))
-        return pa.Table.from_batches([store.step_batch((chunks, verdicts, None), store.chunk_schema(None))])
+        config, embedder = self.engine.config, self.engine.embedder
+        semantic = config.chunking.strategy == "semantic"  # the only chunker that embeds
+        cut = cut_window(self.engine.vectors if config.uses_vectors else None)
+        chunks, verdicts, cuts = prepared(docs, config.chunking, embedder if semantic else None,
+                                          counting_window(config.chunking, embedder), cut)
+        rows = pa.Table.from_batches([store.step_batch((chunks, verdicts, None), store.chunk_schema(None))])
+        return rows.append_column("cut", pa.array(cuts if cuts is not None else [None] * len(chunks), pa.bool_()))
 
 
 class EmbedStage(_Stage):
@@ -101,6 +104,15 @@ def _step(batch: pa.Table) -> store.Step:
     return chunks, scan, [flat[a * dim : b * dim].reshape(-1, dim) for a, b in zip(offsets[:-1], offsets[1:])]
 
 
+def count(seen: Encoded, batch: pa.Table) -> None:
+    """What ``engine.encode_chunks`` counts of a step, from the stages' rows."""
+    seen.chunks += batch.num_rows
+    seen.flagged += [i for i, reasons in zip(batch["id"].to_pylist(), batch["injection_reasons"].to_pylist()) if reasons]
+    cuts = batch["cut"]
+    if cuts.null_count < len(cuts):
+        seen.truncated = (seen.truncated or 0) + sum(bool(c) for c in cuts.to_pylist())
+
+
 def _blocks(ray, documents: Iterable[Document], step: int) -> Iterator[Any]:
     """The documents put into Ray's object store a block of ``step`` at a time (it spills to disk when full), so
     this process holds one block of texts, whatever the corpus."""
@@ -115,7 +127,8 @@ def steps_on_ray(address: str, config: RagConfig, workspace: Workspace, step: in
     shipped = Workspace(workspace.home.resolve(), workspace.db_uri,
                         workspace.cache_store or os.environ.get("RAGTUNE_CACHE") or "sqlite")
 
-    def steps(documents: Iterable[Document], progress: Callable[[int], None] | None) -> Iterator[store.Step]:
+    def steps(documents: Iterable[Document], progress: Callable[[int], None] | None,
+              seen: Encoded | None = None) -> Iterator[store.Step]:
         ray, joined = connect(address)
         try:
             context = ray.data.DataContext.get_current()
@@ -138,6 +151,8 @@ def steps_on_ray(address: str, config: RagConfig, workspace: Workspace, step: in
             for batch in rows.iter_batches(batch_size=None, batch_format="pyarrow"):
                 if not batch.num_rows:
                     continue
+                if seen is not None:
+                    count(seen, batch)
                 yield _step(batch)
                 if progress:
                     ids = batch["doc_id"].to_pylist()

@@ -30,6 +30,7 @@ from ragtune.evaluation.answers import AnswerScorer
 from ragtune.evaluation.judge import Judge
 from ragtune.generation import answer, make_generator
 from ragtune.late import make_late_interaction
+from ragtune.models.tokens import InputWindow
 from ragtune.rerank import make_reranker
 from ragtune.retrieval import Retriever, SearchResult
 from ragtune.types import Answer, Hit, IndexInfo
@@ -67,21 +68,20 @@ def encode_chunks(documents: Iterable, config: RagConfig, embedder: CachedEmbedd
     Chunking and scanning run in ``workers`` processes (default: one per core) when there is more than one step,
     ahead of the embedding. ``progress(n)``: n more documents done; ``vectors``: the configuration's
     ``table_vectors`` when the caller holds them; ``seen``: counts what went by (the chunks cut at the model's
-    input are counted with its tokenizer in the chunking processes, about 13,000 chunks/s on 2 cores; none can be
-    cut when sizes count the embedder's tokens)."""
+    input are counted with its tokenizer in the chunking processes, about 13,000 chunks/s on 2 cores)."""
     vectors = (vectors or table_vectors(config, embedder)) if config.uses_vectors else None  # full text: none
     window = counting_window(config.chunking, embedder)
-    cut = vectors.window if vectors is not None and window is None and seen is not None else None
-    if seen is not None and vectors is not None and (cut is not None or window is not None):
-        seen.truncated = seen.truncated or 0  # counted; none can be when sizes count the embedder's tokens
+    cut = cut_window(vectors) if seen is not None else None
+    if cut is not None:
+        seen.truncated = seen.truncated or 0
     documents = iter(documents)
     parts = iter(lambda: list(itertools.islice(documents, step)), [])
-    for part, (chunks, verdicts, truncated) in _chunked(parts, config.chunking, embedder, window, cut, workers):
+    for part, (chunks, verdicts, cuts) in _chunked(parts, config.chunking, embedder, window, cut, workers):
         if seen is not None:
             seen.chunks += len(chunks)
             seen.flagged += [c.id for c, (_, reasons) in zip(chunks, verdicts) if reasons]
-            if truncated:
-                seen.truncated += truncated
+            if cuts is not None:
+                seen.truncated += sum(cuts)
         embedded = vectors.embed_documents([c.text for c in chunks]) if vectors is not None and chunks else None
         yield chunks, verdicts, stored(embedded, config)
         if progress:
@@ -102,29 +102,36 @@ def chunk_and_scan(documents: list, chunking, embedder=None, window=None) -> tup
     return chunks, scan([c.text for c in chunks])
 
 
-def _prepared(documents: list, chunking, embedder, window, cut) -> tuple[list, list, int | None]:
-    """``chunk_and_scan``, and with ``cut`` (the vector model's window) how many of the chunks are longer than it
-    reads: counted here, in the chunking processes, so the process feeding the model tokenizes nothing more."""
+def cut_window(vectors) -> InputWindow | None:
+    """The input window of a table's vector model (``table_vectors``; None for full text), against which each
+    chunk is checked for being longer than the model reads; None when the model has no tokenizer ragtune reads."""
+    return None if vectors is None else vectors.window
+
+
+def prepared(documents: list, chunking, embedder, window, cut) -> tuple[list, list, list[bool] | None]:
+    """``chunk_and_scan``, and with ``cut`` (``cut_window``) whether each chunk is longer than the vector model
+    reads: checked here, in the chunking processes (or Ray actors), so the process feeding the model tokenizes
+    nothing more."""
     chunks, verdicts = chunk_and_scan(documents, chunking, embedder, window)
-    if cut is None or not chunks:
+    if cut is None:
         return chunks, verdicts, None
-    return chunks, verdicts, sum(n > cut.max_tokens for n in cut.lengths([c.text for c in chunks]))
+    return chunks, verdicts, [n > cut.max_tokens for n in cut.lengths([c.text for c in chunks])] if chunks else []
 
 
 def _chunked(parts: Iterator[list], chunking, embedder, window, cut, workers: int | None
              ) -> Iterator[tuple[list, tuple]]:
-    """Each part with its ``_prepared``, in order: here when there is one part (or semantic chunking, which needs
+    """Each part with its ``prepared``, in order: here when there is one part (or semantic chunking, which needs
     the embedder), else in a pool of worker processes with at most ``workers + 1`` parts in flight."""
     workers = (os.cpu_count() or 1) if workers is None else workers
     head = list(itertools.islice(parts, 2))
     if len(head) < 2 or workers < 1 or chunking.strategy == "semantic":
         for part in itertools.chain(head, parts):
-            yield part, _prepared(part, chunking, embedder, window, cut)
+            yield part, prepared(part, chunking, embedder, window, cut)
         return
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         flight: deque = deque()
         for part in itertools.chain(head, parts):
-            flight.append((part, pool.submit(_prepared, part, chunking, None, window, cut)))
+            flight.append((part, pool.submit(prepared, part, chunking, None, window, cut)))
             if len(flight) > workers:
                 done, future = flight.popleft()
                 yield done, future.result()
@@ -196,7 +203,8 @@ class Engine:
     def index(self, corpus: Corpus, steps: Callable[[Iterable, Callable[[int], None] | None],
                                                     Iterable[store.Step]] | None = None):
         """Open the table for this corpus and these settings, building it if it does not exist yet. ``steps(documents,
-        progress)``: what computes the table's steps instead of ``encode_chunks`` here (``ragtune.cluster``: Ray)."""
+        progress, seen)``: what computes the table's steps instead of ``encode_chunks`` here (``ragtune.cluster``: Ray),
+        counting into ``seen`` (an ``Encoded``) what ``encode_chunks`` counts."""
         if not corpus.documents:
             raise DataError(f"{corpus.source}: the corpus has no non-empty documents")
         start = time.perf_counter()
@@ -207,7 +215,7 @@ class Engine:
             if built:
                 meta = {"ragtune_index_key": key, "corpus": corpus.source, "fingerprint": corpus.fingerprint}
                 with self._bar(len(corpus.documents)) if self.progress else nullcontext() as bar:
-                    rows = (steps(corpus.documents, bar and bar.update) if steps else
+                    rows = (steps(corpus.documents, bar and bar.update, seen) if steps else
                             encode_chunks(corpus.documents, self.config, self.embedder, bar and bar.update, self.vectors,
                                           seen))
                     table = store.build_index(self.workspace.db, key, rows, self.config.retrieval, meta)

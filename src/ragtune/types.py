@@ -91,5 +91,5 @@ class IndexInfo:
     flagged: int = 0  # chunks the injection scan flagged when they were written (kept from generators)
     text: str = ""  # hash of the settings full-text search depends on (RagConfig.text_settings)
     #: chunks longer than the vector model reads (the rest of each is not in its vector), counted when this run
-    #: built the table; None: not counted (a reused table, a Ray build, no vectors)
+    #: built the table; None: not counted (a reused table, no vectors, a model without a tokenizer ragtune reads)
     truncated: int | None = None
