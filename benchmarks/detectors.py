@@ -11,7 +11,14 @@ Latency is per question on one thread, as the service calls it.
 
 Hallucination: the offline scorer on FaithBench and on SummEdits' evaluation rows, beside always-flag and word
 overlap, and an experimental learned detector (logistic regression over the scorer's per-answer features, fitted on
-SummEdits' test rows only) to show whether learning from labelled data helps across datasets.
+SummEdits' test rows only) to show whether learning from labelled data helps across datasets. The scorer is the one
+a configuration makes (``--set``, as on the command line): with a local NLI model, and with an LLM judge, whose
+verdicts (hallucinated: a claim it finds unsupported) get rows of their own, so its prompt is checked against the
+labels:
+
+    python benchmarks/detectors.py hallucination --data DIR --set evaluation.verifier=hf-nli:/models/nli
+    python benchmarks/detectors.py hallucination --data DIR --set evaluation.judge.backend=openai:MODEL \
+        --set evaluation.judge.base_url=http://127.0.0.1:8000/v1 --limit 200
 """
 
 from __future__ import annotations
@@ -175,32 +182,47 @@ def _features(scorer, row: dict) -> tuple[dict, np.ndarray]:
     return verdict, np.array(x, float)
 
 
-def hallucination(data: Path) -> None:
+def _judged(judge, row: dict) -> tuple[float, float]:
+    """The LLM judge's verdict on one answer: (hallucinated 0/1, 1 - faithfulness), NaN where it gave none."""
+    from ragtune.evaluation.answers import claims_of
+    from ragtune.types import Hit
+
+    hits = [Hit(f"c{i}", f"c{i}", 1.0, i + 1, t, 0, len(t)) for i, t in enumerate(row["contexts"])]
+    claims = claims_of(row["answer"])
+    if not claims:
+        return 0.0, 0.0  # nothing claimed: nothing invented
+    out = judge.score(row["question"], row["answer"], claims, hits)
+    return out["judge_hallucination"], 1 - out["judge_faithfulness"]
+
+
+def hallucination(data: Path, overrides: list[str], limit: int | None) -> None:
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
 
-    from ragtune.config import RagConfig
-    from ragtune.detectors.training import scores
+    from ragtune.cli import load_config
     from ragtune.engine import Engine
-    from ragtune.evaluation.answers import AnswerScorer
     from ragtune.workspace import Workspace
 
-    sets = hallucination_sets(data)
-    engine = Engine(RagConfig(), Workspace(Path(os.environ.get("RAGTUNE_HOME", ".ragtune"))))
-    scorer = AnswerScorer(engine.embedder)
-    scored, t0 = {}, time.perf_counter()
+    sets = {name: rows[:limit] for name, rows in hallucination_sets(data).items()}
+    config = load_config(None, overrides)
+    engine = Engine(config, Workspace(Path(os.environ.get("RAGTUNE_HOME", ".ragtune"))))
+    scorer, judge = engine.answer_scorer, engine.judge
+    scorer_name = f"ragtune offline scorer ({config.evaluation.verifier or 'shipped'})"
+    scored, judged, t0 = {}, {}, time.perf_counter()
     for name, rows in sets.items():
         verdicts, x = zip(*(_features(scorer, r) for r in rows))
         scored[name] = (np.array([r["hallucinated"] for r in rows], int), list(verdicts), np.array(x))
     seconds = time.perf_counter() - t0
+    if judge is not None:
+        judged = {name: np.array([_judged(judge, r) for r in rows]) for name, rows in sets.items()}
     # the experimental learned detector: logistic regression on SummEdits' test rows, C chosen by cross-validation
     # there (nothing is tuned on the sets it is scored on)
     y_fit, _, x_fit = scored.pop("SummEdits test rows")
     scaler = StandardScaler().fit(x_fit)
     best_c = max((0.01, 0.1, 1.0), key=lambda c: _cv_auroc(x_fit, y_fit, c))
     learned = LogisticRegression(C=best_c, max_iter=5000).fit(scaler.transform(x_fit), y_fit)
-    print(f"{machine()}; learned detector: C={best_c}, fitted on {len(y_fit)} SummEdits test rows\n")
+    print(f"{machine()}; learned detector: C={best_c}, fitted on {len(y_fit)} SummEdits test rows"
+          + (f"; the first {limit} rows of each set" if limit else "") + "\n")
     print("| set | detector | flag rate | precision | recall | F1 | balanced accuracy | AUROC |")
     print("|---|---|---|---|---|---|---|---|")
     for name, (y, verdicts, x) in scored.items():
@@ -210,16 +232,21 @@ def hallucination(data: Path) -> None:
         for detector, flags, p in [
                 ("always flag", np.ones(len(y), bool), np.ones(len(y))),
                 ("word overlap (1 - share of answer words in the context)", overlap > 0.2, overlap),
-                ("ragtune offline scorer (shipped)", np.array([v["hallucinated"] for v in verdicts]), prob),
+                (scorer_name, np.array([v["hallucinated"] for v in verdicts]), prob),
                 ("learned over the scorer's features (not shipped)", fitted >= 0.5, fitted)]:
-            s = scores(y, np.asarray(flags, float), 0.5)
-            balanced = (flags[y == 1].mean() + (~flags[y == 0]).mean()) / 2
-            print(f"| {name} (n={len(y)}, human rate {y.mean():.3f}) | {detector} | {flags.mean():.3f} | "
-                  f"{s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {balanced:.3f} | "
-                  f"{roc_auc_score(y, p) if 0 < y.sum() < len(y) else float('nan'):.3f} |")
+            _table_row(name, detector, y, np.asarray(flags, bool), p)
+        if name in judged:  # rows the judge gave no verdict on are counted, and left out of its figures
+            flags, p = judged[name][:, 0], judged[name][:, 1]
+            ok = ~np.isnan(flags) & ~np.isnan(p)
+            label = f"LLM judge ({config.evaluation.judge.backend}; {int((~ok).sum())} unmeasured)"
+            if ok.any():
+                _table_row(name, label, y[ok], flags[ok] >= 0.5, p[ok])
+            else:
+                print(f"| {name} | {label} | no verdict on any row |")
     y, verdicts, _ = scored["FaithBench"]
     flags, prob = np.array([v["hallucinated"] for v in verdicts]), np.array([v["score"] for v in verdicts])
-    print(f"\nFaithBench rate: human {y.mean():.3f}, flagged {flags.mean():.3f}, mean score {prob.mean():.3f}")
+    print(f"\nFaithBench rate: human {y.mean():.3f}, flagged {flags.mean():.3f}, mean score {prob.mean():.3f}"
+          + (f"; the LLM judge's {np.nanmean(judged['FaithBench'][:, 0]):.3f}" if judged else ""))
     lengths = np.array([len(r["answer"].split()) for r in sets["FaithBench"]])
     cuts = np.quantile(lengths, [1 / 3, 2 / 3])
     for name, mask in [(f"answers up to {cuts[0]:.0f} words", lengths <= cuts[0]),
@@ -228,6 +255,19 @@ def hallucination(data: Path) -> None:
         print(f"  {name}: human {y[mask].mean():.3f}, flagged {flags[mask].mean():.3f} (n={mask.sum()})")
     n = sum(len(rows) for rows in sets.values())
     print(f"\n{n / seconds:.1f} answers/s (offline scorer and features, models loaded)")
+
+
+def _table_row(name: str, detector: str, y: np.ndarray, flags: np.ndarray, p: np.ndarray) -> None:
+    """One line of the table: ``flags`` the detector's verdicts, ``p`` its score (for AUROC)."""
+    from sklearn.metrics import roc_auc_score
+
+    from ragtune.detectors.training import scores
+
+    s = scores(y, flags.astype(float), 0.5)
+    balanced = (flags[y == 1].mean() + (~flags[y == 0]).mean()) / 2
+    print(f"| {name} (n={len(y)}, human rate {y.mean():.3f}) | {detector} | {flags.mean():.3f} | "
+          f"{s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {balanced:.3f} | "
+          f"{roc_auc_score(y, p) if 0 < y.sum() < len(y) else float('nan'):.3f} |")
 
 
 def _cv_auroc(x: np.ndarray, y: np.ndarray, c: float) -> float:
@@ -244,9 +284,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("detector", choices=["injection", "hallucination"])
     ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="hallucination: the configuration the scorer (and an LLM judge) comes from, as on the CLI")
+    ap.add_argument("--limit", type=int, help="hallucination: the first N rows of each set (a quick check)")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO / "src"))
-    {"injection": injection, "hallucination": hallucination}[args.detector](args.data)
+    if args.detector == "injection":
+        injection(args.data)
+    else:
+        hallucination(args.data, args.overrides, args.limit)
     return 0
 
 

@@ -12,6 +12,7 @@ sparser than a neural model's, which flatters neither ANN index).
 
     python benchmarks/million.py 100000 300000 1000000    # results in BENCHMARKS.md, "A million chunks"
     python benchmarks/million.py 1000000 --vector-dtype float16   # the table's vectors stored as float16
+    python benchmarks/million.py 100000 1000000 --vector-index ivf_pq   # IVF_PQ (re-scored ten-fold) instead of auto
 
 Each size runs in a process of its own, so that its peak memory is its own.
 """
@@ -80,11 +81,13 @@ def size_mb(path: Path) -> float:
 
 #: search settings tried on the ANN index (limit 10): (nprobes, ef, refine_factor); None: LanceDB's default
 SETTINGS = [(None, None, None), (None, 100, None), (None, 100, 5), (None, 200, 5), (None, 500, 5)]
+#: ... on an IVF_PQ index (no graph: ef means nothing there); ragtune searches it with refine 10
+PQ_SETTINGS = [(None, None, None), (None, None, 10), (50, None, 10), (100, None, 10), (50, None, 30)]
 
 
-def ann_trials(table, vectors, exact_ids) -> list[dict]:
+def ann_trials(table, vectors, exact_ids, settings=SETTINGS) -> list[dict]:
     out = []
-    for nprobes, ef, refine in SETTINGS:
+    for nprobes, ef, refine in settings:
         times, recall = [], []
         for v, want in zip(vectors, exact_ids):
             q = table.search(v).distance_type("cosine").limit(10).select(["id"])
@@ -143,11 +146,12 @@ def write_corpus(path: Path, n: int, pool: list[str], revised_every: int = 0) ->
     return changed
 
 
-def one(n: int, vector_dtype: str | None) -> dict:
+def one(n: int, vector_dtype: str | None, vector_index: str) -> dict:
     from ragtune.workspace import Workspace
 
     pool = sentence_pool()
-    config = RagConfig.from_dict({**CONFIG, "retrieval": {**CONFIG["retrieval"], "vector_dtype": vector_dtype}})
+    config = RagConfig.from_dict({**CONFIG, "retrieval": {**CONFIG["retrieval"], "vector_dtype": vector_dtype,
+                                                          "vector_index": vector_index}})
     queries = [q.text for q in load_dataset(dataset_path("msmarco")).queries][:100]
     with tempfile.TemporaryDirectory() as home:
         corpus = Path(home) / "corpus.jsonl"
@@ -174,7 +178,8 @@ def one(n: int, vector_dtype: str | None) -> dict:
         stats = table.index_stats(next(i.name for i in table.list_indices() if i.index_type != "FTS")) \
             if ann_s > 0.5 else None
         exact_ids = first.pop("exact_ids")
-        trials = ann_trials(table, vectors, exact_ids) if stats is not None else []
+        pq = config.retrieval.vector_index == "ivf_pq"
+        trials = ann_trials(table, vectors, exact_ids, PQ_SETTINGS if pq else SETTINGS) if stats is not None else []
         phases["searches"] = phase_peak_mb()
         table_mb = size_mb(Path(home) / "lancedb")
         # a 1% incremental sync: every 100th document edited, then the indexes brought up to date
@@ -206,14 +211,16 @@ def main() -> None:
     parser.add_argument("sizes", type=int, nargs="+")
     parser.add_argument("--one", action="store_true", help="run one size in this process (used by the driver)")
     parser.add_argument("--vector-dtype", choices=["float16"], help="retrieval.vector_dtype (default: float32)")
+    parser.add_argument("--vector-index", default="auto", choices=["auto", "ivf_pq"], help="retrieval.vector_index")
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.sizes[0], args.vector_dtype)))
+        print(json.dumps(one(args.sizes[0], args.vector_dtype, args.vector_index)))
         return
-    print(machine(), f"vectors stored as {args.vector_dtype or 'float32'}")
+    print(machine(), f"vectors stored as {args.vector_dtype or 'float32'}, vector_index {args.vector_index}")
     for n in args.sizes:
         dtype = ["--vector-dtype", args.vector_dtype] if args.vector_dtype else []
-        out = subprocess.run([sys.executable, __file__, str(n), "--one", *dtype], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, __file__, str(n), "--one", *dtype, "--vector-index", args.vector_index],
+                             capture_output=True, text=True)
         if out.returncode:
             sys.exit(f"{n} chunks failed:\n{out.stderr[-3000:]}")
         r = json.loads(out.stdout.strip().splitlines()[-1])
