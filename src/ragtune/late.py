@@ -76,7 +76,7 @@ class TokenEmbedder(Embedder):
     def load(self) -> None:
         self.encoder.session
 
-    def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
+    def encode(self, texts: Sequence[str], tokens=None) -> list[np.ndarray]:  # its own markers: ids not reused
         return self.encoder.encode(texts)
 
     def encode_queries(self, texts: Sequence[str]) -> list[np.ndarray]:

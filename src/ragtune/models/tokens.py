@@ -62,9 +62,15 @@ class InputWindow:
         """``text``'s token ids, no special tokens and no truncation (what a splitter counts)."""
         return _plain_tokenizer(self.tokenizer).encode(text, add_special_tokens=False).ids
 
-    def lengths(self, texts: list[str]) -> list[int]:
-        """Each text's length in tokens (batched, in Rust)."""
-        return [len(e.ids) for e in _plain_tokenizer(self.tokenizer).encode_batch(texts, add_special_tokens=False)]
+    def tokens(self, texts: list[str]) -> Tokens:
+        """Each text's ids, no special tokens and no truncation (batched, in Rust): its length in tokens, and what
+        the model's own tokenizer would make of it (``Frame``)."""
+        return Tokens.of(getattr(self.plain, "encode_batch_fast", self.plain.encode_batch)(texts, add_special_tokens=False))
+
+    @property
+    def plain(self):
+        """The tokenizer, without truncation or padding."""
+        return _plain_tokenizer(self.tokenizer)
 
 
 def tokenize(tokenizer, items: list) -> list:
@@ -121,6 +127,57 @@ class Tokens:
         arrays = {"input_ids": lambda: filled(self.ids, pad_id), "attention_mask": lambda: mask.astype(np.int64),
                   "token_type_ids": lambda: filled(self.type_ids, 0)}
         return {n: arrays[n]() for n in names}
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> Tokens:
+        """The inputs ``rows``, in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lengths = self.lengths[rows]
+        at = np.repeat(self.starts[rows], lengths) + _within(lengths)
+        return Tokens(self.ids[at], self.type_ids[at], lengths)
+
+
+def _within(lengths: np.ndarray) -> np.ndarray:
+    """Each position's offset inside its row, for rows of ``lengths`` laid one after another."""
+    return np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """How a tokenizer turns a text's ids (no special tokens, no truncation: ``InputWindow.tokens``) into what it
+    encodes for the model: the first ``max_tokens`` of them between its special tokens ``head`` and ``tail``. So
+    ids counted once (by the chunking processes) feed the model without tokenizing the text again."""
+
+    head: tuple[int, ...]
+    tail: tuple[int, ...]
+    max_tokens: int
+
+    @classmethod
+    def of(cls, tokenizer) -> Frame | None:
+        """The frame of ``tokenizer`` (truncating, single texts in segment 0), or None when its encodings are not
+        one (no truncation length, or special tokens inside the text's ids)."""
+        max_length = (tokenizer.truncation or {}).get("max_length")
+        probe = tokenizer.encode("frame probe, 42", add_special_tokens=True)
+        bare = tokenizer.encode("frame probe, 42", add_special_tokens=False).ids
+        full = probe.ids
+        starts = [i for i in range(len(full) - len(bare) + 1) if full[i : i + len(bare)] == bare]
+        if not max_length or not starts or any(probe.type_ids):
+            return None
+        head, tail = tuple(full[: starts[0]]), tuple(full[starts[0] + len(bare) :])
+        return cls(head, tail, max_length - len(head) - len(tail))
+
+    def __call__(self, tokens: Tokens) -> Tokens:
+        h, t = len(self.head), len(self.tail)
+        keep = np.minimum(tokens.lengths, self.max_tokens)
+        lengths = keep + h + t
+        starts = np.cumsum(lengths) - lengths
+        ids = np.empty(int(lengths.sum()), dtype=np.int32)
+        offsets = _within(keep)
+        ids[np.repeat(starts + h, keep) + offsets] = tokens.ids[np.repeat(tokens.starts, keep) + offsets]
+        for j, value in enumerate(self.head):
+            ids[starts + j] = value
+        for j, value in enumerate(self.tail):
+            ids[starts + h + keep + j] = value
+        return Tokens(ids, np.zeros(len(ids), dtype=np.int8), lengths)
 
 
 def encode(tokenizer, items: list) -> Tokens:
