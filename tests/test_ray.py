@@ -69,7 +69,8 @@ def test_a_sweep_on_two_nodes_writes_what_a_local_sweep_writes(cluster, local, t
 def test_an_index_built_on_ray_equals_the_local_build(cluster, tmp_path):
     """Chunking and embedding as Ray Data stages on the two nodes (8 documents per block): the table holds what a
     local build writes (ids, texts, spans, injection scan, vectors; rows in the same order) and has the same search
-    indexes; the chunks longer than the embedder reads are counted there too. Each build has its own cache here, so every vector is computed twice."""
+    indexes; the chunks longer than the embedder reads are counted there too. Each build has its own cache here,
+    so every vector is computed twice."""
     from ragtune.cluster import steps_on_ray
     from ragtune.config import RagConfig
     from ragtune.data import Corpus, load_corpus

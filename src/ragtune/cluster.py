@@ -108,7 +108,8 @@ def _step(batch: pa.Table) -> store.Step:
 def count(seen: Encoded, batch: pa.Table) -> None:
     """What ``engine.encode_chunks`` counts of a step, from the stages' rows."""
     seen.chunks += batch.num_rows
-    seen.flagged += [i for i, reasons in zip(batch["id"].to_pylist(), batch["injection_reasons"].to_pylist()) if reasons]
+    reasons = batch["injection_reasons"].to_pylist()
+    seen.flagged += [i for i, why in zip(batch["id"].to_pylist(), reasons) if why]
     cuts = batch["cut"]
     if cuts.null_count < len(cuts):
         seen.truncated = (seen.truncated or 0) + sum(bool(c) for c in cuts.to_pylist())

@@ -60,12 +60,13 @@ class InputWindow:
 
     def ids(self, text: str) -> list[int]:
         """``text``'s token ids, no special tokens and no truncation (what a splitter counts)."""
-        return _plain_tokenizer(self.tokenizer).encode(text, add_special_tokens=False).ids
+        return self.plain.encode(text, add_special_tokens=False).ids
 
     def tokens(self, texts: list[str]) -> Tokens:
         """Each text's ids, no special tokens and no truncation (batched, in Rust): its length in tokens, and what
         the model's own tokenizer would make of it (``Frame``)."""
-        return Tokens.of(getattr(self.plain, "encode_batch_fast", self.plain.encode_batch)(texts, add_special_tokens=False))
+        plain = self.plain
+        return Tokens.of(getattr(plain, "encode_batch_fast", plain.encode_batch)(texts, add_special_tokens=False))
 
     @property
     def plain(self):

@@ -4,7 +4,8 @@ The candidate is the sweep's winner by the rule of the comparison (significant a
 the faster configuration), or the baseline when nothing beats it. It replaces the current production configuration
 only when it is significantly better on the primary metric, or shown to be as good (a one-sided non-inferiority
 test within MARGIN) and significantly faster: by a paired test on per-query latency timed again for both,
-interleaved in one process (``evaluation.latency``), and by at least MIN_SPEEDUP. The release folder is written beside its target and swapped in.
+interleaved in one process (``evaluation.latency``), and by at least MIN_SPEEDUP. The release folder is written
+beside its target and swapped in.
 """
 
 from __future__ import annotations
