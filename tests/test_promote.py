@@ -171,28 +171,43 @@ def test_the_committed_regression_test_is_what_promote_writes_for_the_committed_
     assert path.read_text() == regression_test_source(load_release().provenance, RELEASE_DIR, path)
 
 
+def same_search_under_two_ids(root: Path, workspace) -> tuple[dict, str, str, Path]:
+    """Production is a vector search (top_k 10); a second sweep runs it again beside the same search under another
+    id (top_k 11, its baseline and so its candidate): the same scores, until a test plants a difference."""
+    data = keyword_dataset(root / "data")
+    paths = {"release_dir": root / "release", "regression_test": None}
+    base = {"retrieval": {"mode": "vector"}}
+    first = sweep(root, "prod", workspace.home, data, base=base, grid={"retrieval.top_k": [10]},
+                  baseline={"retrieval.top_k": 10})
+    assert promote(first, **paths, workspace=workspace).written
+    production = load_release(paths["release_dir"]).config.id
+    second = sweep(root, "same", workspace.home, data, base=base, grid={"retrieval.top_k": [10, 11]},
+                   baseline={"retrieval.top_k": 11})
+    candidate = next(c.name for c in (second / "configs").iterdir() if c.name != production)
+    return paths, production, candidate, second
+
+
+def plant(sweep_folder: Path, config_id: str, change) -> pd.DataFrame:
+    """``change`` applied to a configuration's per-query scores in the sweep; the sweep's results read again."""
+    path = sweep_folder / "configs" / config_id / "result" / "per_query.parquet"
+    frame = pd.read_parquet(path)
+    change(frame)
+    frame.to_parquet(path)
+    return read_results([sweep_folder])[1]
+
+
 def test_latency_recorded_under_a_planted_load_does_not_decide(tmp_path, workspace):
     """Production's latencies in the sweep carry a planted load (+50 ms a query): on the recorded numbers the
     candidate (the same search under another id) is significantly faster; timed fairly, it is not, and production
     stays, with the reason saying how latency was measured."""
     from ragtune.stats import paired_test
 
-    data = keyword_dataset(tmp_path / "data")
-    paths = {"release_dir": tmp_path / "release", "regression_test": None}
-    base = {"retrieval": {"mode": "vector"}}
-    first = sweep(tmp_path, "prod", workspace.home, data, base=base, grid={"retrieval.top_k": [10]},
-                  baseline={"retrieval.top_k": 10})
-    assert promote(first, **paths, workspace=workspace).written
-    production = load_release(paths["release_dir"]).config.id
-    second = sweep(tmp_path, "same", workspace.home, data, base=base, grid={"retrieval.top_k": [10, 11]},
-                   baseline={"retrieval.top_k": 11})
-    planted = second / "configs" / production / "result" / "per_query.parquet"
-    frame = pd.read_parquet(planted)
-    frame["latency_ms"] += 50.0
-    frame.to_parquet(planted)
-    _, results = read_results([second])
-    recorded = results.pivot_table(index="query_id", columns="config_id", values="latency_ms")
-    candidate = next(c for c in recorded.columns if c != production)
+    paths, production, candidate, second = same_search_under_two_ids(tmp_path, workspace)
+
+    def loaded(frame):
+        frame["latency_ms"] += 50.0
+
+    recorded = plant(second, production, loaded).pivot_table(index="query_id", columns="config_id", values="latency_ms")
     assert paired_test(recorded[candidate], recorded[production]) < 0.05  # the plant alone would decide
 
     decision = promote(second, **paths, workspace=workspace, latency_rounds=3)
@@ -207,25 +222,14 @@ def test_a_worse_config_is_not_as_good_because_few_queries_cannot_tell_them_apar
     test of non-inferiority stops a faster but worse configuration from replacing production; no latency is timed."""
     from ragtune.stats import paired_test
 
-    data = keyword_dataset(tmp_path / "data")
-    paths = {"release_dir": tmp_path / "release", "regression_test": None}
-    base = {"retrieval": {"mode": "vector"}}
-    first = sweep(tmp_path, "prod", workspace.home, data, base=base, grid={"retrieval.top_k": [10]},
-                  baseline={"retrieval.top_k": 10})
-    assert promote(first, **paths, workspace=workspace).written
-    production = load_release(paths["release_dir"]).config.id
-    second = sweep(tmp_path, "worse", workspace.home, data, base=base, grid={"retrieval.top_k": [10, 11]},
-                   baseline={"retrieval.top_k": 11})
-    candidate = next(p.parent.parent.name for p in second.glob("configs/*/result/per_query.parquet")
-                     if p.parent.parent.name != production)
-    planted = second / "configs" / candidate / "result" / "per_query.parquet"
-    frame = pd.read_parquet(planted)
-    worse = frame.index[frame["ndcg@10"] >= 0.5][:2]
-    assert len(worse) == 2
-    frame.loc[worse, "ndcg@10"] -= 0.5
-    frame.to_parquet(planted)
-    _, results = read_results([second])
-    scores = results.pivot_table(index="query_id", columns="config_id", values="ndcg@10")
+    paths, production, candidate, second = same_search_under_two_ids(tmp_path, workspace)
+
+    def worse(frame):
+        two = frame.index[frame["ndcg@10"] >= 0.5][:2]
+        assert len(two) == 2
+        frame.loc[two, "ndcg@10"] -= 0.5
+
+    scores = plant(second, candidate, worse).pivot_table(index="query_id", columns="config_id", values="ndcg@10")
     assert paired_test(scores[candidate], scores[production]) > 0.4  # the paired test cannot tell them apart
 
     decision = promote(second, **paths, workspace=workspace, latency_rounds=3)
