@@ -169,11 +169,11 @@ def test_a_build_feeds_the_model_the_ids_its_chunking_processes_counted(minilm, 
 
     monkeypatch.setattr(OnnxEmbedder, "_encode", counted("texts", by_texts))
     monkeypatch.setattr(OnnxEmbedder, "_encode_ids", counted("ids", by_ids))
-    documents = [Document(f"p{i}", t) for i, t in enumerate(msmarco_texts(1, 240)[1])]
+    documents = [Document(f"p{i}", t) for i, t in enumerate(msmarco_texts(1, 100)[1])]
     documents.append(Document("long", " ".join(d.text for d in documents[:6])))  # longer than MiniLM reads
     cfg = RagConfig.from_dict({"chunking": {"size": 512, "overlap": 0}, "retrieval": {"mode": "vector"}})
     seen = Encoded()
-    steps = list(encode_chunks(documents, cfg, CachedEmbedder(minilm, None), seen=seen, step=60, workers=2))
+    steps = list(encode_chunks(documents, cfg, CachedEmbedder(minilm, None), seen=seen, step=30, workers=2))
     assert calls == {"texts": 0, "ids": len(steps)} and seen.truncated >= 1
     texts = [c.text for chunks, _, _ in steps for c in chunks]
     np.testing.assert_allclose(np.concatenate([v for _, _, v in steps]), minilm.encode(texts), atol=1e-6)
