@@ -318,8 +318,8 @@ def test_secrets_never_reach_a_wandb_run(tmp_path):
              config={"generation": {"api_key": "plain-secret-value"}, "note": "token hf_abcdefgh12"},
              summary={"prompt_tokens": 12, "comment": "Bearer abc.def.ghi"})
     (run_dir,) = tmp_path.glob("wandb/offline-run-*")
+    run = read_run(run_dir)  # waits for the run file's tail, so the bytes below are the whole run
     raw = b"".join(p.read_bytes() for p in run_dir.rglob("*") if p.is_file())
     for secret in (b"sk-abc123", b"plain-secret-value", b"hf_abcdefgh12", b"abc.def.ghi"):
         assert secret not in raw, secret
-    run = read_run(run_dir)
     assert run["summary"]["prompt_tokens"] == 12  # a count named like a token stays

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 BLOCK = 32768
@@ -40,22 +41,41 @@ def records(path: Path):
             pending = b""
 
 
+def finished_records(path: Path, timeout: float = 60.0) -> list:
+    """The records of a run file once its exit record is on disk: ``run.finish()`` returns before wandb's service has
+    flushed and closed the file (it closes the stream after ``inform_finish``), so a run finished in this process may
+    still be short of its tail for a moment, longer on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = list(records(path))
+        except Exception:  # a record cut at the unflushed tail
+            found = []
+        if any(r.WhichOneof("record_type") == "exit" for r in found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def _key(item) -> str:
+    return item.key or ".".join(item.nested_key)
+
+
 def read_run(run_dir: Path) -> dict:
     """{'run': RunRecord, 'config': {...}, 'summary': {...}, 'history': {dotted key: last value}} of one offline run folder."""
     (path,) = Path(run_dir).glob("run-*.wandb")
     out = {"config": {}, "summary": {}, "history": {}, "run": None, "artifacts": []}
-    for rec in records(path):
+    for rec in finished_records(path):
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             out["run"] = rec.run
-            out["config"].update({u.key: json.loads(u.value_json) for u in rec.run.config.update})
+            out["config"].update({_key(u): json.loads(u.value_json) for u in rec.run.config.update})
         elif kind == "config":
-            out["config"].update({u.key: json.loads(u.value_json) for u in rec.config.update})
+            out["config"].update({_key(u): json.loads(u.value_json) for u in rec.config.update})
         elif kind == "summary":
-            out["summary"].update({u.key: json.loads(u.value_json) for u in rec.summary.update})
+            out["summary"].update({_key(u): json.loads(u.value_json) for u in rec.summary.update})
         elif kind == "history":
             for item in rec.history.item:
-                out["history"][item.key or ".".join(item.nested_key)] = json.loads(item.value_json)
+                out["history"][_key(item)] = json.loads(item.value_json)
         elif kind == "artifact":
             out["artifacts"].append(rec.artifact.name)
     return out
