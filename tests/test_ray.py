@@ -166,3 +166,44 @@ def test_the_stages_rows_come_back_as_the_steps_a_local_build_writes():
     assert [m.shape for m in back] == [(3, 4), (1, 4), (5, 4)]
     for got, want in zip(back, tokens):
         np.testing.assert_array_equal(got, want)
+
+
+def test_the_embedding_stage_is_fed_the_ids_the_chunking_stage_counted(tmp_path, monkeypatch):
+    """The Ray stages called here in one process: the chunking stage's ``ids`` are the vector model's own tokens
+    of each chunk (MiniLM's tokenizer, loaded here), the embedding stage feeds them to the model without tokenizing
+    the chunks again and keeps them (the writer never sees them), and its vectors are the texts' own; the ``cut``
+    column says which chunks are longer than MiniLM reads."""
+    import pyarrow as pa
+
+    from conftest import minilm_ids, msmarco_texts
+
+    from ragtune.cluster import ChunkStage, EmbedStage
+    from ragtune.config import RagConfig
+    from ragtune.embedding import OnnxEmbedder
+    from ragtune.workspace import Workspace
+
+    calls = {"texts": 0, "ids": 0}
+    by_texts, by_ids = OnnxEmbedder._encode, OnnxEmbedder._encode_ids
+
+    def counted(name, method):
+        def run(self, arg):
+            calls[name] += 1
+            return method(self, arg)
+        return run
+
+    monkeypatch.setattr(OnnxEmbedder, "_encode", counted("texts", by_texts))
+    monkeypatch.setattr(OnnxEmbedder, "_encode_ids", counted("ids", by_ids))
+    passages = msmarco_texts(0, 12)[1]
+    texts = [*passages, " ".join(passages)]  # one document longer than MiniLM reads
+    cfg = RagConfig(chunking={"strategy": "sentence", "size": 512, "overlap": 0}, retrieval={"mode": "vector"})
+    workspace = Workspace(tmp_path)
+    rows = ChunkStage(cfg, workspace)(pa.table({"id": [f"p{i}" for i in range(len(texts))], "text": texts}))
+    chunks, ids = rows["text"].to_pylist(), minilm_ids()
+    assert rows["ids"].to_pylist() == [ids(t) for t in chunks]
+    assert rows["cut"].to_pylist() == [len(ids(t)) > 254 for t in chunks] and any(rows["cut"].to_pylist())
+    embedded = EmbedStage(cfg, workspace)(rows)
+    assert calls == {"texts": 0, "ids": 1}
+    assert "ids" not in embedded.column_names and embedded["text"].to_pylist() == chunks
+    vectors = np.stack(embedded["vector"].to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(vectors, OnnxEmbedder.encode(EmbedStage(cfg, workspace).engine.vectors.embedder,
+                                                            chunks), atol=1e-6)

@@ -168,6 +168,13 @@ def test_a_frame_of_uncounted_ids_is_what_the_models_tokenizer_encodes(msmarco, 
     picked = counted.take(rows)
     again = window.tokens([texts[i] for i in rows])
     assert np.array_equal(picked.ids, again.ids) and np.array_equal(picked.lengths, again.lengths)
+    # as Ray's stages carry them: an Arrow list column, here in two chunks as Ray may hand a batch over
+    import pyarrow as pa
+
+    column = counted.to_arrow()
+    assert column.to_pylist() == [e.ids for e in window.plain.encode_batch(texts, add_special_tokens=False)]
+    back = Tokens.from_arrow(pa.chunked_array([column[:5], column[5:]]))
+    assert np.array_equal(back.ids, counted.ids) and np.array_equal(back.lengths, counted.lengths)
 
 
 def test_no_frame_for_a_tokenizer_that_does_not_truncate(cross_encoder_tokenizer):

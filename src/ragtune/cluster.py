@@ -2,9 +2,9 @@
 
 A table built on Ray is the local build's steps (``engine.encode_chunks``) computed by Ray Data stages: the documents
 go to Ray's object store in blocks of ``DOCUMENTS_PER_STEP`` (this process holds one block; the store spills to
-disk), a pool of actors chunks and scans them (one per CPU, at most),
-and a second pool embeds the chunks through the content-addressed cache (one actor per GPU where the cluster has
-GPUs, else one per two CPUs). Ray Data streams the stages with bounded queues and hands the embedded chunks back to
+disk), a pool of actors chunks and scans them (one per CPU, at most) and tokenizes each chunk with the vector
+model's tokenizer, and a second pool embeds the chunks from those ids through the content-addressed cache (one
+actor per GPU where the cluster has GPUs, else one per two CPUs). Ray Data streams the stages with bounded queues and hands the embedded chunks back to
 this process in document order, where LanceDB's writer streams them into the table as a local build does (one
 commit, then the search indexes and the complete tag): the same rows, ids, texts, scan and vectors.
 
@@ -27,7 +27,8 @@ import pyarrow as pa
 from ragtune import store
 from ragtune.config import RagConfig
 from ragtune.chunking import counting_window
-from ragtune.engine import DOCUMENTS_PER_STEP, Encoded, Engine, cut_window, prepared, stored
+from ragtune.engine import DOCUMENTS_PER_STEP, Encoded, Engine, cut_of, cut_window, prepared, stored
+from ragtune.models.tokens import Tokens
 from ragtune.errors import ConfigError
 from ragtune.types import Chunk, Document
 from ragtune.workspace import Workspace
@@ -66,8 +67,9 @@ class _Stage:
 
 
 class ChunkStage(_Stage):
-    """Documents (id, text) -> their chunks with each chunk's injection scan, and whether the vector model reads
-    all of it (column ``cut``: null when not checked), as ``engine.prepared``."""
+    """Documents (id, text) -> their chunks with each chunk's injection scan, as ``engine.prepared``; where the
+    vector model's tokenizer is read, each chunk's ids in its vocabulary (column ``ids``, which feed the embedding
+    stage) and whether the model reads all of it (column ``cut``, null when not checked)."""
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         docs = [Document(i, t) for i, t in zip(batch["id"].to_pylist(), batch["text"].to_pylist())]
@@ -77,15 +79,22 @@ class ChunkStage(_Stage):
         chunks, verdicts, tokens = prepared(docs, config.chunking, embedder if semantic else None,
                                             counting_window(config.chunking, embedder), cut)
         rows = pa.Table.from_batches([store.step_batch((chunks, verdicts, None), store.chunk_schema(None))])
-        cuts = [None] * len(chunks) if tokens is None else tokens.lengths > cut.max_tokens
-        return rows.append_column("cut", pa.array(cuts, pa.bool_()))
+        cuts = cut_of(tokens, cut)
+        rows = rows.append_column("cut", pa.array([None] * len(chunks) if cuts is None else cuts, pa.bool_()))
+        return rows if tokens is None else rows.append_column("ids", tokens.to_arrow())
 
 
 class EmbedStage(_Stage):
-    """Chunks -> the same chunks with their table vectors (``engine.vectors``, through the workspace's cache)."""
+    """Chunks -> the same chunks with their table vectors (``engine.vectors``, through the workspace's cache), fed
+    the chunking stage's ids where it counted them (the ids then stay here)."""
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        vectors = stored(self.engine.vectors.embed_documents(batch["text"].to_pylist()), self.engine.config)
+        tokens = None
+        if "ids" in batch.column_names:
+            tokens = Tokens.from_arrow(batch["ids"])
+            batch = batch.drop_columns(["ids"])
+        texts = batch["text"].to_pylist()
+        vectors = stored(self.engine.vectors.embed_documents(texts, tokens), self.engine.config)
         dim = self.engine.vectors.embedder.multivector or int(vectors.shape[1])
         return batch.append_column("vector", store.vector_column(vectors, dim))
 
@@ -103,16 +112,6 @@ def _step(batch: pa.Table) -> store.Step:
     dim = column.type.value_type.list_size  # each chunk's token vectors
     flat, offsets = column.values.values.to_numpy(), column.offsets.to_numpy()
     return chunks, scan, [flat[a * dim : b * dim].reshape(-1, dim) for a, b in zip(offsets[:-1], offsets[1:])]
-
-
-def count(seen: Encoded, batch: pa.Table) -> None:
-    """What ``engine.encode_chunks`` counts of a step, from the stages' rows."""
-    seen.chunks += batch.num_rows
-    reasons = batch["injection_reasons"].to_pylist()
-    seen.flagged += [i for i, why in zip(batch["id"].to_pylist(), reasons) if why]
-    cuts = batch["cut"]
-    if cuts.null_count < len(cuts):
-        seen.truncated = (seen.truncated or 0) + sum(bool(c) for c in cuts.to_pylist())
 
 
 def _blocks(ray, documents: Iterable[Document], step: int) -> Iterator[Any]:
@@ -154,7 +153,9 @@ def steps_on_ray(address: str, config: RagConfig, workspace: Workspace, step: in
                 if not batch.num_rows:
                     continue
                 if seen is not None:
-                    count(seen, batch)
+                    cuts = batch["cut"]
+                    seen.add(batch["id"].to_pylist(), batch["injection_reasons"].to_pylist(),
+                             None if cuts.null_count == len(cuts) else cuts.to_numpy(zero_copy_only=False))
                 yield _step(batch)
                 if progress:
                     ids = batch["doc_id"].to_pylist()

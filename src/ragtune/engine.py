@@ -57,6 +57,14 @@ class Encoded:
     #: chunks longer than the table's vector model reads (their tails are not in the vectors); None: not counted
     truncated: int | None = None
 
+    def add(self, ids: list[str], reasons: list[str], cut=None) -> None:
+        """A step's chunks: their ids, each one's injection reasons ("" when not flagged), and with the model's
+        window, whether each is longer than the model reads."""
+        self.chunks += len(ids)
+        self.flagged += [i for i, why in zip(ids, reasons) if why]
+        if cut is not None:
+            self.truncated = (self.truncated or 0) + int(np.count_nonzero(cut))
+
 
 def encode_chunks(documents: Iterable, config: RagConfig, embedder: CachedEmbedder,
                   progress: Callable[[int], None] | None = None, vectors: CachedEmbedder | None = None,
@@ -79,10 +87,7 @@ def encode_chunks(documents: Iterable, config: RagConfig, embedder: CachedEmbedd
     parts = iter(lambda: list(itertools.islice(documents, step)), [])
     for part, (chunks, verdicts, tokens) in _chunked(parts, config.chunking, embedder, window, cut, workers):
         if seen is not None:
-            seen.chunks += len(chunks)
-            seen.flagged += [c.id for c, (_, reasons) in zip(chunks, verdicts) if reasons]
-            if tokens is not None:
-                seen.truncated += int((tokens.lengths > cut.max_tokens).sum())
+            seen.add([c.id for c in chunks], [why for _, why in verdicts], cut_of(tokens, cut))
         embedded = vectors.embed_documents([c.text for c in chunks], tokens) if vectors is not None and chunks else None
         yield chunks, verdicts, stored(embedded, config)
         if progress:
@@ -107,6 +112,11 @@ def cut_window(vectors) -> InputWindow | None:
     """The input window of a table's vector model (``table_vectors``; None for full text), against which each
     chunk is checked for being longer than the model reads; None when the model has no tokenizer ragtune reads."""
     return None if vectors is None else vectors.window
+
+
+def cut_of(tokens: Tokens | None, cut: InputWindow | None) -> np.ndarray | None:
+    """Whether each chunk of ``tokens`` (``prepared``) is longer than the window ``cut`` reads; None: not counted."""
+    return None if tokens is None else tokens.lengths > cut.max_tokens
 
 
 def prepared(documents: list, chunking, embedder, window, cut) -> tuple[list, list, Tokens | None]:

@@ -129,6 +129,23 @@ class Tokens:
                   "token_type_ids": lambda: filled(self.type_ids, 0)}
         return {n: arrays[n]() for n in names}
 
+    def to_arrow(self):
+        """The ids as an Arrow ``list<int32>`` column, a row per input (segment ids left out: single texts)."""
+        import pyarrow as pa
+
+        offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(self.ids, pa.int32()))
+
+    @classmethod
+    def from_arrow(cls, column) -> Tokens:
+        """``to_arrow``'s column (one chunk or several) back as ``Tokens``, single texts in segment 0."""
+        import pyarrow as pa
+
+        column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        lengths = column.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
+        ids = column.flatten().to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+        return cls(ids, np.zeros(len(ids), dtype=np.int8), lengths)
+
     def take(self, rows: Sequence[int] | np.ndarray) -> Tokens:
         """The inputs ``rows``, in that order."""
         rows = np.asarray(rows, dtype=np.int64)
