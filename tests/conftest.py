@@ -44,6 +44,24 @@ def minilm_length():
     return lambda text: len(ids(text))
 
 
+def counted_encodes(monkeypatch) -> dict[str, int]:
+    """Count the ONNX embedder's model calls from here on: fed texts (``texts``, it tokenizes them) or ids
+    (``ids``, counted elsewhere)."""
+    from ragtune.embedding import OnnxEmbedder
+
+    calls = {"texts": 0, "ids": 0}
+
+    def counted(name, method):
+        def run(self, arg):
+            calls[name] += 1
+            return method(self, arg)
+        return run
+
+    monkeypatch.setattr(OnnxEmbedder, "_encode", counted("texts", OnnxEmbedder._encode))
+    monkeypatch.setattr(OnnxEmbedder, "_encode_ids", counted("ids", OnnxEmbedder._encode_ids))
+    return calls
+
+
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory):
     """One workspace for the whole session: models embed each text once across all tests that share it."""

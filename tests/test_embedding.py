@@ -151,24 +151,13 @@ def test_a_build_feeds_the_model_the_ids_its_chunking_processes_counted(minilm, 
     """Chunks are tokenized once, in the chunking processes (to count those the model cuts): the model takes those
     ids without tokenizing the chunks again, the vectors are the texts' own, and a model that reads a prefix before
     each passage (whose ids the chunks' are not) tokenizes the texts itself."""
-    from conftest import msmarco_texts
+    from conftest import counted_encodes, msmarco_texts
 
     from ragtune.config import RagConfig
-    from ragtune.embedding import OnnxEmbedder
     from ragtune.engine import Encoded, encode_chunks
     from ragtune.types import Document
 
-    calls = {"texts": 0, "ids": 0}
-    by_texts, by_ids = OnnxEmbedder._encode, OnnxEmbedder._encode_ids
-
-    def counted(name, method):
-        def run(self, arg):
-            calls[name] += 1
-            return method(self, arg)
-        return run
-
-    monkeypatch.setattr(OnnxEmbedder, "_encode", counted("texts", by_texts))
-    monkeypatch.setattr(OnnxEmbedder, "_encode_ids", counted("ids", by_ids))
+    calls = counted_encodes(monkeypatch)
     documents = [Document(f"p{i}", t) for i, t in enumerate(msmarco_texts(1, 100)[1])]
     documents.append(Document("long", " ".join(d.text for d in documents[:6])))  # longer than MiniLM reads
     cfg = RagConfig.from_dict({"chunking": {"size": 512, "overlap": 0}, "retrieval": {"mode": "vector"}})

@@ -175,24 +175,13 @@ def test_the_embedding_stage_is_fed_the_ids_the_chunking_stage_counted(tmp_path,
     column says which chunks are longer than MiniLM reads."""
     import pyarrow as pa
 
-    from conftest import minilm_ids, msmarco_texts
+    from conftest import counted_encodes, minilm_ids, msmarco_texts
 
     from ragtune.cluster import ChunkStage, EmbedStage
     from ragtune.config import RagConfig
-    from ragtune.embedding import OnnxEmbedder
     from ragtune.workspace import Workspace
 
-    calls = {"texts": 0, "ids": 0}
-    by_texts, by_ids = OnnxEmbedder._encode, OnnxEmbedder._encode_ids
-
-    def counted(name, method):
-        def run(self, arg):
-            calls[name] += 1
-            return method(self, arg)
-        return run
-
-    monkeypatch.setattr(OnnxEmbedder, "_encode", counted("texts", by_texts))
-    monkeypatch.setattr(OnnxEmbedder, "_encode_ids", counted("ids", by_ids))
+    calls = counted_encodes(monkeypatch)
     passages = msmarco_texts(0, 12)[1]
     texts = [*passages, " ".join(passages)]  # one document longer than MiniLM reads
     cfg = RagConfig(chunking={"strategy": "sentence", "size": 512, "overlap": 0}, retrieval={"mode": "vector"})
@@ -205,5 +194,4 @@ def test_the_embedding_stage_is_fed_the_ids_the_chunking_stage_counted(tmp_path,
     assert calls == {"texts": 0, "ids": 1}
     assert "ids" not in embedded.column_names and embedded["text"].to_pylist() == chunks
     vectors = np.stack(embedded["vector"].to_numpy(zero_copy_only=False))
-    np.testing.assert_allclose(vectors, OnnxEmbedder.encode(EmbedStage(cfg, workspace).engine.vectors.embedder,
-                                                            chunks), atol=1e-6)
+    np.testing.assert_allclose(vectors, EmbedStage(cfg, workspace).engine.vectors.embedder.encode(chunks), atol=1e-6)
