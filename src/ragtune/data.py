@@ -308,10 +308,6 @@ def _pdf_text(data: bytes, path: str) -> str:
         raise DataError(f"{path}: cannot read PDF ({exc})") from None
 
 
-def read_document(path: Path, ident: str) -> Document:
-    return parse_document(path.read_bytes(), path.suffix, ident, str(path))
-
-
 def parse_document(data: bytes, suffix: str, ident: str, source: str) -> Document:
     """A document file's text and title from its bytes (``suffix``: its kind, one of DOC_SUFFIXES)."""
     kind = DOC_SUFFIXES[suffix.lower()]
