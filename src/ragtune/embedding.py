@@ -117,8 +117,7 @@ class SentenceTransformerEmbedder(Embedder):
         device = resolve_device(self.device)
         import_torch()
         model = SentenceTransformer(self.path, device=device).eval()
-        dtype = resolve_precision(self.precision, device)
-        return model if dtype is None else model.to(dtype)
+        return model.to(resolve_precision(self.precision, device))
 
     @cached_property
     def runner(self):

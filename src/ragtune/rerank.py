@@ -136,10 +136,8 @@ class TorchCrossEncoder(Reranker):
 
         device = resolve_device(self.device)
         import_torch()
-        model = AutoModelForSequenceClassification.from_pretrained(str(self.model_dir)).eval().to(device)
-        dtype = resolve_precision(self.precision, device)
-        if dtype is not None:
-            model = model.to(dtype)
+        model = AutoModelForSequenceClassification.from_pretrained(str(self.model_dir)).eval()
+        model = model.to(device=device, dtype=resolve_precision(self.precision, device))
         names = ["input_ids", "attention_mask", "token_type_ids"]
         max_length = int(model.config.max_position_embeddings)
         tokenizer = load_tokenizer(self.model_dir, max_length)

@@ -73,9 +73,11 @@ def quiet_hugging_face() -> None:
 
 
 def resolve_precision(precision: str, device: str):
-    """The torch dtype to cast a model to, or None for fp32. ``auto``: fp16 on CUDA, fp32 elsewhere."""
+    """The torch dtype to cast a model to. ``auto``: fp16 on CUDA, fp32 elsewhere. Always a dtype, fp32 included:
+    transformers loads weights in the dtype they were saved in (a folder of fp16 weights gives an fp16 model, five
+    times slower on a CPU), so fp32 has to be asked for."""
     import torch
 
     if precision == "auto":
         precision = "fp16" if device == "cuda" else "fp32"
-    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
