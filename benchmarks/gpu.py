@@ -72,18 +72,18 @@ def prepare(dest: Path, reranker: bool = False) -> None:
         weights = load_file(str(minilm / "model.safetensors"))
         save_file({k: v.half().contiguous() for k, v in weights.items()}, str(dest / "minilm" / "model.safetensors"))
         cpu = make_embedder(EmbeddingConfig(model="minilm", device="cpu"))
-        queries, passages, scores = msmarco_retrieval(cpu, msmarco)
+        queries, passages, run, qrels = msmarco_retrieval(cpu, msmarco)
         np.savez(dest / "reference.npz", queries=queries.astype(np.float16), passages=passages.astype(np.float16))
-        (dest / "reference.json").write_text(json.dumps({"model_id": cpu.model_id, "scores": scores.to_dict("index")}))
+        (dest / "reference.json").write_text(json.dumps({"model_id": cpu.model_id,
+                                                         "scores": scored(run, qrels).to_dict("index")}))
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     print(f"prepared {dest}: {size / 2**20:.1f} MiB")
 
 
 def msmarco_retrieval(embedder, msmarco: Path):
-    """Query and passage vectors (unit length) of msmarco's judged queries and its passages, and per-query nDCG@10
-    and recall@100 of exact cosine search over the passages."""
+    """Query and passage vectors (unit length) of msmarco's judged queries and its passages, the top 100 passages of
+    exact cosine search for each query, and the judgments."""
     from ragtune.data import load_dataset
-    from ragtune.evaluation.metrics import evaluate_run
 
     data = load_dataset(msmarco)
     queries, docs = data.judged(), data.documents
@@ -92,36 +92,53 @@ def msmarco_retrieval(embedder, msmarco: Path):
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     p /= np.linalg.norm(p, axis=1, keepdims=True)
     top = np.argsort(-(q @ p.T), axis=1, kind="stable")[:, :100]
-    run = {x.id: [docs[j].id for j in row] for x, row in zip(queries, top)}
-    return q, p, evaluate_run(data.qrels, run, ["ndcg@10", "recall@100"])
+    return q, p, {x.id: [docs[j].id for j in row] for x, row in zip(queries, top)}, data.qrels
+
+
+def scored(run: dict, qrels: dict):
+    """Per-query nDCG@10 and recall@100 (ragtune's metrics: trec_eval, which the device machine may lack)."""
+    from ragtune.evaluation.metrics import evaluate_run
+
+    return evaluate_run(qrels, run, ["ndcg@10", "recall@100"])
+
+
+def compare_quality(run: dict, qrels: dict, reference: Path) -> list[str]:
+    """The GPU's run scored against the CPU's scores in ``reference`` (``prepare``)."""
+    import pandas as pd
+
+    scores = scored(run, qrels)
+    ref = json.loads((reference / "reference.json").read_text())
+    cpu = pd.DataFrame.from_dict(ref["scores"], orient="index").loc[scores.index]
+    notes = [f"msmarco, MiniLM's real weights, exact search, {len(scores)} queries: GPU fp16 against the CPU "
+             f"({ref['model_id']})"]
+    for m in scores.columns:
+        diff = (scores[m] - cpu[m]).abs()
+        notes.append(f"  {m}: GPU {scores[m].mean():.4f}, CPU {cpu[m].mean():.4f}; per query |diff| mean "
+                     f"{diff.mean():.4f}, max {diff.max():.4f}, {int((diff > 1e-9).sum())} queries differ")
+    return notes
 
 
 def quality(minilm: Path, msmarco: Path, reference: Path) -> dict:
-    """MiniLM's retrieval on msmarco computed here on the GPU in fp16, against the CPU's (``prepare``)."""
-    import pandas as pd
-
+    """MiniLM's retrieval on msmarco computed here on the GPU in fp16, against the CPU's (``prepare``). The run
+    travels back in the results, so that ``--score`` can score it on a machine with trec_eval."""
     from ragtune.embedding import SentenceTransformerEmbedder
 
     if not (reference / "reference.json").is_file():
         return {"rows": [], "notes": ["quality: no CPU reference in the models folder (made by --prepare)"]}
     emb = SentenceTransformerEmbedder(str(minilm), "minilm-real", device="cuda", precision="fp16")
-    q, p, scores = msmarco_retrieval(emb, msmarco)
-    ref = json.loads((reference / "reference.json").read_text())
-    cpu = pd.DataFrame.from_dict(ref["scores"], orient="index").loc[scores.index]
+    q, p, run, qrels = msmarco_retrieval(emb, msmarco)
     vectors = np.load(reference / "reference.npz")
     cos = (p * vectors["passages"].astype(np.float32)).sum(1)
     cos_q = (q * vectors["queries"].astype(np.float32)).sum(1)
-    notes = [f"msmarco, MiniLM's real weights, exact search over {len(p):,} passages, {len(scores)} queries: GPU fp16 "
-             f"against the CPU ({ref['model_id']})"]
-    for m in scores.columns:
-        diff = (scores[m] - cpu[m]).abs()
-        notes.append(f"  {m}: GPU {scores[m].mean():.4f}, CPU {cpu[m].mean():.4f}; per query |diff| mean "
-                     f"{diff.mean():.4f}, max {diff.max():.4f}, {int((diff > 1e-9).sum())} queries differ")
-    notes.append(f"  cosine GPU vs CPU vectors: passages min {cos.min():.5f} mean {cos.mean():.6f}; queries min "
-                 f"{cos_q.min():.5f}")
+    notes = [f"cosine of the GPU's MiniLM vectors to the CPU's: {len(p):,} passages min {cos.min():.5f} mean "
+             f"{cos.mean():.6f}; {len(q)} queries min {cos_q.min():.5f}"]
+    try:
+        notes += compare_quality(run, qrels, reference)
+    except ImportError as exc:
+        notes.append(f"quality: not scored here ({exc}); `python benchmarks/gpu.py --score gpu.json --models DIR`")
     for line in notes:
         print(line, flush=True)
-    return {"rows": [], "notes": notes, "gpu": scores.mean().to_dict(), "cpu": cpu.mean().to_dict()}
+    return {"rows": [], "notes": notes, "run": run}
 
 
 def models(args) -> tuple[Path, Path | None, Path]:
@@ -196,6 +213,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", type=Path, help="folder made by --prepare (device machine)")
     ap.add_argument("--prepare", type=Path, help="write that folder here and exit")
+    ap.add_argument("--score", type=Path, help="score the quality run of a gpu.json against --models' reference")
     ap.add_argument("--prepare-reranker", action="store_true",
                     help="with --prepare: the cross-encoder instead of MiniLM's weights (both exceed 64 MiB)")
     ap.add_argument("--seconds", type=float, default=1.5, help="timing per raw-forward measurement")
@@ -206,6 +224,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.prepare:
         return prepare(args.prepare, args.prepare_reranker)
+    if args.score:
+        from ragtune.data import load_qrels
+
+        run = json.loads(args.score.read_text())["quality"]["run"]
+        return print("\n".join(compare_quality(run, load_qrels(args.models / "msmarco" / "qrels" / "test.tsv"),
+                                                args.models)))
     os.environ.setdefault("RAGTUNE_MODEL_CACHE", tempfile.mkdtemp())
     import torch
 
