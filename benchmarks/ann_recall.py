@@ -9,13 +9,18 @@ of their searches (ten results each).
 
     python benchmarks/ann_recall.py        # BENCHMARKS.md, "A million chunks"
 
-At a million (issue #18: which index a million real vectors want), on a GPU machine: ``--documents N`` makes N
-documents the way ``million.py`` does (three real sentences each, numbered), embedded with MiniLM's real weights from
-the folder ``gpu.py --prepare`` writes (which also carries msmarco and the chunking set the sentences come from):
+``--documents N`` makes N documents the way ``million.py`` does (three real sentences each, numbered) instead, to
+see how recall holds as a table of real vectors grows (issue #18: which index a million real vectors want):
 
-    python benchmarks/gpu.py --prepare .gpu                                                   # here
+    python benchmarks/ann_recall.py --documents 100000 --out DIR      # MiniLM through ragtune's cache, here
+
+A million wants a GPU to embed them (this CPU makes about 90 such texts a second) and LanceDB beside it: on a GPU
+machine with lancedb installed, ``--models`` embeds with MiniLM from the folder ``gpu.py --prepare`` writes (its
+real weights, with msmarco and the chunking set the sentences come from). The GPU machine lent to this project has
+no lancedb, and its wheel (75 MB) exceeds the 64 MiB that travel there, so it cannot run this.
+
     RAGTUNE_SHARED_DATASETS=.gpu PYTHONPATH=src python3 benchmarks/ann_recall.py --documents 1000000 \
-        --models .gpu --out $OUT                                                              # there
+        --models .gpu --out OUT
 """
 
 from __future__ import annotations
