@@ -248,9 +248,9 @@ def test_float16_vectors_search_like_float32_on_msmarco_at_half_the_bytes(worksp
         RagConfig.from_dict({"retrieval": {"mode": "vector", "vector_dtype": "float16", "late_interaction": "colbert"}})
 
 
-def test_an_ivf_pq_index_re_scored_ten_fold_finds_what_exact_search_finds_on_msmarco(workspace, sample):
+def test_an_ivf_pq_index_re_scored_finds_what_exact_search_finds_on_msmarco(workspace, sample):
     """``vector_index: ivf_pq`` on a real model's vectors of real passages: the table gets an IVF_PQ index, searched
-    with its results re-scored ten-fold from the stored vectors, so the scores are exact cosines and the top ten are
+    with its results re-scored (``PQ_REFINE``-fold) from the stored vectors, so the scores are exact cosines and the top ten are
     exact search's (recall@10 against the flat table); a table too small to train PQ is searched exactly."""
     from conftest import msmarco_texts
 

@@ -117,7 +117,7 @@ class RetrievalConfig(_Section):
     vector_index: Literal["auto", "flat", "hnsw", "ivf_pq"] = Field(
         "auto", description="flat: exact search; hnsw: an IVF_HNSW_SQ index, searched with a wide candidate list and "
         "its results re-scored from the stored vectors; auto: hnsw from 20,000 chunks on; ivf_pq: an IVF_PQ index "
-        "(from 256 chunks on), its results re-scored ten-fold: faster to build and to compact than hnsw"
+        "(from 256 chunks on), its results re-scored thirty-fold: faster to build and to compact than hnsw"
     )
     vector_dtype: Literal["float16"] | None = Field(
         None, description="how the table stores each chunk's vector: null, float32; float16: half the disk, cosines "

@@ -32,11 +32,12 @@ SCAN_COLUMNS = ["injection_score", "injection_reasons"]
 #: times the results asked for), which undoes the index's quantisation, and HNSW's candidate list (``ef``: at least
 #: this, and every candidate the re-scoring reads); BENCHMARKS.md, "A million chunks", measures what they buy: ef 500
 #: holds recall@10 at 0.96-0.99 from 100k to 1M chunks for 1-2 ms more than ef 200 (0.92-0.97). Product quantisation
-#: loses more of the order: IVF_PQ's results are re-scored ten-fold (recall@10 0.98 on MiniLM vectors of real texts,
-#: 0.94 five-fold; ``benchmarks/ann_recall.py``)
+#: loses more of the order, and more as the table grows: on MiniLM vectors of real texts (``benchmarks/ann_recall.py``)
+#: re-scoring ten-fold gave recall@10 0.98 at 18,000 rows and 0.92 at 100,000, thirty-fold 0.97 at 100,000 for
+#: about 4 ms more, so IVF_PQ's results are re-scored thirty-fold
 ANN_EF = 500
 ANN_REFINE = 5
-PQ_REFINE = 10
+PQ_REFINE = 30
 #: IVF_PQ trains 256 centroids per sub-vector: a table needs at least that many rows
 PQ_MIN_ROWS = 256
 
