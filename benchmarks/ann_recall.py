@@ -129,7 +129,8 @@ def main() -> None:
             ("IVF_HNSW_SQ (ragtune's)", HnswSq(distance_type="cosine"),
              [{"ef": ANN_EF, "refine_factor": ANN_REFINE}, {"ef": 200, "refine_factor": 1}]),
             ("IVF_PQ (LanceDB's defaults)", IvfPq(distance_type="cosine"),
-             [{"refine_factor": PQ_REFINE}] + [{"nprobes": p, "refine_factor": r} for p in (20, 50) for r in (1, 5, 30)])]:
+             [{"refine_factor": PQ_REFINE}]
+             + [{"nprobes": p, "refine_factor": r} for p in (20, 50) for r in (1, 5, 30)])]:
         table = lancedb.connect(tempfile.mkdtemp()).create_table("t", rows)
         t0 = time.perf_counter()
         table.create_index("vector", config=config)

@@ -250,8 +250,9 @@ def test_float16_vectors_search_like_float32_on_msmarco_at_half_the_bytes(worksp
 
 def test_an_ivf_pq_index_re_scored_finds_what_exact_search_finds_on_msmarco(workspace, sample):
     """``vector_index: ivf_pq`` on a real model's vectors of real passages: the table gets an IVF_PQ index, searched
-    with its results re-scored (``PQ_REFINE``-fold) from the stored vectors, so the scores are exact cosines and the top ten are
-    exact search's (recall@10 against the flat table); a table too small to train PQ is searched exactly."""
+    with its results re-scored (``PQ_REFINE``-fold) from the stored vectors, so the scores are exact cosines and the
+    top ten are exact search's (recall@10 against the flat table); a table too small to train PQ is searched
+    exactly."""
     from conftest import msmarco_texts
 
     questions, passages = msmarco_texts(30, 1000)

@@ -4,9 +4,10 @@ A table built on Ray is the local build's steps (``engine.encode_chunks``) compu
 go to Ray's object store in blocks of ``DOCUMENTS_PER_STEP`` (this process holds one block; the store spills to
 disk), a pool of actors chunks and scans them (one per CPU, at most) and tokenizes each chunk with the vector
 model's tokenizer, and a second pool embeds the chunks from those ids through the content-addressed cache (one
-actor per GPU where the cluster has GPUs, else one per two CPUs). Ray Data streams the stages with bounded queues and hands the embedded chunks back to
-this process in document order, where LanceDB's writer streams them into the table as a local build does (one
-commit, then the search indexes and the complete tag): the same rows, ids, texts, scan and vectors.
+actor per GPU where the cluster has GPUs, else one per two CPUs). Ray Data streams the stages with bounded queues
+and hands the embedded chunks back to this process in document order, where LanceDB's writer streams them into the
+table as a local build does (one commit, then the search indexes and the complete tag): the same rows, ids, texts,
+scan and vectors.
 
 Every worker opens the workspace itself: its home (the SQLite embedding cache) must be a path every node can write,
 or the cache must be the LanceDB one (``RAGTUNE_CACHE=lance``) on a URI they all reach. Workers import ragtune:
@@ -28,8 +29,8 @@ from ragtune import store
 from ragtune.config import RagConfig
 from ragtune.chunking import counting_window
 from ragtune.engine import DOCUMENTS_PER_STEP, Encoded, Engine, cut_of, cut_window, prepared, stored
-from ragtune.models.tokens import Tokens
 from ragtune.errors import ConfigError
+from ragtune.models.tokens import Tokens
 from ragtune.types import Chunk, Document
 from ragtune.workspace import Workspace
 
