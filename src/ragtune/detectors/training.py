@@ -38,6 +38,8 @@ def _rows(src: Source, root: Path) -> list[tuple[str, int]]:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         return [(r["prompt"], int(r["label"])) for r in rows
                 if r["label"] == 1 or r.get("source") == "synthetic_edge"]
+    if src.name == "inthewild-jailbreaks":
+        return [(t, 1) for t in json.loads(path.read_text())]
     if src.name == "alpacaeval":
         rows = json.loads(path.read_text())
         paragraphs = [p.strip() for r in rows for p in r["output"].split("\n\n") if len(p.strip()) >= 80]
