@@ -2,6 +2,7 @@
 
     python benchmarks/detectors.py injection --data DIR     # DIR: the sets of ragtune/detectors/sources.py
     python benchmarks/detectors.py injection --data DIR --threshold 0.7   # the same at another operating point
+    python benchmarks/detectors.py injection --data DIR --backend ngram-documents   # the model that scans chunks
 
 Injection: every ``eval`` set of sources.py (cross-dataset), the validation fifth of the training sets (split by
 source and by language), and the project's own hand-made set (a regression set, not evidence); four detectors side
@@ -69,12 +70,12 @@ def _row(name, y, flags, scores=None):
     return f"{name}: P {s['precision']:.3f} R {s['recall']:.3f} F1 {s['f1']:.3f}{auroc}"
 
 
-def injection(data: Path, threshold: float | None = None) -> None:
+def injection(data: Path, backend: str = "ngram", threshold: float | None = None) -> None:
     from ragtune.detectors.injection import InjectionDetector
     from ragtune.detectors.training import load, split
     from ragtune.guard import rule_reasons
 
-    det = InjectionDetector("ngram", threshold)
+    det = InjectionDetector(backend, threshold)
     sets = dict(load(data, "eval"))
     _, val = split(load(data, "train"))
     for src in sorted({s for s, *_ in val}):
@@ -289,10 +290,12 @@ def main() -> int:
                     help="hallucination: the configuration the scorer (and an LLM judge) comes from, as on the CLI")
     ap.add_argument("--limit", type=int, help="hallucination: the first N rows of each set (a quick check)")
     ap.add_argument("--threshold", type=float, help="injection: flag at this score instead of the shipped threshold")
+    ap.add_argument("--backend", default="ngram", help="injection: ngram (questions' model, the default), "
+                    "ngram-documents (the model that scans chunks at indexing), rules, hf:<folder>")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO / "src"))
     if args.detector == "injection":
-        injection(args.data, args.threshold)
+        injection(args.data, args.backend, args.threshold)
     else:
         hallucination(args.data, args.overrides, args.limit)
     return 0

@@ -4,8 +4,10 @@ Backends (``BACKENDS``, chosen by name):
 
 - ``ngram`` (the default): logistic regression over hashed character and word n-grams of the normalised text, trained
   by ``python -m ragtune.detectors.training`` on public labelled sets (``sources.py``) and shipped as
-  ``injection-ngram.npz`` (no pickle: the nonzero weights and the settings). Language-agnostic features, under a
-  millisecond a question on one core.
+  ``injection-ngram.npz`` (no pickle: the nonzero weights and the settings). Language-agnostic features, about a
+  millisecond a question on one core. Chunks are scanned at indexing by its sibling ``ngram-documents``
+  (``injection-ngram-documents.npz``), trained without the chat prompts (jailbreaks, hijacked questions) that make
+  prose addressed to "you" look like an attack (``training.LEAVE_OUT``).
 - ``hf:<path>``: any Hugging Face sequence-classification model on local disk (a fine-tuned DeBERTa or the like);
   the injection class is the label whose name says injection/jailbreak/malicious/unsafe, else label 1.
 - ``rules``: the rules alone.
@@ -32,7 +34,8 @@ from ragtune.guard import normalise, rule_reasons
 
 #: the score a rule hit gives at least
 RULE_SCORE = 0.95
-MODEL_FILE = "injection-ngram.npz"
+#: the shipped model file of each kind of text
+MODEL_FILES = {"questions": "injection-ngram.npz", "documents": "injection-ngram-documents.npz"}
 #: texts at once from which the classifier hashes n-grams in bulk (``NgramClassifier.predict_proba``)
 BULK = 32
 
@@ -70,8 +73,8 @@ def ngram_features(texts: Sequence[str], n_features: int = 2**19):
 class NgramClassifier:
     """The shipped linear model: P(injection | text) = sigmoid(x . w + b)."""
 
-    def __init__(self, path: Path | None = None):
-        source = path or resources.files("ragtune.detectors") / MODEL_FILE
+    def __init__(self, path: Path | None = None, kind: str = "questions"):
+        source = path or resources.files("ragtune.detectors") / MODEL_FILES[kind]
         with resources.as_file(source) if path is None else nullcontext(Path(path)) as p, np.load(p) as z:
             self.meta = json.loads(str(z["meta"]))
             n = int(self.meta["n_features"])
@@ -135,6 +138,7 @@ class RulesOnly:
 
 
 BACKENDS = {"ngram": lambda arg: NgramClassifier(Path(arg) if arg else None),
+            "ngram-documents": lambda arg: NgramClassifier(Path(arg) if arg else None, "documents"),
             "hf": lambda arg: HFClassifier(arg),
             "rules": lambda arg: RulesOnly()}
 
@@ -171,7 +175,7 @@ def detector(backend: str = "ngram", threshold: float | None = None) -> Injectio
     return InjectionDetector(backend, threshold)
 
 
-def scan(texts: Sequence[str], backend: str = "ngram", batch_size: int = 512) -> list[tuple[float, str]]:
+def scan(texts: Sequence[str], backend: str = "ngram-documents", batch_size: int = 512) -> list[tuple[float, str]]:
     """(score, reasons) per text, reasons "" when not flagged: what chunk tables store for every chunk they hold."""
     det, out = detector(backend), []
     for i in range(0, len(texts), batch_size):

