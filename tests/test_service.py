@@ -151,6 +151,23 @@ def test_indirect_injection_in_a_document_is_kept_from_the_generator(served):
     assert "1234" not in (res.get("answer") or "")
 
 
+def test_retrieved_chunks_are_checked_by_the_documents_model(tmp_path, workspace):
+    """Prose addressed to "you" looks like an attack to the questions' model (trained on jailbreaks): the service
+    checks retrieved chunks with the documents' model, as indexing does, so such a passage reaches the generator."""
+    passage = ("Imagine you are a new employee on your first day: you will get a laptop, a badge and a buddy who "
+               "answers your questions.")
+    ws = make_home(tmp_path / "home", workspace.cache.path, [Document("hr/first-day", passage)])
+    kept_out = {}
+    for name in ("ngram-documents", "ngram"):
+        settings = ServiceSettings(anonymous=True, rate_limit=1000, chunk_injection_detector=name)
+        with Running(QueryService(ws, settings)) as running:
+            res = running.ask("What do new employees get on their first day?").json()
+            record = next(r for r in audit_records(ws) if r.get("request_id") == res["request_id"])
+            kept_out[name] = record["guards"]["chunk_injection"]
+    assert kept_out["ngram-documents"] == {}
+    assert list(kept_out["ngram"]) == ["hr/first-day#0"]  # the questions' model would have dropped it
+
+
 def test_cache_hit_then_a_new_publication_invalidates_it(served, docs):
     q = "Which day of the week has no meetings?"
     first, second = served.ask(q).json(), served.ask(q).json()

@@ -52,6 +52,9 @@ class ServiceSettings(BaseModel):
                                     "hf:<folder> (a local Hugging Face sequence-classification model)")
     injection_threshold: float | None = Field(None, ge=0, le=1, description="flag from this score on; default: the "
                                               "detector's own (chosen on its validation split)")
+    chunk_injection_detector: str = Field("ngram-documents", description="the check of every retrieved chunk: "
+                                          "ngram-documents (rules + the classifier that scans chunks at indexing) | "
+                                          "ngram | rules | hf:<folder>")
     review_below_faithfulness: float = Field(0.5, ge=0, le=1, description="answers less faithful are reviewed")
     high_stakes_topics: list[str] = Field(default_factory=list, description="words or phrases: a question "
                                           "mentioning one is reviewed before it is answered")
@@ -100,6 +103,7 @@ class QueryService:
         self._stamp = None
         self.answers = AnswerCache(self.settings.cache_size, workspace.home / "answers.sqlite" if shared else None)
         self.injection = detector(self.settings.injection_detector, self.settings.injection_threshold)
+        self.chunk_injection = detector(self.settings.chunk_injection_detector)
         self.keys = KeyStore(workspace.home / "keys.sqlite")
         self.problem: str | None = None  # why the current publication cannot be loaded, while the last good one serves
 
@@ -243,7 +247,7 @@ class QueryService:
         qvec = None if not engine.config.embeds_queries else state.embed_query(text)
         timings = {"embed": _ms(t)}
         turn = engine.answer_one(text, state.retriever, qvec, filter=_filter(filters), flagged=state.flagged,
-                                 check=lambda chunk: _chunk_verdict(self.injection, chunk).reasons,
+                                 check=lambda chunk: _chunk_verdict(self.chunk_injection, chunk).reasons,
                                  generator=generator, context_k=k)
         timings.update({stage[: -len("_ms")]: round(ms, 3) for stage, ms in turn.timings_ms.items()})
         hits, context, ans = turn.hits, turn.context, turn.answer
