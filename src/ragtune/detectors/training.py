@@ -1,9 +1,10 @@
 """Train and measure the injection classifiers: ``python -m ragtune.detectors.training --data DIR``.
 
 DIR holds the public sets of ``sources.py`` laid out as ``<owner>+<name>/<path>`` (``--from-mirrors`` fills it from
-git clones). Two models are trained, one per kind of text scanned (``MODELS``): questions (the service's guard,
-``ragtune guard``) and documents (every chunk, at indexing). Deterministic: the validation split is a fixed fifth of every training set chosen by text hash, the
-solver has no randomness, and the same data gives the same weights. The regularisation and the threshold are picked
+git clones). Two models are trained, one per kind of text scanned (``injection.MODEL_FILES``, ``LEAVE_OUT``):
+questions (the service's guard, ``ragtune guard``) and documents (every chunk, at indexing). Deterministic: the
+validation split is a fixed fifth of every training set chosen by text hash, the solver has no randomness, and the
+same data gives the same weights. The regularisation and the threshold are picked
 on the validation split only; the ``eval`` sets are scored once, at the end, for the report.
 """
 
@@ -164,7 +165,8 @@ def fit(train: list, val: list) -> dict:
 
 def save(model: dict, sources: dict, path: Path, kind: str = "questions") -> Path:
     """Write the model file atomically; ``meta`` records the settings, the data digests and the validation scores."""
-    meta = {"kind": kind, "n_features": N_FEATURES, "features": "char_wb 2-5 + word 1-2, hashed, l2 per block, guard.normalise",
+    meta = {"kind": kind, "n_features": N_FEATURES,
+            "features": "char_wb 2-5 + word 1-2, hashed, l2 per block, guard.normalise",
             "C": model["C"], "threshold": model["threshold"], "validation": model["validation"],
             "sources": sources}
     meta["sha256"] = hashlib.sha256(model["value"].tobytes() + model["index"].tobytes()).hexdigest()
