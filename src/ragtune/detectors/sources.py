@@ -33,8 +33,16 @@ class Source:
         return Path(root) / self.repo.replace("/", "+") / self.path
 
     def files(self, root: Path) -> list[Path]:
-        """The file(s) of this source under ``root``, its ``{a,b}`` pattern expanded."""
-        return [Path(root) / self.repo.replace("/", "+") / p for p in expand(self.path)]
+        """The file(s) of this source under ``root``, its ``{a,b}`` pattern expanded; ``dir/**.md`` is every file under
+        ``dir`` (at any depth) whose name ends with ``.md``, in path order."""
+        base, out = Path(root) / self.repo.replace("/", "+"), []
+        for p in expand(self.path):
+            if "**" in p:
+                prefix, suffix = p.split("**", 1)
+                out += sorted(f for f in (base / prefix).rglob(f"*{suffix}") if f.is_file())
+            else:
+                out.append(base / p)
+        return out
 
 
 INJECTION_SOURCES = [
@@ -62,6 +70,11 @@ INJECTION_SOURCES = [
            "mental and physical health as benign. Its English rows are left out: English has attacks enough, and "
            "their formulaic 'ignore' taught the model to flag everyday questions such as 'Is it OK to ignore a "
            "meeting invitation?'"),
+    Source("gnome-help", "GNOME/gnome-user-docs", "46747c67c12109de9234644bcbcb89d1ff5e7d37",
+           "gnome-help/{de/de,fr/fr,es/es}.po", "fe7fc298727ea75477a2fc0b8c55f6be098250a8a7d1cb6e48da792a1b8859bc", "CC-BY-3.0", "train", "benign",
+           "GNOME's desktop help in English and in its German, French and Spanish translations (the paragraphs of "
+           "its .po files, markup removed): help-centre prose addressed to the reader ('Click ... to open the "
+           "panel', 'You can adjust ...'), which looks like an instruction and is not one"),
     Source("alpacaeval", "tatsu-lab/alpaca_eval", "cd543a149df89434d8a54582c0151c0b945c3d20",
            "results/gpt4_1106_preview/model_outputs.json", "83db546b872ddebee8965fd05fa48461ee3c32bc695c62fb57f2d214ff741ec4", "Apache-2.0 (repository)", "train", "benign",
            "805 benign user instructions and the paragraphs of their answers (benign documents)"),
@@ -90,6 +103,25 @@ INJECTION_SOURCES = [
            "339 benign prompts built around trigger words (over-defense benchmark)"),
     Source("wildguard-benign", "leolee99/InjecGuard", "588f555cbc2d592b3fbc9b6f462d844b8bcddb4d",
            "datasets/wildguard.json", "d884fc834a5a8081a423c49effb7aeb7977e991c1e3e7fb58e0285630d550bad", "MIT", "eval", "benign", "971 benign prompts from WildGuard"),
+    Source("syncthing-docs", "syncthing/docs", "766daa6e2b02f68dacc98eccbe49663b6168cbfd",
+           "{users,advanced,intro}/**.rst", "e9058ddeb5419677eaef0daeca2c4baf13636b950c1af486a20fdc76c4622b8c", "CC-BY-4.0", "eval", "benign",
+           "Syncthing's user documentation, paragraph by paragraph: benign technical documents in English"),
+    Source("mattermost-docs", "mattermost/docs", "9dd1c713ed5ec6482ae9845228f23147936457af", "source/**.rst",
+           "5af2871b1d301f5d458f51c307b363c3c5792acec41ba54b91a9ba9383b7979a", "CC-BY-NC-SA-3.0 (used only to measure)", "eval", "benign",
+           "Mattermost's product and administration documentation, paragraph by paragraph: a help centre about users, "
+           "roles, passwords and settings, the kind of corpus a RAG service indexes"),
+    Source("obsidian-help-en", "obsidianmd/obsidian-help", "fa179e91e86eaff5859226cc045c81000d64e3cd",
+           "en/**.md", "7a13a4b9c306e389629822fc87b80f93497162a2e9f931e994d8a1471e678be3", "no licence stated (used only to measure)", "eval", "benign",
+           "Obsidian's help centre in English, paragraph by paragraph"),
+    Source("obsidian-help-de", "obsidianmd/obsidian-help", "fa179e91e86eaff5859226cc045c81000d64e3cd",
+           "de/**.md", "6b4480d0e3332bceda56fd99305f389582b109b2962a9a31593c3e172783d2f9", "no licence stated (used only to measure)", "eval", "benign",
+           "Obsidian's help centre in German, paragraph by paragraph"),
+    Source("obsidian-help-fr", "obsidianmd/obsidian-help", "fa179e91e86eaff5859226cc045c81000d64e3cd",
+           "fr/**.md", "60e1876f4476cfc7762ea1bd2b51fdf401f9e82ae9a767f31e0cf53a5e9e57ec", "no licence stated (used only to measure)", "eval", "benign",
+           "Obsidian's help centre in French, paragraph by paragraph"),
+    Source("obsidian-help-es", "obsidianmd/obsidian-help", "fa179e91e86eaff5859226cc045c81000d64e3cd",
+           "es/**.md", "daedec063bb4840fc3e62e8d9666df6a4cbc7630c2bd31806b7d711211b8d5e7", "no licence stated (used only to measure)", "eval", "benign",
+           "Obsidian's help centre in Spanish, paragraph by paragraph"),
     Source("cyberseceval", "meta-llama/PurpleLlama", "4be64c3a24442b51c76175e6ec67722cc3f5fe38",
            "CybersecurityBenchmarks/datasets/prompt_injection/prompt_injection.json",
            "069e4d5d36f6d19f972a3bbc65df840cc729354f89358a9031aeb44d95b18a9a", "MIT (CybersecurityBenchmarks/LICENSE)",
@@ -122,15 +154,25 @@ def export(sources: list[Source], mirrors: Path, out: Path) -> None:
         git_dir = Path(mirrors) / src.repo.replace("/", "+")
         if (git_dir / "repo").exists():
             git_dir = git_dir / "repo"
-        for path in expand(src.path):
+        git = ["git", "--git-dir" if (git_dir / "HEAD").exists() else "-C", str(git_dir)]
+        for path in [p for pattern in expand(src.path) for p in _tree(git, src.commit, pattern)]:
             target = Path(out) / src.repo.replace("/", "+") / path
             target.parent.mkdir(parents=True, exist_ok=True)
-            blob = subprocess.run(["git", "--git-dir" if (git_dir / "HEAD").exists() else "-C", str(git_dir), "show",
-                                   f"{src.commit}:{path}"], capture_output=True, check=False)
+            blob = subprocess.run([*git, "show", f"{src.commit}:{path}"], capture_output=True, check=False)
             if blob.returncode:
                 raise RagtuneError(f"{src.name}: cannot read {path} at {src.commit[:12]} from {git_dir}: "
                                    f"{blob.stderr.decode(errors='replace').strip()}")
             target.write_bytes(blob.stdout)
+
+
+def _tree(git: list[str], commit: str, pattern: str) -> list[str]:
+    """The paths a pattern names at a commit: itself, or for ``dir/**.ext`` the files under ``dir`` ending so."""
+    if "**" not in pattern:
+        return [pattern]
+    prefix, suffix = pattern.split("**", 1)
+    listing = subprocess.run([*git, "ls-tree", "-r", "-z", "--name-only", commit, "--", prefix], capture_output=True,
+                             check=True).stdout.decode()
+    return [p for p in listing.split("\0") if p.startswith(prefix) and p.endswith(suffix)]
 
 
 def expand(path: str) -> list[str]:

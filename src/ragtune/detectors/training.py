@@ -30,8 +30,11 @@ N_FEATURES = 2**19
 #: chat model by its user: they teach the questions' model role-play personas and other languages, but make prose
 #: addressed to "you" look like an attack (on the validation fifth's benign documents, answer paragraphs and
 #: Wikipedia, the model trained with the jailbreaks flags 1.1% against none without them); chunks carry planted
-#: instructions, not chat prompts, so the documents' model learns without both.
-LEAVE_OUT = {"questions": frozenset(), "documents": frozenset({"inthewild-jailbreaks", "xsafety"})}
+#: instructions, not chat prompts, so the documents' model learns without both. GNOME's help pages teach the
+#: documents' model that help-centre prose ("Click ... to open the panel") is no instruction to it; the questions'
+#: model, which never reads documents, learns without them (with them its recall on deepset's validation rows fell
+#: from 0.957 to 0.915).
+LEAVE_OUT = {"questions": frozenset({"gnome-help"}), "documents": frozenset({"inthewild-jailbreaks", "xsafety"})}
 
 
 def _rows(src: Source, root: Path) -> list[tuple[str, int]]:
@@ -54,6 +57,10 @@ def _rows(src: Source, root: Path) -> list[tuple[str, int]]:
 
         return [(",".join(row).strip(), int(f.stem == "Goal_Hijacking")) for f in src.files(root)
                 for row in csv.reader(io.StringIO(f.read_text(encoding="utf-8-sig"))) if ",".join(row).strip()]
+    if src.name == "gnome-help":
+        return [(t, 0) for f in src.files(root) for t in po_paragraphs(f.read_text(), english=f.stem == "de")]
+    if src.name.endswith("-docs") or src.name.startswith("obsidian-help"):
+        return [(t, 0) for f in src.files(root) for t in doc_paragraphs(f.read_text(errors="replace"))]
     if src.name == "alpacaeval":
         rows = json.loads(path.read_text())
         paragraphs = [p.strip() for r in rows for p in r["output"].split("\n\n") if len(p.strip()) >= 80]
@@ -84,13 +91,61 @@ def _rows(src: Source, root: Path) -> list[tuple[str, int]]:
     raise RagtuneError(f"no reader for source {src.name}")
 
 
+def po_paragraphs(text: str, english: bool = False) -> list[str]:
+    """The translated paragraphs of a gettext .po file of a help manual (and, with ``english``, the originals), its
+    markup removed; titles and fuzzy or untranslated entries are left out."""
+    import ast
+    import re
+
+    out = []
+    for entry in text.split("\n\n"):
+        if "#, fuzzy" in entry or not re.search(r"path: \S*(/p|/desc)\b", entry):
+            continue
+        fields, key = {}, None
+        for line in entry.splitlines():
+            m = re.match(r'(msgid|msgstr) (".*")$', line)
+            if m:
+                key, line = m.group(1), m.group(2)
+            if key and line.startswith('"'):
+                fields[key] = fields.get(key, "") + ast.literal_eval(line)
+        for key in ("msgid", "msgstr") if english else ("msgstr",):
+            para = " ".join(re.sub(r"<[^>]+>", "", fields.get(key, "")).split())
+            if len(para) >= 60:
+                out.append(para)
+    return out
+
+
+def doc_paragraphs(text: str) -> list[str]:
+    """The prose paragraphs of a Markdown or reStructuredText page (>= 120 characters, 20 words): headings, lists,
+    tables, code, directives and indented blocks left out, link and role markup reduced to its text."""
+    import re
+
+    out = []
+    for block in re.split(r"\n\s*\n", re.sub(r"```.*?```", "\n\n", text, flags=re.S)):
+        lines = block.split("\n")
+        first = lines[0].lstrip()
+        if (not first or first.startswith(("..", ":", "|", "+", "=", "#", "`", ">", "<", "!", "{", "---", "- ", "* "))
+                or any(re.fullmatch(r"\s*[=\-~^\"'`#*+]{3,}\s*", line) for line in lines)
+                or any(line.startswith(("   ", "\t")) for line in lines)):
+            continue
+        para = " ".join(line.strip() for line in lines)
+        para = re.sub(r":[a-z:]+:`([^`<]*)(<[^>]*>)?`", r"\1", para)
+        para = re.sub(r"`([^`<]+?)\s*<[^>]+>`_+", r"\1", para)
+        para = re.sub(r"\[\[([^\]|]*\|)?([^\]]*)\]\]", r"\2", para)
+        para = " ".join(re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", para).replace("**", "").replace("`", "").split())
+        if len(para) >= 120 and len(re.findall(r"\w+", para)) >= 20:
+            out.append(para)
+    return out
+
+
 def load(root: Path, use: str, check: bool = True, leave_out=frozenset()) -> dict[str, list[tuple[str, int]]]:
     """Every source of that use (but those named in ``leave_out``), verified against its recorded sha256."""
     out = {}
     for src in INJECTION_SOURCES:
         if src.use != use or src.name in leave_out:
             continue
-        missing = [f for f in src.files(root) if not f.exists()]
+        files = src.files(root)
+        missing = [f for f in files if not f.exists()] or ([] if files else [src.file(root)])
         if missing:
             raise RagtuneError(f"{src.name}: {missing[0]} is missing; fetch {src.repo} at {src.commit[:12]} "
                                f"({src.path}), or run with --from-mirrors")
