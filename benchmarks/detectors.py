@@ -11,9 +11,10 @@ Latency is per question on one thread, as the service calls it.
 
     python benchmarks/detectors.py hallucination --data DIR
 
-Hallucination: the offline scorer on FaithBench and on SummEdits' evaluation rows, beside always-flag and word
-overlap, and an experimental learned detector (logistic regression over the scorer's per-answer features, fitted on
-SummEdits' test rows only) to show whether learning from labelled data helps across datasets. The scorer is the one
+Hallucination: the offline scorer on FaithBench, on SummEdits' evaluation rows and on WiCE's test claims (with the
+WiCE authors' own model scores on the 100 claims they scored), beside always-flag and word overlap, and an
+experimental learned detector (logistic regression over the scorer's per-answer features, fitted on SummEdits' test
+rows only) to show whether learning from labelled data helps across datasets. The scorer is the one
 a configuration makes (``--set``, as on the command line): with a local NLI model, and with an LLM judge, whose
 verdicts (hallucinated: a claim it finds unsupported) get rows of their own, so its prompt is checked against the
 labels:
@@ -125,8 +126,8 @@ def injection(data: Path, backend: str = "ngram", threshold: float | None = None
 
 def hallucination_sets(data: Path) -> dict[str, list[dict]]:
     """Judge inputs with their human label, per set: FaithBench (hallucinated = the worst annotation is 'Unwanted',
-    the paper's binary label) and SummEdits (an edit labelled inconsistent), its 'test' rows apart from its
-    'evaluation' rows."""
+    the paper's binary label), SummEdits (an edit labelled inconsistent), its 'test' rows apart from its
+    'evaluation' rows, and WiCE's test claims (not fully supported by the cited page), a row per oracle chunk."""
     import csv
 
     from ragtune.detectors.sources import HALLUCINATION_SOURCES, digest
@@ -143,7 +144,32 @@ def hallucination_sets(data: Path) -> dict[str, list[dict]]:
             name = "SummEdits evaluation rows" if r["split"] == "evaluation" else "SummEdits test rows"
             sets.setdefault(name, []).append({"question": "", "contexts": [r["doc"]], "answer": r["summary"].strip(),
                                               "hallucinated": int(r["label"]) == 0})
+    with sources["wice"].file(data).open() as f:  # a claim's rows: the same claim against different oracle chunks
+        sets["WiCE test claims"] = [{"question": "", "contexts": ["\n".join(r["evidence"])], "answer": r["claim"],
+                                     "hallucinated": r["label"] != "supported", "group": r["meta"]["id"]}
+                                    for r in map(json.loads, f)]
     return sets
+
+
+def wice_published(data: Path) -> dict[str, dict[str, float]]:
+    """The WiCE authors' scores (P(supported)) of 100 test claims, per model."""
+    from ragtune.detectors.sources import HALLUCINATION_SOURCES
+
+    src = next(s for s in HALLUCINATION_SOURCES if s.name == "wice-published")
+    return {path.parent.name.split("entailment=")[1]: json.loads(path.read_text()) for path in src.files(data)}
+
+
+def by_group(rows: list[dict], verdicts: list[dict], x: np.ndarray) -> tuple[list[dict], list[dict], np.ndarray]:
+    """One row per claim where a set scores a claim against several chunks: the chunk that supports it best decides
+    (the WiCE authors take the maximum entailment over a claim's chunks)."""
+    if "group" not in rows[0]:
+        return rows, verdicts, x
+    best: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        if r["group"] not in best or verdicts[i]["score"] < verdicts[best[r["group"]]]["score"]:
+            best[r["group"]] = i
+    keep = list(best.values())
+    return [rows[i] for i in keep], [verdicts[i] for i in keep], x[keep]
 
 
 #: per-answer features of the experimental learned detector (not shipped: see BENCHMARKS.md)
@@ -199,6 +225,7 @@ def _judged(judge, row: dict) -> tuple[float, float]:
 
 def hallucination(data: Path, overrides: list[str], limit: int | None) -> None:
     from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
 
     from ragtune.cli import load_config
@@ -213,7 +240,9 @@ def hallucination(data: Path, overrides: list[str], limit: int | None) -> None:
     scored, judged, t0 = {}, {}, time.perf_counter()
     for name, rows in sets.items():
         verdicts, x = zip(*(_features(scorer, r) for r in rows))
-        scored[name] = (np.array([r["hallucinated"] for r in rows], int), list(verdicts), np.array(x))
+        rows, verdicts, x = by_group(rows, list(verdicts), np.array(x))
+        sets[name] = rows
+        scored[name] = (np.array([r["hallucinated"] for r in rows], int), verdicts, x)
     seconds = time.perf_counter() - t0
     if judge is not None:
         judged = {name: np.array([_judged(judge, r) for r in rows]) for name, rows in sets.items()}
@@ -245,6 +274,16 @@ def hallucination(data: Path, overrides: list[str], limit: int | None) -> None:
                 _table_row(name, label, y[ok], flags[ok] >= 0.5, p[ok])
             else:
                 print(f"| {name} | {label} | no verdict on any row |")
+    wice = {r["group"]: (r["hallucinated"], v["score"]) for r, v in zip(sets["WiCE test claims"],
+                                                                       scored["WiCE test claims"][1])}
+    published = wice_published(data)
+    subset = sorted(set(next(iter(published.values()))) & set(wice))
+    y = np.array([wice[i][0] for i in subset], int)
+    if 0 < y.sum() < len(y):
+        print(f"\nWiCE, the {len(subset)} claims the authors scored (human rate {y.mean():.3f}): AUROC of "
+              + ", ".join(f"{model} {roc_auc_score(y, [1 - p[i] for i in subset]):.3f}"
+                          for model, p in published.items())
+              + f"; ragtune offline scorer {roc_auc_score(y, [wice[i][1] for i in subset]):.3f}")
     y, verdicts, _ = scored["FaithBench"]
     flags, prob = np.array([v["hallucinated"] for v in verdicts]), np.array([v["score"] for v in verdicts])
     print(f"\nFaithBench rate: human {y.mean():.3f}, flagged {flags.mean():.3f}, mean score {prob.mean():.3f}"

@@ -79,7 +79,7 @@ class NgramClassifier:
             self.meta = json.loads(str(z["meta"]))
             n = int(self.meta["n_features"])
             self.weights = np.zeros(2 * n, np.float32)
-            self.weights[z["index"]] = z["value"]
+            self.weights[np.unpackbits(z["nonzero"], count=2 * n).astype(bool)] = z["value"]
             self.bias = float(z["bias"])
         self.n_features, self.threshold = n, float(self.meta["threshold"])
         self.name = f"ngram@{self.meta['sha256'][:8]}"

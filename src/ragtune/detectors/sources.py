@@ -110,18 +110,14 @@ INJECTION_SOURCES = [
            "5af2871b1d301f5d458f51c307b363c3c5792acec41ba54b91a9ba9383b7979a", "CC-BY-NC-SA-3.0 (used only to measure)", "eval", "benign",
            "Mattermost's product and administration documentation, paragraph by paragraph: a help centre about users, "
            "roles, passwords and settings, the kind of corpus a RAG service indexes"),
-    Source("obsidian-help-en", "obsidianmd/obsidian-help", "fa179e91e86eaff5859226cc045c81000d64e3cd",
-           "en/**.md", "7a13a4b9c306e389629822fc87b80f93497162a2e9f931e994d8a1471e678be3", "no licence stated (used only to measure)", "eval", "benign",
-           "Obsidian's help centre in English, paragraph by paragraph"),
-    Source("obsidian-help-de", "obsidianmd/obsidian-help", "fa179e91e86eaff5859226cc045c81000d64e3cd",
-           "de/**.md", "6b4480d0e3332bceda56fd99305f389582b109b2962a9a31593c3e172783d2f9", "no licence stated (used only to measure)", "eval", "benign",
-           "Obsidian's help centre in German, paragraph by paragraph"),
-    Source("obsidian-help-fr", "obsidianmd/obsidian-help", "fa179e91e86eaff5859226cc045c81000d64e3cd",
-           "fr/**.md", "60e1876f4476cfc7762ea1bd2b51fdf401f9e82ae9a767f31e0cf53a5e9e57ec", "no licence stated (used only to measure)", "eval", "benign",
-           "Obsidian's help centre in French, paragraph by paragraph"),
-    Source("obsidian-help-es", "obsidianmd/obsidian-help", "fa179e91e86eaff5859226cc045c81000d64e3cd",
-           "es/**.md", "daedec063bb4840fc3e62e8d9666df6a4cbc7630c2bd31806b7d711211b8d5e7", "no licence stated (used only to measure)", "eval", "benign",
-           "Obsidian's help centre in Spanish, paragraph by paragraph"),
+    *(Source(f"obsidian-help-{lang}", "obsidianmd/obsidian-help", "fa179e91e86eaff5859226cc045c81000d64e3cd",
+             f"{lang}/**.md", sha256, "no licence stated (used only to measure)", "eval", "benign",
+             f"Obsidian's help centre in {language}, paragraph by paragraph")
+      for lang, language, sha256 in [
+          ("en", "English", "7a13a4b9c306e389629822fc87b80f93497162a2e9f931e994d8a1471e678be3"),
+          ("de", "German", "6b4480d0e3332bceda56fd99305f389582b109b2962a9a31593c3e172783d2f9"),
+          ("fr", "French", "60e1876f4476cfc7762ea1bd2b51fdf401f9e82ae9a767f31e0cf53a5e9e57ec"),
+          ("es", "Spanish", "daedec063bb4840fc3e62e8d9666df6a4cbc7630c2bd31806b7d711211b8d5e7")]),
     Source("cyberseceval", "meta-llama/PurpleLlama", "4be64c3a24442b51c76175e6ec67722cc3f5fe38",
            "CybersecurityBenchmarks/datasets/prompt_injection/prompt_injection.json",
            "069e4d5d36f6d19f972a3bbc65df840cc729354f89358a9031aeb44d95b18a9a", "MIT (CybersecurityBenchmarks/LICENSE)",
@@ -145,6 +141,20 @@ HALLUCINATION_SOURCES = [
            "mixed", "SummEdits (Laban et al., EMNLP 2023): seed summaries and their small edits in eight domains, "
            "human-labelled consistent or not; its 'test' rows fit the experimental learned detector of "
            "benchmarks/detectors.py, its 'evaluation' rows are scored"),
+    Source("wice", "ryokamoi/wice", "ddeb6c183665e2a20c5f03c5aa07f03888b9870f",
+           "code_and_resources/entailment_inputs/oracle_chunks/claim/test.jsonl",
+           "234bb8c2ca4511ca078e49e07c895a2db61a581d03237e7e1ecb7c48c8510a3e", "ODC-BY (annotations); "
+           "the texts are Wikipedia's (CC-BY-SA) and cited web pages'", "eval", "mixed",
+           "WiCE (Kamoi et al., EMNLP 2023), its test claims in the oracle-retrieval form: a sentence of Wikipedia "
+           "and a chunk of about 14 sentences of the web page it cites (the annotators' supporting sentences and "
+           "random others), labelled supported, partially supported or not supported: a RAG answer's sentence "
+           "against what was retrieved for it"),
+    Source("wice-published", "ryokamoi/wice", "ddeb6c183665e2a20c5f03c5aa07f03888b9870f",
+           "code_and_resources/model_outputs/entailment_classification/oracle_chunks/claim/"
+           "retrieval=oracle,entailment={t5-3b-anli,t5-3b-anli-wice,gpt-4-0613}/test.entailment_score.json",
+           "3afc194ca65c9d8c25acc42ff9315a495138a732065992369a4051c898f1b4cc",
+           "MIT (model outputs)", "eval", "mixed", "the WiCE authors' own scores of 100 of those claims by T5-3B "
+           "fine-tuned on ANLI, on ANLI and WiCE's train split, and by GPT-4: the published figures to compare with"),
 ]
 
 

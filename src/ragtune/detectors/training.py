@@ -229,7 +229,9 @@ def save(model: dict, sources: dict, path: Path, kind: str = "questions") -> Pat
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
     os.close(fd)
     try:
-        np.savez_compressed(tmp, index=model["index"], value=model["value"], bias=model["bias"],
+        nonzero = np.zeros(2 * N_FEATURES, bool)  # a bit per weight says which are stored: a fifth of int32 indices
+        nonzero[model["index"]] = True
+        np.savez_compressed(tmp, nonzero=np.packbits(nonzero), value=model["value"], bias=model["bias"],
                             meta=np.array(json.dumps(meta, sort_keys=True)))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
