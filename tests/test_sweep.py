@@ -35,8 +35,23 @@ def write_spec(path: Path, **changes) -> Path:
 def papermill_sweep(tmp_path_factory, workspace):
     root = tmp_path_factory.mktemp("sweep")
     spec = SweepSpec.from_yaml(write_spec(root / "spec.yaml"))
-    report = run_sweep(spec, root / "out", workers=2, home=workspace.home, progress=False)
-    return spec, report
+    moves, cwd = [], os.getcwd()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "chdir", lambda path, chdir=os.chdir: (moves.append(path), chdir(path)))
+        report = run_sweep(spec, root / "out", workers=2, home=workspace.home, progress=False)
+    here = os.getcwd()
+    os.chdir(cwd)  # so that one failure does not move the tests after it
+    return spec, report, (moves, cwd, here)
+
+
+def test_a_sweep_on_two_workers_never_moves_this_process(papermill_sweep):
+    """Two workers are threads of one process: a change of its working directory by one (papermill's ``cwd``) moved
+    the other and left the caller in a configuration's folder. (papermill still calls chdir around each read and
+    write of a notebook, into the folder it was started from, which stays where it is.)"""
+    spec, report, (moves, before, after) = papermill_sweep
+    assert report.count("done") >= 2 and moves and {str(m) for m in moves} == {before} and after == before
+    notebooks = sorted((report.out / "configs").glob("*/notebook.ipynb"))
+    assert len(notebooks) == report.count("done")
 
 
 def test_expansion_dedupes_and_includes_the_baseline(tmp_path):
@@ -83,7 +98,7 @@ def test_bad_specs_fail_before_any_work(tmp_path, changes, message):
 
 
 def test_papermill_sweep_end_to_end(papermill_sweep):
-    spec, report = papermill_sweep
+    spec, report, _ = papermill_sweep
     out = report.out
     assert report.count("done") == 4 and report.count("failed") == 0
     summary = pd.read_parquet(out / "summary.parquet")
@@ -103,7 +118,7 @@ def test_papermill_sweep_end_to_end(papermill_sweep):
 
 
 def test_offline_wandb_runs_hold_config_metrics_and_table(papermill_sweep):
-    spec, report = papermill_sweep
+    spec, report, _ = papermill_sweep
     runs = {d: read_run(d) for d in sorted((report.out / "wandb").glob("offline-run-*"))}
     evals = {d: r for d, r in runs.items() if r["run"].job_type == "eval"}
     assert len(evals) == 4
@@ -125,13 +140,13 @@ def test_offline_wandb_runs_hold_config_metrics_and_table(papermill_sweep):
 
 
 def test_rerun_skips_completed_configs(papermill_sweep, workspace):
-    spec, report = papermill_sweep
+    spec, report, _ = papermill_sweep
     again = run_sweep(spec, report.out, runner="inprocess", home=workspace.home, progress=False)
     assert again.count("skipped") == 4 and again.count("done") == 0
 
 
 def test_shards_together_equal_the_unsharded_sweep(papermill_sweep, workspace, tmp_path):
-    spec, report = papermill_sweep
+    spec, report, _ = papermill_sweep
     for i in (1, 2):
         run_sweep(spec, tmp_path / f"shard{i}", shard_of=(i, 2), runner="inprocess", home=workspace.home,
                   progress=False)

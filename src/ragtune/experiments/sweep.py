@@ -300,8 +300,11 @@ def _execute_notebook(source: Path, output: Path, params: dict) -> None:
     os.environ["PATH"], os.environ["JUPYTER_PATH"] = env["PATH"], env["JUPYTER_PATH"]
     notebook = jupytext.read(source)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    # the kernel starts in the configuration's folder (nbclient's resources path); papermill's own ``cwd`` would
+    # os.chdir this whole process, which the other workers' threads share: interleaved, they left it in a config's
+    # folder, where every relative path (the default workspace .ragtune among them) then resolved
     papermill.execute_notebook(notebook, str(output), parameters=params, progress_bar=False,
-                               kernel_name="python3", cwd=str(output.parent))
+                               kernel_name="python3", resources={"metadata": {"path": str(output.parent)}})
 
 
 # -- the sweep -------------------------------------------------------------------------------------------------
