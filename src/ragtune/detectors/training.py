@@ -229,7 +229,7 @@ def save(model: dict, sources: dict, path: Path, kind: str = "questions") -> Pat
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
     os.close(fd)
     try:
-        nonzero = np.zeros(2 * N_FEATURES, bool)  # a bit per weight says which are stored: a fifth of int32 indices
+        nonzero = np.zeros(2 * N_FEATURES, bool)  # which weights are stored: a bit per feature, not an int32 each
         nonzero[model["index"]] = True
         np.savez_compressed(tmp, nonzero=np.packbits(nonzero), value=model["value"], bias=model["bias"],
                             meta=np.array(json.dumps(meta, sort_keys=True)))
