@@ -159,17 +159,17 @@ def wice_published(data: Path) -> dict[str, dict[str, float]]:
     return {path.parent.name.split("entailment=")[1]: json.loads(path.read_text()) for path in src.files(data)}
 
 
-def by_group(rows: list[dict], verdicts: list[dict], x: np.ndarray) -> tuple[list[dict], list[dict], np.ndarray]:
-    """One row per claim where a set scores a claim against several chunks: the chunk that supports it best decides
-    (the WiCE authors take the maximum entailment over a claim's chunks)."""
+def best_of_groups(rows: list[dict], scores) -> list[int]:
+    """The rows to keep, one per claim where a set scores a claim against several chunks: the chunk that supports it
+    best (lowest score) decides, as the WiCE authors take the maximum entailment over a claim's chunks. Every row
+    where the set has no groups."""
     if "group" not in rows[0]:
-        return rows, verdicts, x
+        return list(range(len(rows)))
     best: dict[str, int] = {}
     for i, r in enumerate(rows):
-        if r["group"] not in best or verdicts[i]["score"] < verdicts[best[r["group"]]]["score"]:
+        if r["group"] not in best or scores[i] < scores[best[r["group"]]]:
             best[r["group"]] = i
-    keep = list(best.values())
-    return [rows[i] for i in keep], [verdicts[i] for i in keep], x[keep]
+    return list(best.values())
 
 
 #: per-answer features of the experimental learned detector (not shipped: see BENCHMARKS.md)
@@ -237,15 +237,18 @@ def hallucination(data: Path, overrides: list[str], limit: int | None) -> None:
     engine = Engine(config, Workspace(Path(os.environ.get("RAGTUNE_HOME", ".ragtune"))))
     scorer, judge = engine.answer_scorer, engine.judge
     scorer_name = f"ragtune offline scorer ({config.evaluation.verifier or 'shipped'})"
-    scored, judged, t0 = {}, {}, time.perf_counter()
-    for name, rows in sets.items():
+    scored, judged, seconds, n = {}, {}, 0.0, 0
+    for name, rows in list(sets.items()):
+        t0 = time.perf_counter()
         verdicts, x = zip(*(_features(scorer, r) for r in rows))
-        rows, verdicts, x = by_group(rows, list(verdicts), np.array(x))
-        sets[name] = rows
-        scored[name] = (np.array([r["hallucinated"] for r in rows], int), verdicts, x)
-    seconds = time.perf_counter() - t0
-    if judge is not None:
-        judged = {name: np.array([_judged(judge, r) for r in rows]) for name, rows in sets.items()}
+        seconds, n = seconds + time.perf_counter() - t0, n + len(rows)
+        keep = best_of_groups(rows, [v["score"] for v in verdicts])
+        if judge is not None:  # the judge's own best chunk per claim (NaN, no verdict, counts as worst)
+            j = np.array([_judged(judge, r) for r in rows])
+            judged[name] = j[best_of_groups(rows, np.nan_to_num(j[:, 1], nan=np.inf))]
+        sets[name] = [rows[i] for i in keep]
+        scored[name] = (np.array([r["hallucinated"] for r in sets[name]], int), [verdicts[i] for i in keep],
+                        np.array(x)[keep])
     # the experimental learned detector: logistic regression on SummEdits' test rows, C chosen by cross-validation
     # there (nothing is tuned on the sets it is scored on)
     y_fit, _, x_fit = scored.pop("SummEdits test rows")
@@ -294,7 +297,6 @@ def hallucination(data: Path, overrides: list[str], limit: int | None) -> None:
                        (f"{cuts[0]:.0f}-{cuts[1]:.0f} words", (lengths > cuts[0]) & (lengths <= cuts[1])),
                        (f"over {cuts[1]:.0f} words", lengths > cuts[1])]:
         print(f"  {name}: human {y[mask].mean():.3f}, flagged {flags[mask].mean():.3f} (n={mask.sum()})")
-    n = sum(len(rows) for rows in sets.values())
     print(f"\n{n / seconds:.1f} answers/s (offline scorer and features, models loaded)")
 
 
