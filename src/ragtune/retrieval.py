@@ -141,9 +141,12 @@ class Retriever:
             timings["rerank_ms"] = (time.perf_counter() - t0) * 1000 + self.reranker.saved_ms
         if self.config.retrieval.mmr is not None and hits:
             t0 = time.perf_counter()
-            vectors = self.embedder.embed_documents([h.text for h in hits])  # the index's own: read from the cache
-            order = mmr_order(np.array([h.score for h in hits]), vectors, self.config.retrieval.mmr)
-            hits = [replace(hits[i], rank=r) for r, i in enumerate(order, 1)]
+            # MMR weighs relevance scores against each other: after re-ranking only the re-scored head's are on one
+            # scale (the rest keep the first stage's and stay behind the head, as re-ranking left them)
+            head = hits[:self.config.rerank.depth] if self.reranker is not None else hits
+            vectors = self.embedder.embed_documents([h.text for h in head])  # the index's own: read from the cache
+            order = mmr_order(np.array([h.score for h in head]), vectors, self.config.retrieval.mmr)
+            hits = [replace(h, rank=r) for r, h in enumerate([head[i] for i in order] + hits[len(head):], 1)]
             timings["mmr_ms"] = (time.perf_counter() - t0) * 1000
         if self.config.retrieval.window and hits:
             t0 = time.perf_counter()
