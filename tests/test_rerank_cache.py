@@ -42,6 +42,28 @@ def test_cached_scores_equal_the_model_and_each_pair_is_scored_once(model, sampl
     assert np.array_equal(other, model.score("Can I work from abroad?", texts[:2]))
 
 
+def test_pairs_scored_side_by_side_equal_one_pair_at_a_time_through_the_graph(model, sample):
+    """The int8 model runs one pair per call, several calls at once (one core each): the scores are exactly those of
+    the model's graph run here, one pair after another, on the tokenizer's own encoding of each pair."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    onnx = model.reranker if isinstance(model, CachedReranker) else model
+    assert onnx.one_per_call and onnx.side_by_side >= 1
+    texts = [d.text for d in sample.documents[:12]]  # long enough that the tokenizer cuts some
+    session = ort.InferenceSession(str(onnx.model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    tokenizer = Tokenizer.from_file(str(onnx.model_dir / "tokenizer.json"))
+    tokenizer.no_padding()
+    names = {i.name for i in session.get_inputs()}
+    expected = []
+    for text in texts:
+        enc = tokenizer.encode(QUESTION, text)
+        feed = {"input_ids": enc.ids, "attention_mask": enc.attention_mask, "token_type_ids": enc.type_ids}
+        expected.append(session.run(None, {k: np.array([v], np.int64) for k, v in feed.items() if k in names})[0][0, 0])
+    onnx.side_by_side = 2  # two calls at once, whatever this machine's cores
+    assert np.array_equal(onnx.score(QUESTION, texts), np.array(expected, np.float32))
+
+
 def test_a_sweep_over_depths_and_first_stages_scores_each_distinct_pair_once(sample, tmp_path):
     small = sample.subset([q.id for q in sample.judged()[:8]])
     ws = Workspace(tmp_path / "home")

