@@ -233,7 +233,7 @@ def test_judge_with_a_local_nli_model_built_here(tmp_path, workspace):
     labels = {0: "entailment", 1: "neutral", 2: "contradiction"}
     model = BertForSequenceClassification(BertConfig(
         vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        num_labels=3, id2label=labels, label2id={v: k for k, v in labels.items()}))
+        num_labels=3, id2label=labels, label2id={v: k for k, v in labels.items()}, initializer_range=1.0))
     folder = tmp_path / "nli"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -266,6 +266,17 @@ def test_judge_with_a_local_nli_model_built_here(tmp_path, workspace):
     assert scorer.judge("What is the stipend?", claim, [context])["claims"][0]["score"] == \
         pytest.approx(expected, abs=1e-4)
     assert Engine(RagConfig(), workspace).answer_scorer.verifier is None
+    # several chunks: each is read with the claim on its own and the best-supporting one decides (joined, a long
+    # first chunk left the model nothing of the second after its 512 tokens)
+    long = " ".join(["the stipend is 300 eur per week ."] * 80)
+    with torch.inference_mode():
+        per_chunk = [float(torch.softmax(model(**tokenizer([c], [claim], truncation="only_first", max_length=512,
+                                                           return_tensors="pt")).logits, -1)[0, 0])
+                     for c in (long, context)]
+    judged = scorer.judge("What is the stipend?", claim, [long, context])["claims"][0]
+    assert per_chunk[1] > per_chunk[0] + 0.01  # the second chunk supports the claim better (this model's view)
+    assert judged["entailed"] == pytest.approx(max(per_chunk), abs=1e-4)
+    assert judged["score"] == pytest.approx(1 - max(per_chunk), abs=1e-4)
     out.unlink()
     result = runner.invoke(app, ["judge", str(src), "--out", str(out), "--set", f"evaluation.verifier=hf-nli:{folder}",
                                  "--home", str(workspace.home)])

@@ -202,7 +202,11 @@ class AnswerScorer:
                 best[i] = (score, chunk, *parts)
         entailed = [None] * len(claims)
         if self.verifier is not None:
-            entailed = [float(e) for e in self.verifier.entailed([context] * len(claims), list(claims))]
+            # each chunk with the claim on its own, the best-supporting chunk deciding (as WiCE's authors score
+            # claims): the chunks joined are longer than such a model reads, and it would see the first ones only
+            texts = [h.text for h in hits] or [""]
+            p = self.verifier.entailed([t for _ in claims for t in texts], [c for c in claims for _ in texts])
+            entailed = [float(e) for e in np.asarray(p).reshape(len(claims), len(texts)).max(axis=1)]
         out = []
         for i, claim in enumerate(claims):
             missing = facts_missing(claim, context, question)
