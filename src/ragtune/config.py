@@ -99,9 +99,9 @@ class RetrievalConfig(_Section):
     )
     top_k: int = Field(10, ge=1, le=10000, description="results returned by a search")
     candidates: int = Field(100, ge=1, le=10000, description="chunks fetched from the index per query")
-    mmr: float | None = Field(None, ge=0.0, lt=1.0, description="maximal marginal relevance: reorder the candidates, "
-                              "trading relevance (this weight) against similarity to those ranked above (after a re-ranker: the "
-                              "re-scored ones); null: off")
+    mmr: float | None = Field(None, ge=0.0, lt=1.0, description="maximal marginal relevance: reorder the candidates "
+                              "(after a re-ranker: the re-scored ones), trading relevance (this weight) against "
+                              "similarity to those ranked above; null: off")
     window: int | None = Field(None, ge=1, le=20, description="small-to-big: each result read back with this many "
                                "neighbouring chunks of its document on each side (search small chunks, return their "
                                "context); null: the chunk alone")

@@ -2,8 +2,9 @@
 
 Any Hugging Face sequence-classification model trained for NLI or factual consistency (a DeBERTa fine-tuned on
 MNLI, a hallucination evaluation model, ...): the premise is each retrieved chunk, the hypothesis one claim, and the
-claim's probability of being unsupported is 1 - P(entailment) of its best-supporting chunk. The entailment class is the label whose name says
-entail/consistent/supported; a model with two labels and none so named is read as (not supported, supported).
+claim's probability of being unsupported is 1 - P(entailment) of its best-supporting chunk. The entailment class is
+the label whose name says entail/consistent/supported; a model with two labels and none so named is read as (not
+supported, supported).
 """
 
 from __future__ import annotations
