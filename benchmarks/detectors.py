@@ -144,10 +144,11 @@ def hallucination_sets(data: Path) -> dict[str, list[dict]]:
             name = "SummEdits evaluation rows" if r["split"] == "evaluation" else "SummEdits test rows"
             sets.setdefault(name, []).append({"question": "", "contexts": [r["doc"]], "answer": r["summary"].strip(),
                                               "hallucinated": int(r["label"]) == 0})
-    with sources["wice"].file(data).open() as f:  # a claim's rows: the same claim against different oracle chunks
-        sets["WiCE test claims"] = [{"question": "", "contexts": ["\n".join(r["evidence"])], "answer": r["claim"],
-                                     "hallucinated": r["label"] != "supported", "group": r["meta"]["id"]}
-                                    for r in map(json.loads, f)]
+    for name, source in [("WiCE test claims", "wice"), ("WiCE dev claims (tuning set)", "wice-dev")]:
+        with sources[source].file(data).open() as f:  # a claim's rows: the same claim against different chunks
+            sets[name] = [{"question": "", "contexts": ["\n".join(r["evidence"])], "answer": r["claim"],
+                           "hallucinated": r["label"] != "supported", "group": r["meta"]["id"]}
+                          for r in map(json.loads, f)]
     return sets
 
 
@@ -187,7 +188,7 @@ def _features(scorer, row: dict) -> tuple[dict, np.ndarray]:
     context = " ".join(row["contexts"])
     hits = [Hit(f"c{i}", f"c{i}", 1.0, i + 1, t, 0, len(t)) for i, t in enumerate(row["contexts"])]
     supports = scorer.support(claims_of(row["answer"]), hits, row["question"])
-    verdict = scorer.judge(row["question"], row["answer"], row["contexts"])
+    verdict = scorer.verdict(supports)
 
     def bigrams(text):
         w = [x.lower() for x in words(text)]
@@ -223,7 +224,7 @@ def _judged(judge, row: dict) -> tuple[float, float]:
     return out["judge_hallucination"], 1 - out["judge_faithfulness"]
 
 
-def hallucination(data: Path, overrides: list[str], limit: int | None) -> None:
+def hallucination(data: Path, overrides: list[str], limit: int | None, dump: Path | None = None) -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
@@ -249,6 +250,11 @@ def hallucination(data: Path, overrides: list[str], limit: int | None) -> None:
         sets[name] = [rows[i] for i in keep]
         scored[name] = (np.array([r["hallucinated"] for r in sets[name]], int), [verdicts[i] for i in keep],
                         np.array(x)[keep])
+    if dump is not None:  # every kept row's verdict with its label, for analysis by hand
+        with dump.open("w") as f:
+            for name, (y, verdicts, _) in scored.items():
+                for label, verdict in zip(y, verdicts):
+                    f.write(json.dumps({"set": name, "label": int(label), **verdict}) + "\n")
     # the experimental learned detector: logistic regression on SummEdits' test rows, C chosen by cross-validation
     # there (nothing is tuned on the sets it is scored on)
     y_fit, _, x_fit = scored.pop("SummEdits test rows")
@@ -330,6 +336,7 @@ def main() -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="hallucination: the configuration the scorer (and an LLM judge) comes from, as on the CLI")
     ap.add_argument("--limit", type=int, help="hallucination: the first N rows of each set (a quick check)")
+    ap.add_argument("--dump", type=Path, help="hallucination: write each row's verdict and label (JSONL) here")
     ap.add_argument("--threshold", type=float, help="injection: flag at this score instead of the shipped threshold")
     ap.add_argument("--backend", default="ngram", help="injection: ngram (questions' model, the default), "
                     "ngram-documents (the model that scans chunks at indexing), rules, hf:<folder>")
@@ -338,7 +345,7 @@ def main() -> int:
     if args.detector == "injection":
         injection(args.data, args.backend, args.threshold)
     else:
-        hallucination(args.data, args.overrides, args.limit)
+        hallucination(args.data, args.overrides, args.limit, args.dump)
     return 0
 
 

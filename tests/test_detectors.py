@@ -244,7 +244,7 @@ def test_judge_with_a_local_nli_model_built_here(tmp_path, workspace):
         logits = model.eval()(**tokenizer([context], [claim], return_tensors="pt")).logits
     expected = 1 - float(torch.softmax(logits, -1)[0, 0])
     assert isinstance(make_verifier(f"hf-nli:{folder}"), NLIVerifier)
-    with pytest.raises(ConfigError, match="expected hf-nli"):
+    with pytest.raises(ConfigError, match="or hf-nli:<folder"):
         make_verifier("nli")
 
     src, out = tmp_path / "answers.jsonl", tmp_path / "judged.jsonl"
@@ -282,7 +282,7 @@ def test_judge_with_a_local_nli_model_built_here(tmp_path, workspace):
                                  "--home", str(workspace.home)])
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["claims"][0]["score"] == pytest.approx(expected, abs=1e-4)
-    with pytest.raises(ValueError, match="verifier 'nli:x': expected hf-nli"):
+    with pytest.raises(ValueError, match="verifier .nli:x.: expected minilm-nli"):
         RagConfig.model_validate({"evaluation": {"verifier": "nli:x"}})
 
 

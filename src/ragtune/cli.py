@@ -491,8 +491,9 @@ def judge(
     answers: Path = typer.Argument(..., help='JSONL, one {"question", "contexts": [...], "answer"} per line'),
     out: Path = typer.Option(..., "--out", "-o", help="JSONL verdicts, same order: hallucinated, score, "
                              "faithfulness, claims"),
-    verifier: Optional[str] = typer.Option(None, help="hf-nli:<folder>: a local Hugging Face NLI model decides "
-                                           "each claim [default: the config's evaluation.verifier, else the "
+    verifier: Optional[str] = typer.Option(None, help="minilm-nli: the shipped NLI adapter, blended with the "
+                                           "embedding heuristic; hf-nli:<folder>: a local Hugging Face NLI model "
+                                           "decides each claim [default: the config's evaluation.verifier, else the "
                                            "embedding heuristic of ragtune eval]"),
     threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="hallucinated from this score on (0.5: any claim "
                                     "unsupported, as in ragtune eval)"),

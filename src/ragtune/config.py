@@ -238,9 +238,10 @@ class EvaluationConfig(_Section):
     depth: int = Field(100, ge=1, le=10000, description="ranked results per query that the metrics see")
     span_k: tuple[int, ...] = Field((5, 10), description="chunk cut-offs for span-level scores")
     judge: JudgeConfig | None = Field(None, description="LLM judge of answers; null: offline answer scores only")
-    verifier: str | None = Field(None, description="hf-nli:<folder>: a local Hugging Face NLI or factual-consistency "
-                                 "model decides whether each claim is supported (offline answer scores, ragtune "
-                                 "judge, the service's review); null: the embedding heuristic")
+    verifier: str | None = Field(None, description="minilm-nli: the shipped NLI adapter's verdict on each claim is "
+                                 "blended with the embedding heuristic's; hf-nli:<folder>: a local Hugging Face NLI or "
+                                 "factual-consistency model decides each claim (offline answer scores, ragtune judge, "
+                                 "the service's review); null: the embedding heuristic alone")
 
     @model_validator(mode="after")
     def _check(self) -> EvaluationConfig:

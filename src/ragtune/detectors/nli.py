@@ -17,6 +17,9 @@ from ragtune.errors import ConfigError
 
 
 class NLIVerifier:
+    #: a chunk longer than this is read in windows of whole sentences (the model reads 512 tokens with the claim)
+    window_words = 300
+
     def __init__(self, path: str):
         from ragtune.detectors.hf import LocalClassifier
 
@@ -33,14 +36,28 @@ class NLIVerifier:
         return self.model.probabilities(self.entailment, premises, hypotheses)
 
 
-def verifier_folder(spec: str) -> str:
-    """The folder an ``hf-nli:<folder>`` spec names; a ConfigError for anything else."""
+#: the verifier that ships with ragtune (``ragtune.detectors.entailment``)
+SHIPPED = "minilm-nli"
+
+
+def verifier_folder(spec: str) -> str | None:
+    """The folder an ``hf-nli:<folder>`` spec names, None for the shipped verifier; a ConfigError for anything else."""
+    if spec == SHIPPED:
+        return None
     kind, _, folder = spec.partition(":")
     if kind != "hf-nli" or not folder:
-        raise ConfigError(f"verifier {spec!r}: expected hf-nli:<folder of a local Hugging Face NLI model>")
+        raise ConfigError(f"verifier {spec!r}: expected {SHIPPED} (the shipped NLI adapter) or hf-nli:<folder of a "
+                          f"local Hugging Face NLI model>")
     return folder
 
 
 def make_verifier(spec: str | None):
-    """None, or the verifier a spec names (``hf-nli:<folder>``)."""
-    return NLIVerifier(verifier_folder(spec)) if spec else None
+    """None, or the verifier a spec names (``minilm-nli``, ``hf-nli:<folder>``)."""
+    if not spec:
+        return None
+    folder = verifier_folder(spec)
+    if folder is None:
+        from ragtune.detectors.entailment import MiniLMVerifier
+
+        return MiniLMVerifier()
+    return NLIVerifier(folder)

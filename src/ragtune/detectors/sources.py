@@ -149,6 +149,12 @@ HALLUCINATION_SOURCES = [
            "and a chunk of about 14 sentences of the web page it cites (the annotators' supporting sentences and "
            "random others), labelled supported, partially supported or not supported: a RAG answer's sentence "
            "against what was retrieved for it"),
+    Source("wice-dev", "ryokamoi/wice", "ddeb6c183665e2a20c5f03c5aa07f03888b9870f",
+           "code_and_resources/entailment_inputs/oracle_chunks/claim/dev.jsonl",
+           "ae33170930d690cb96cd46f097ec5658daaf7fd6700d6d2bf97644e3a8dfb2f9", "ODC-BY (annotations); "
+           "the texts are Wikipedia's (CC-BY-SA) and cited web pages'", "train", "mixed",
+           "WiCE's dev claims in the same form: what the shipped verifier's calibration and the scorer's windows are "
+           "chosen on, apart from the test claims"),
     Source("wice-published", "ryokamoi/wice", "ddeb6c183665e2a20c5f03c5aa07f03888b9870f",
            "code_and_resources/model_outputs/entailment_classification/oracle_chunks/claim/"
            "retrieval=oracle,entailment={t5-3b-anli,t5-3b-anli-wice,gpt-4-0613}/test.entailment_score.json",

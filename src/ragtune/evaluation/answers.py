@@ -134,6 +134,31 @@ def facts_missing(claim: str, context: str, question: str = "") -> list[str]:
     return missing
 
 
+#: a chunk longer than this is read by a verifier in windows of whole sentences of at most this many words, unless
+#: the verifier names its own ``window_words`` (what its model reads beside a claim)
+WINDOW_WORDS = 150
+
+
+def windows(text: str, limit: int | None = None) -> list[str]:
+    """``text`` in windows of consecutive sentences of at most ``limit`` words (``WINDOW_WORDS``), each sharing its
+    first sentence with the previous window's last (a sentence longer than ``limit`` is a window of its own)."""
+    limit = limit or WINDOW_WORDS
+    sentences = split_sentences(text)
+    if len(text.split()) <= limit or len(sentences) < 2:
+        return [text]
+    out, start = [], 0
+    while start < len(sentences):
+        end, size = start, 0
+        while end < len(sentences) and (end == start or size + len(sentences[end].split()) <= limit):
+            size += len(sentences[end].split())
+            end += 1
+        out.append(" ".join(sentences[start:end]))
+        if end == len(sentences):
+            break
+        start = max(end - 1, start + 1)
+    return out
+
+
 @dataclass(frozen=True)
 class Support:
     claim: str
@@ -144,6 +169,7 @@ class Support:
     entailed: float | None = None  # P(entailment) from an NLI verifier, when one is used
     semantic: float = 1.0  # the weakest clause's cosine with the closest sentence of its best chunk
     lexical: float = 1.0  # and the share of its content words found there
+    blended: bool = False  # the verifier's verdict is blended with the similarity heuristic's (the shipped one)
 
     @property
     def supported(self) -> bool:
@@ -151,11 +177,11 @@ class Support:
 
     @property
     def probability(self) -> float:
-        """Probability-like: how likely the claim is unsupported (an NLI verifier's 1 - P(entailment) when used)."""
+        """Probability-like: how likely the claim is unsupported. The similarity heuristic's logistic of its support;
+        a verifier's 1 - P(entailment) in its place, or the geometric mean of the two for a blending verifier."""
+        p = 1.0 / (1.0 + math.exp((self.score - SUPPORT_THRESHOLD) / SUPPORT_SCALE))
         if self.entailed is not None:
-            p = 1.0 - self.entailed
-        else:
-            p = 1.0 / (1.0 + math.exp((self.score - SUPPORT_THRESHOLD) / SUPPORT_SCALE))
+            p = math.sqrt(p * (1.0 - self.entailed)) if self.blended else 1.0 - self.entailed
         return p if self.facts_ok else max(p, FACT_MISSING)
 
     def as_dict(self) -> dict:
@@ -186,7 +212,7 @@ class AnswerScorer:
         rows_of = [[k for k, (_, jj) in enumerate(sentences) if jj == j] for j in range(len(hits))]
         # a clause's words must come from one place: two neighbouring sentences of a chunk, not the whole chunk
         sentence_words = [set(content_words(s)) for s, _ in sentences]
-        windows = [[sentence_words[k] | (sentence_words[k + 1] if k + 1 in rows else set()) for k in rows] or [set()]
+        neighbours = [[sentence_words[k] | (sentence_words[k + 1] if k + 1 in rows else set()) for k in rows] or [set()]
                    for rows in rows_of]
         best = [(1.0, None, 1.0, 1.0)] * len(claims)
         for p, (i, piece) in enumerate(pieces):
@@ -194,7 +220,7 @@ class AnswerScorer:
             score, chunk, parts = 0.0, None, (0.0, 0.0)
             for j, h in enumerate(hits):
                 semantic = float(cos[p, rows_of[j]].max()) if rows_of[j] else 0.0
-                lexical = max(sum(w in win for w in piece_words) / len(piece_words) for win in windows[j]) \
+                lexical = max(sum(w in win for w in piece_words) / len(piece_words) for win in neighbours[j]) \
                     if piece_words else 1.0
                 if (semantic + lexical) / 2 > score:
                     score, chunk, parts = (semantic + lexical) / 2, h.chunk_id, (semantic, lexical)
@@ -204,14 +230,16 @@ class AnswerScorer:
         if self.verifier is not None:
             # each chunk with the claim on its own, the best-supporting chunk deciding (as WiCE's authors score
             # claims): the chunks joined are longer than such a model reads, and it would see the first ones only
-            texts = [h.text for h in hits] or [""]
+            limit = getattr(self.verifier, "window_words", WINDOW_WORDS)
+            texts = [w for h in hits for w in windows(h.text, limit)] or [""]
             p = self.verifier.entailed([t for _ in claims for t in texts], [c for c in claims for _ in texts])
             entailed = [float(e) for e in np.asarray(p).reshape(len(claims), len(texts)).max(axis=1)]
         out = []
         for i, claim in enumerate(claims):
             missing = facts_missing(claim, context, question)
             score, chunk, semantic, lexical = best[i]
-            out.append(Support(claim, score, chunk, not missing, tuple(missing), entailed[i], semantic, lexical))
+            out.append(Support(claim, score, chunk, not missing, tuple(missing), entailed[i], semantic, lexical,
+                               getattr(self.verifier, "blend", False)))
         return out
 
     def judge(self, question: str, answer: str, contexts: Sequence[str], threshold: float = 0.5) -> dict:
@@ -219,7 +247,11 @@ class AnswerScorer:
         ``score`` (the worst claim's probability), ``faithfulness`` (supported claims / claims; None when there is no
         claim, as in a refusal) and a verdict per claim."""
         hits = [Hit(f"context-{i + 1}", f"context-{i + 1}", 1.0, i + 1, t, 0, len(t)) for i, t in enumerate(contexts)]
-        supports = self.support(claims_of(answer), hits, question)
+        return self.verdict(self.support(claims_of(answer), hits, question), threshold)
+
+    @staticmethod
+    def verdict(supports: Sequence[Support], threshold: float = 0.5) -> dict:
+        """``judge``'s verdict from the claims' supports."""
         score = float(max((s.probability for s in supports), default=0.0))
         return {"hallucinated": bool(score >= threshold), "score": round(score, 4),
                 "faithfulness": sum(s.supported for s in supports) / len(supports) if supports else None,

