@@ -74,17 +74,10 @@ def add_adapters(model, rank: int, alpha: float):
     return model
 
 
-def adapter_arrays(model) -> dict[str, np.ndarray]:
-    """What the adapter file holds: each adapted layer's A and B, and the head (float16)."""
-    out = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            out[name] = p.detach().cpu().numpy().astype(np.float16)
-    return out
-
-
 def save_adapter(model, path: Path, meta: dict) -> None:
-    arrays = adapter_arrays(model)
+    """The adapter file: each adapted layer's A and B and the head, as float16, and ``meta`` (written atomically)."""
+    arrays = {name: p.detach().cpu().numpy().astype(np.float16) for name, p in model.named_parameters()
+              if p.requires_grad}
     arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
@@ -112,15 +105,11 @@ def load_merged(path: Path = ADAPTER):
     with torch.no_grad():
         for key, a in arrays.items():
             if key.endswith(".lora_a"):
-                layer = modules[key.removesuffix(".lora_a").removesuffix(".base")]
+                layer = modules[key.removesuffix(".lora_a")]
                 layer.weight += scale * arrays[key.removesuffix("lora_a") + "lora_b"] @ a
             elif key.startswith("classifier."):
                 model.get_parameter(key).copy_(a)
     return model.eval(), tokenizer
-
-
-def file_sha256(path: Path = ADAPTER) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 EXPORT_FILE = "export.json"
@@ -150,7 +139,8 @@ def _export(path: Path, out: Path) -> None:
                           output_names=["logits"], dynamic_axes={n: {0: "batch", 1: "tokens"} for n in names},
                           opset_version=17, dynamo=False)
     tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
-    (out / EXPORT_FILE).write_text(json.dumps({"adapter": str(path), "sha256": file_sha256(path)}))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    (out / EXPORT_FILE).write_text(json.dumps({"adapter": str(path), "sha256": digest}))
 
 
 class MiniLMVerifier:

@@ -11,7 +11,9 @@ a common unit conversion of a context figure (km/mi, kg/lb, m/ft, cm/in, l/gal, 
 acronym counts as its spelled-out name: changed figures and swapped names are the commonest invented facts.
 A claim's ``score`` is a probability-like number, 0.5 at the support threshold, rising as support falls, at least
 0.9 when a fact is missing from the context; an answer's ``hallucination_score`` is its worst claim's.
-An optional LLM judge gives its own faithfulness and relevance beside these (``ragtune.evaluation.judge``).
+An NLI verifier (``evaluation.verifier``: the shipped ``minilm-nli``, blended with the heuristic, or a model of
+the user's) reads each chunk with each claim and decides support with it or in its place. An optional LLM judge
+gives its own faithfulness and relevance beside these (``ragtune.evaluation.judge``).
 
 - faithfulness: supported claims / claims; hallucination: 1 when any claim is unsupported (its mean is the rate)
 - answer_relevance: cosine between the question and the answer
@@ -139,10 +141,9 @@ def facts_missing(claim: str, context: str, question: str = "") -> list[str]:
 WINDOW_WORDS = 150
 
 
-def windows(text: str, limit: int | None = None) -> list[str]:
-    """``text`` in windows of consecutive sentences of at most ``limit`` words (``WINDOW_WORDS``), each sharing its
-    first sentence with the previous window's last (a sentence longer than ``limit`` is a window of its own)."""
-    limit = limit or WINDOW_WORDS
+def windows(text: str, limit: int = WINDOW_WORDS) -> list[str]:
+    """``text`` in windows of consecutive sentences of at most ``limit`` words, each sharing its first sentence with
+    the previous window's last (a sentence longer than ``limit`` is a window of its own)."""
     sentences = split_sentences(text)
     if len(text.split()) <= limit or len(sentences) < 2:
         return [text]
@@ -212,8 +213,8 @@ class AnswerScorer:
         rows_of = [[k for k, (_, jj) in enumerate(sentences) if jj == j] for j in range(len(hits))]
         # a clause's words must come from one place: two neighbouring sentences of a chunk, not the whole chunk
         sentence_words = [set(content_words(s)) for s, _ in sentences]
-        neighbours = [[sentence_words[k] | (sentence_words[k + 1] if k + 1 in rows else set()) for k in rows] or [set()]
-                   for rows in rows_of]
+        neighbours = [[sentence_words[k] | (sentence_words[k + 1] if k + 1 in rows else set()) for k in rows]
+                      or [set()] for rows in rows_of]
         best = [(1.0, None, 1.0, 1.0)] * len(claims)
         for p, (i, piece) in enumerate(pieces):
             piece_words = content_words(piece)
@@ -228,8 +229,9 @@ class AnswerScorer:
                 best[i] = (score, chunk, *parts)
         entailed = [None] * len(claims)
         if self.verifier is not None:
-            # each chunk with the claim on its own, the best-supporting chunk deciding (as WiCE's authors score
-            # claims): the chunks joined are longer than such a model reads, and it would see the first ones only
+            # each chunk with the claim on its own (in windows of whole sentences where longer than the model
+            # reads), the best-supporting one deciding, as WiCE's authors score claims: the chunks joined are longer
+            # than such a model reads, and it would see the first ones only
             limit = getattr(self.verifier, "window_words", WINDOW_WORDS)
             texts = [w for h in hits for w in windows(h.text, limit)] or [""]
             p = self.verifier.entailed([t for _ in claims for t in texts], [c for c in claims for _ in texts])
