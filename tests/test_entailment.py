@@ -84,6 +84,24 @@ def test_a_claim_supported_late_in_a_long_chunk_is_read_in_its_window(verifier, 
     assert whole < supported.entailed
 
 
+def test_verdicts_are_kept_by_claim_and_premise_and_read_back(verifier, fresh_workspace):
+    from ragtune.config import RagConfig
+    from ragtune.detectors.nli import CachedVerifier
+    from ragtune.engine import Engine
+
+    config = RagConfig.model_validate({"evaluation": {"verifier": "minilm-nli"}})
+    cached = Engine(config, fresh_workspace).answer_scorer.verifier
+    assert isinstance(cached, CachedVerifier) and cached.blend and cached.window_words == verifier.window_words
+    premises = ["The ferry leaves at noon.", "The ferry leaves at noon.", "Tickets cost five euros."]
+    claims = ["The ferry departs at midday.", "The ferry departs at midday.", "The ferry departs at midday."]
+    first = cached.entailed(premises, claims)
+    assert (cached.requested, cached.computed) == (3, 2)  # the repeated pair is computed once
+    assert np.allclose(first, verifier.entailed(premises, claims), atol=1e-6)
+    again = Engine(config, fresh_workspace).answer_scorer.verifier  # a new process reads the same file
+    assert np.array_equal(again.entailed(premises[::-1], claims), first[::-1]) and again.computed == 0
+    assert fresh_workspace.pair_scores.count() == 2
+
+
 def test_the_shipped_verifier_is_blended_with_the_heuristic_and_a_missing_fact_still_decides():
     from ragtune.evaluation.answers import SUPPORT_SCALE, SUPPORT_THRESHOLD, Support
 

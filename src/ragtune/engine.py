@@ -166,8 +166,9 @@ class Turn:
 
 
 class Engine:
-    """One configuration's models and tables, created on first use. ``cache_pairs=False``: the re-ranker scores
-    every pair with the model (a live service's questions, and latency trials, which must time the model)."""
+    """One configuration's models and tables, created on first use. ``cache_pairs=False``: the re-ranker and the
+    claim verifier score every pair with the model (a live service's questions, and latency trials, which must time
+    the model)."""
 
     def __init__(self, config: RagConfig, workspace: Workspace | None = None, progress: bool = False,
                  cache_pairs: bool = True):
@@ -200,10 +201,12 @@ class Engine:
 
     @cached_property
     def answer_scorer(self) -> AnswerScorer:
-        """The offline answer scorer: the embedder's heuristic, or the configured NLI verifier."""
+        """The offline answer scorer: the embedder's heuristic, and the configured NLI verifier (its verdicts kept in
+        the workspace's pair cache)."""
         from ragtune.detectors.nli import make_verifier
 
-        return AnswerScorer(self.embedder, make_verifier(self.config.evaluation.verifier))
+        return AnswerScorer(self.embedder, make_verifier(self.config.evaluation.verifier,
+                                                         self.workspace.pair_scores if self.cache_pairs else None))
 
     @cached_property
     def judge(self):

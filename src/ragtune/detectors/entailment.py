@@ -158,12 +158,14 @@ class MiniLMVerifier:
     def __init__(self, path: Path = ADAPTER, max_length: int = 256, batch_size: int = 16):
         from tokenizers import Tokenizer
 
+        from ragtune.models.cache import fingerprint
         from ragtune.models.onnx import onnx_session
 
         if not path.is_file():
             raise ConfigError(f"verifier minilm-nli: {path} is missing (python -m ragtune.detectors.nli_training "
                               f"trains it)")
         folder = exported(path)
+        self.cache_key = f"{self.name}@{fingerprint(path, self.name)}"
         self.session = onnx_session(folder, "cpu")
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=max_length, strategy="only_first")

@@ -9,11 +9,14 @@ supported, supported).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from ragtune.errors import ConfigError
+from ragtune.models.cache import fingerprint
 
 
 class NLIVerifier:
@@ -30,10 +33,45 @@ class NLIVerifier:
                               f"{sorted(self.model.labels.values())}")
         self.entailment = 1 if found is None else found
         self.name = self.model.name
+        self.cache_key = f"hf-nli@{fingerprint(Path(path).expanduser(), 'hf-nli')}"
 
     def entailed(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
         """P(entailment) of each (premise, hypothesis) pair; the premise is truncated first when too long."""
         return self.model.probabilities(self.entailment, premises, hypotheses)
+
+
+class CachedVerifier:
+    """A verifier whose verdicts are kept by (model, claim hash, premise hash) in the workspace's pair cache: a
+    rerun, or another configuration that gives the same chunks to the same answer, reads them back instead of
+    running the model again. ``requested`` and ``computed`` count pairs."""
+
+    def __init__(self, verifier, cache):
+        self.verifier, self.cache, self.requested, self.computed = verifier, cache, 0, 0
+
+    def __getattr__(self, name: str):  # name, blend, window_words: the wrapped verifier's
+        return getattr(self.verifier, name)
+
+    def entailed(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
+        from ragtune.cache import text_hash
+
+        keys = [(text_hash(h), text_hash(p)) for p, h in zip(premises, hypotheses)]
+        found: dict[tuple[bytes, bytes], float] = {}
+        for claim in dict.fromkeys(k[0] for k in keys):
+            rows = self.cache.get_many(self.verifier.cache_key, claim, list({k[1] for k in keys if k[0] == claim}))
+            found.update(((claim, p), score) for p, (score, _) in rows.items())
+        missing = {k: i for i, k in enumerate(keys) if k not in found}  # distinct pairs, first occurrence
+        self.requested, self.computed = self.requested + len(keys), self.computed + len(missing)
+        if missing:
+            t0 = time.perf_counter()
+            scores = self.verifier.entailed([premises[i] for i in missing.values()],
+                                            [hypotheses[i] for i in missing.values()])
+            each = (time.perf_counter() - t0) * 1000 / len(missing)
+            computed = dict(zip(missing, map(float, scores)))
+            for claim in dict.fromkeys(k[0] for k in computed):
+                self.cache.put_many(self.verifier.cache_key, claim,
+                                    [(p, s, each) for (c, p), s in computed.items() if c == claim])
+            found.update(computed)
+        return np.array([found[k] for k in keys], dtype=np.float32)
 
 
 #: the verifier that ships with ragtune (``ragtune.detectors.entailment``)
@@ -51,13 +89,16 @@ def verifier_folder(spec: str) -> str | None:
     return folder
 
 
-def make_verifier(spec: str | None):
-    """None, or the verifier a spec names (``minilm-nli``, ``hf-nli:<folder>``)."""
+def make_verifier(spec: str | None, cache=None):
+    """None, or the verifier a spec names (``minilm-nli``, ``hf-nli:<folder>``), its verdicts kept in ``cache`` (a
+    ``PairScoreCache``) when one is given."""
     if not spec:
         return None
     folder = verifier_folder(spec)
     if folder is None:
         from ragtune.detectors.entailment import MiniLMVerifier
 
-        return MiniLMVerifier()
-    return NLIVerifier(folder)
+        verifier = MiniLMVerifier()
+    else:
+        verifier = NLIVerifier(folder)
+    return verifier if cache is None else CachedVerifier(verifier, cache)
