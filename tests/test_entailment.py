@@ -146,3 +146,10 @@ def test_training_reproduces_the_shipped_adapter(tmp_path):
                  distractors=shipped["distractors"])
     for key in ("snli_test_accuracy", "snli_test_accuracy_with_distractors"):
         assert meta[key] == pytest.approx(shipped[key], abs=0.01), key
+
+
+def test_a_missing_adapter_file_is_a_clear_error(tmp_path):
+    with pytest.raises(RagtuneError, match=r"minilm-nli: .*nope\.npz is missing .*nli_training"):
+        MiniLMVerifier(tmp_path / "nope.npz")
+    with pytest.raises(RagtuneError, match="is missing"):
+        load_merged(tmp_path / "nope.npz")

@@ -93,11 +93,8 @@ def load_merged(path: Path = ADAPTER):
     """The base model with the adapter merged into its weights, in eval mode, and its tokenizer."""
     import torch
 
-    if not path.is_file():
-        raise ConfigError(f"verifier minilm-nli: {path} is missing (python -m ragtune.detectors.nli_training "
-                          f"trains it)")
     model, tokenizer = base_model()
-    with np.load(path) as f:
+    with np.load(_present(path)) as f:
         meta = json.loads(f["meta"].tobytes())
         arrays = {k: torch.from_numpy(f[k].astype(np.float32)) for k in f.files if k != "meta"}
     scale = meta["alpha"] / meta["rank"]
@@ -115,12 +112,20 @@ def load_merged(path: Path = ADAPTER):
 EXPORT_FILE = "export.json"
 
 
+def _present(path: Path) -> Path:
+    if not path.is_file():
+        raise ConfigError(f"verifier minilm-nli: {path} is missing (python -m ragtune.detectors.nli_training "
+                          f"trains it)")
+    return path
+
+
 def exported(path: Path = ADAPTER) -> Path:
-    """The merged model as an ONNX graph with its tokenizer, exported once per machine into the model cache under a
-    key of the adapter file (``ragtune.models.cache``: never half-written, even when processes race)."""
+    """The merged model as an ONNX graph with its tokenizer, exported once per machine into the model cache in a
+    folder named by the adapter file's content (``ragtune.models.cache``: never half-written, even when processes
+    race)."""
     from ragtune.models.cache import build_once, fingerprint, model_cache_dir
 
-    out = model_cache_dir() / f"minilm-nli-{fingerprint(path, 'ragtune-minilm-nli-v1')}"
+    out = model_cache_dir() / f"minilm-nli-{fingerprint(_present(path), 'ragtune-minilm-nli-v1')}"
     return build_once(out, EXPORT_FILE, lambda tmp: _export(path, tmp))
 
 
@@ -158,14 +163,10 @@ class MiniLMVerifier:
     def __init__(self, path: Path = ADAPTER, max_length: int = 256, batch_size: int = 16):
         from tokenizers import Tokenizer
 
-        from ragtune.models.cache import fingerprint
         from ragtune.models.onnx import onnx_session
 
-        if not path.is_file():
-            raise ConfigError(f"verifier minilm-nli: {path} is missing (python -m ragtune.detectors.nli_training "
-                              f"trains it)")
         folder = exported(path)
-        self.cache_key = f"{self.name}@{fingerprint(path, self.name)}"
+        self.cache_key = folder.name  # the adapter's content names the verdicts kept in a pair cache
         self.session = onnx_session(folder, "cpu")
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=max_length, strategy="only_first")
