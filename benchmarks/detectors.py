@@ -127,7 +127,8 @@ def injection(data: Path, backend: str = "ngram", threshold: float | None = None
 def hallucination_sets(data: Path) -> dict[str, list[dict]]:
     """Judge inputs with their human label, per set: FaithBench (hallucinated = the worst annotation is 'Unwanted',
     the paper's binary label), SummEdits (an edit labelled inconsistent), its 'test' rows apart from its
-    'evaluation' rows, and WiCE's test claims (not fully supported by the cited page), a row per oracle chunk."""
+    'evaluation' rows, and WiCE's test claims (not fully supported by the cited page), a row per oracle chunk, and
+    once more with a claim's chunks together, as a RAG answer's sentence meets what was retrieved for it."""
     import csv
 
     from ragtune.detectors.sources import HALLUCINATION_SOURCES, digest
@@ -149,6 +150,11 @@ def hallucination_sets(data: Path) -> dict[str, list[dict]]:
             sets[name] = [{"question": "", "contexts": ["\n".join(r["evidence"])], "answer": r["claim"],
                            "hallucinated": r["label"] != "supported", "group": r["meta"]["id"]}
                           for r in map(json.loads, f)]
+    claims: dict[str, dict] = {}  # the RAG shape: each test claim against all of its chunks at once
+    for r in sets["WiCE test claims"]:
+        claims.setdefault(r["group"], {**r, "contexts": []})["contexts"] += r["contexts"]
+    sets["WiCE test claims, their chunks together"] = [{k: v for k, v in r.items() if k != "group"}
+                                                       for r in claims.values()]
     return sets
 
 
