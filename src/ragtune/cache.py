@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -165,8 +166,9 @@ class ResponseCache(_Store):
 
 
 class PairScoreCache(_Store):
-    """Re-ranker scores by (model id, query hash, passage hash), each with the model time that computing it took, so
-    that a score read back still says what it costs (latency and cost per query stay what the model spends)."""
+    """Pair scores (a re-ranker's, a claim verifier's) by (model id, query hash, passage hash), each with the model
+    time that computing it took, so that a score read back still says what it costs (latency and cost per query stay
+    what the model spends)."""
 
     what = "re-ranking cache"
     schema = ("CREATE TABLE IF NOT EXISTS pairs ("
@@ -201,6 +203,28 @@ class PairScoreCache(_Store):
 
     def count(self) -> int:
         return self._conn().execute("SELECT COUNT(*) FROM pairs").fetchone()[0]
+
+    def scores(self, model: str, queries: Sequence[str], passages: Sequence[str],
+               compute: Callable[[list[str], list[str]], Sequence[float]]) -> tuple[np.ndarray, float, int]:
+        """The score of each (query, passage) pair: read back where stored, the distinct others computed by
+        ``compute(queries, passages)`` in one call and stored with the model time each took. Returns the scores, the
+        stored model time (ms) of the pairs read back, and how many pairs were computed."""
+        keys = [(text_hash(q), text_hash(p)) for q, p in zip(queries, passages)]
+        by_query: dict[bytes, dict[bytes, None]] = {}
+        for q, p in keys:
+            by_query.setdefault(q, {})[p] = None
+        found = {(q, p): hit for q, ps in by_query.items() for p, hit in self.get_many(model, q, list(ps)).items()}
+        missing = {k: i for i, k in enumerate(keys) if k not in found}  # distinct pairs, first occurrence
+        if missing:
+            t0 = time.perf_counter()
+            scores = compute([queries[i] for i in missing.values()], [passages[i] for i in missing.values()])
+            each = (time.perf_counter() - t0) * 1000 / len(missing)
+            computed = {k: (float(s), each) for k, s in zip(missing, scores)}
+            for q in dict.fromkeys(q for q, _ in computed):
+                self.put_many(model, q, [(p, s, ms) for (c, p), (s, ms) in computed.items() if c == q])
+            found.update(computed)
+        saved = sum(found[k][1] for k in keys if k not in missing)
+        return np.array([found[k][0] for k in keys], dtype=np.float32), saved, len(missing)
 
 
 class LanceEmbeddingCache:

