@@ -84,6 +84,36 @@ def test_a_claim_supported_late_in_a_long_chunk_is_read_in_its_window(verifier, 
     assert whole < supported.entailed
 
 
+def test_pairs_scored_side_by_side_equal_each_pair_alone_through_the_graph(verifier, sample):
+    """Small batches run several at once (one core each): the probabilities are those of the exported graph run
+    here on one pair at a time, whatever the number of calls at once, for few pairs and for many."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    from ragtune.detectors.entailment import exported
+
+    folder = exported()
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=256, strategy="only_first")
+    tokenizer.no_padding()
+    premises = [d.text for d in sample.documents[:11]]  # of many lengths, some cut by the tokenizer
+    claims = [f"The handbook says {d.text.split()[0].lower()} matters." for d in sample.documents[:11]]
+    expected = []
+    for premise, claim in zip(premises, claims):
+        enc = tokenizer.encode(premise, claim)
+        feed = {"input_ids": enc.ids, "attention_mask": enc.attention_mask, "token_type_ids": enc.type_ids}
+        logits = session.run(None, {k: np.array([v], np.int64) for k, v in feed.items()})[0][0].astype(np.float64)
+        expected.append(np.exp(logits)[LABELS.index("entailment")] / np.exp(logits).sum())
+    calls = verifier.calls
+    try:
+        for verifier.calls in (1, 2, 3):
+            assert np.allclose(verifier.entailed(premises, claims), expected, atol=1e-5)
+            assert np.allclose(verifier.entailed(premises[:3], claims[:3]), expected[:3], atol=1e-5)
+    finally:
+        verifier.calls = calls
+
+
 def test_verdicts_are_kept_by_claim_and_premise_and_read_back(verifier, fresh_workspace):
     from ragtune.config import RagConfig
     from ragtune.detectors.nli import CachedVerifier

