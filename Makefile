@@ -30,10 +30,11 @@ run: $(STAMP)
 	$(BIN)/ragtune sweep experiments/setups.yaml
 
 # Test files run on TEST_WORKERS processes (pytest-xdist; a file's tests stay together, so its fixtures are built once).
+# The slowest 25 are listed at the end, so that every run shows where the suite's time goes.
 TEST_WORKERS ?= 2
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 # The slow tests (marked `slow`, left out of `make test`): the exported DAG in a real Airflow it installs (minutes).
 test-slow: $(STAMP)
