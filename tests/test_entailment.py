@@ -183,3 +183,36 @@ def test_a_missing_adapter_file_is_a_clear_error(tmp_path):
         MiniLMVerifier(tmp_path / "nope.npz")
     with pytest.raises(RagtuneError, match="is missing"):
         load_merged(tmp_path / "nope.npz")
+
+
+def test_judging_many_answers_reads_all_their_pairs_in_one_call_and_judges_each_as_alone(verifier, workspace):
+    from ragtune.config import RagConfig
+    from ragtune.engine import Engine
+    from ragtune.evaluation.answers import claims_of
+    from ragtune.types import Hit
+
+    calls = []
+
+    class Counted:
+        blend, window_words = verifier.blend, verifier.window_words
+
+        def entailed(self, premises, hypotheses):
+            calls.append(len(premises))
+            return verifier.entailed(premises, hypotheses)
+
+    scorer = AnswerScorer(Engine(RagConfig(), workspace).embedder, Counted())
+    ferry = ["The ferry leaves at noon every day. Tickets cost five euros.", "The harbour closes at night."]
+    rows = [("When does the ferry leave?", "The ferry leaves at noon. Tickets cost five euros.", ferry),
+            ("What does a ticket cost?", "A ticket costs 12 euros.", ferry),
+            ("What does a ticket cost?", "Unable to answer from the passages.", ferry),
+            ("When does the ferry leave?", "The ferry leaves at noon.", ferry[:1])]
+    many = scorer.judge_many(rows)
+    pairs = set()  # each distinct (window, claim) of the answers with a claim
+    for _, answer, contexts in rows:
+        hits = [Hit(f"c{i}", f"c{i}", 1.0, i + 1, t, 0, len(t)) for i, t in enumerate(contexts)]
+        pairs |= set(zip(*scorer.verifier_pairs(claims_of(answer), hits)))
+    assert calls == [len(pairs)] and len(pairs) == 6  # one call: 2 claims x 2 chunks, 1 x 2, and a pair seen before
+    calls.clear()
+    alone = [scorer.judge(*row) for row in rows]
+    assert len(calls) == 3 and many == alone  # the refusal has no claim to verify
+    assert [v["hallucinated"] for v in many] == [False, True, False, False]

@@ -56,7 +56,8 @@ def guard_file(src: Path, out: Path, backend: str = "ngram", threshold: float | 
             "threshold": det.threshold}
 
 
-def judge_file(src: Path, out: Path, scorer: AnswerScorer, progress: bool = True, threshold: float = 0.5) -> dict:
+def judge_file(src: Path, out: Path, scorer: AnswerScorer, progress: bool = True, threshold: float = 0.5,
+               batch_size: int = 32) -> dict:
     """``{"question", "contexts": [..], "answer"}`` per line -> ``{"hallucinated", "score", "faithfulness",
     "claims"}`` per line, in the same order (``scorer``: the offline scorer of ``ragtune eval``)."""
     rows = read_rows(src, {"question": lambda v: isinstance(v, str),
@@ -65,9 +66,10 @@ def judge_file(src: Path, out: Path, scorer: AnswerScorer, progress: bool = True
                      {"question": "a string", "contexts": "a list of strings", "answer": "a string"})
     verdicts = []
     with _progress(len(rows), "judge", progress) as bar:
-        for r in rows:
-            verdicts.append(scorer.judge(r["question"], r["answer"], r["contexts"], threshold))
-            bar.update(1)
+        for i in range(0, len(rows), batch_size):  # the verifier reads a batch's pairs in one call
+            batch = [(r["question"], r["answer"], r["contexts"]) for r in rows[i:i + batch_size]]
+            verdicts += scorer.judge_many(batch, threshold)
+            bar.update(len(batch))
     write_jsonl(out, verdicts)
     return {"rows": len(rows), "hallucinated": sum(v["hallucinated"] for v in verdicts),
             "mean_score": sum(v["score"] for v in verdicts) / len(verdicts)}

@@ -191,6 +191,28 @@ class Support:
                 **({"entailed": round(self.entailed, 4)} if self.entailed is not None else {})}
 
 
+class KnownVerdicts:
+    """A verifier whose verdicts on the pairs given up front are computed in one call and read back; other pairs are
+    passed to the verifier it wraps."""
+
+    def __init__(self, verifier, pairs: Sequence[tuple[str, str]]):
+        self.verifier, self.known = verifier, {}
+        self._compute(pairs)
+
+    def __getattr__(self, name: str):  # name, blend, window_words: the wrapped verifier's
+        return getattr(self.verifier, name)
+
+    def _compute(self, pairs: Sequence[tuple[str, str]]) -> None:
+        if pairs:
+            scores = self.verifier.entailed([p for p, _ in pairs], [h for _, h in pairs])
+            self.known.update(zip(pairs, map(float, scores)))
+
+    def entailed(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
+        pairs = list(zip(premises, hypotheses))
+        self._compute([pair for pair in dict.fromkeys(pairs) if pair not in self.known])
+        return np.array([self.known[pair] for pair in pairs], dtype=np.float32)
+
+
 class AnswerScorer:
     def __init__(self, embedder, verifier=None):
         """``verifier``: an NLI model (``ragtune.detectors.nli``) that decides support in place of the similarity
@@ -200,8 +222,19 @@ class AnswerScorer:
     def _vectors(self, texts: list[str]) -> np.ndarray:
         return self.embedder.embed_documents(texts) if texts else np.zeros((0, 1), np.float32)
 
-    def support(self, claims: Sequence[str], hits: Sequence[Hit], question: str = "") -> list[Support]:
-        """How well the chunks in ``hits`` support each claim: its weakest clause decides."""
+    def verifier_pairs(self, claims: Sequence[str], hits: Sequence[Hit]) -> tuple[list[str], list[str]]:
+        """The (premise, claim) pairs the verifier reads for ``claims``: each chunk with the claim on its own, in
+        windows of whole sentences where longer than the model reads, as WiCE's authors score claims (the chunks
+        joined are longer than such a model reads, and it would see the first ones only)."""
+        limit = getattr(self.verifier, "window_words", WINDOW_WORDS)
+        texts = [w for h in hits for w in windows(h.text, limit)] or [""]
+        return [t for _ in claims for t in texts], [c for c in claims for _ in texts]
+
+    def support(self, claims: Sequence[str], hits: Sequence[Hit], question: str = "",
+                verifier=None) -> list[Support]:
+        """How well the chunks in ``hits`` support each claim: its weakest clause decides. ``verifier``: in place of
+        the scorer's own (``judge_many``'s, which knows its pairs' verdicts already)."""
+        verifier = verifier or self.verifier
         if not claims:
             return []
         context = " ".join(h.text for h in hits)
@@ -228,28 +261,36 @@ class AnswerScorer:
             if score < best[i][0]:
                 best[i] = (score, chunk, *parts)
         entailed = [None] * len(claims)
-        if self.verifier is not None:
-            # each chunk with the claim on its own (in windows of whole sentences where longer than the model
-            # reads), the best-supporting one deciding, as WiCE's authors score claims: the chunks joined are longer
-            # than such a model reads, and it would see the first ones only
-            limit = getattr(self.verifier, "window_words", WINDOW_WORDS)
-            texts = [w for h in hits for w in windows(h.text, limit)] or [""]
-            p = self.verifier.entailed([t for _ in claims for t in texts], [c for c in claims for _ in texts])
-            entailed = [float(e) for e in np.asarray(p).reshape(len(claims), len(texts)).max(axis=1)]
+        if verifier is not None:  # the best-supporting window of any chunk decides
+            p = np.asarray(verifier.entailed(*self.verifier_pairs(claims, hits)))
+            entailed = [float(e) for e in p.reshape(len(claims), -1).max(axis=1)]
         out = []
         for i, claim in enumerate(claims):
             missing = facts_missing(claim, context, question)
             score, chunk, semantic, lexical = best[i]
             out.append(Support(claim, score, chunk, not missing, tuple(missing), entailed[i], semantic, lexical,
-                               getattr(self.verifier, "blend", False)))
+                               getattr(verifier, "blend", False)))
         return out
 
     def judge(self, question: str, answer: str, contexts: Sequence[str], threshold: float = 0.5) -> dict:
         """One answer's verdict: ``hallucinated`` (``score`` >= ``threshold``; at 0.5, any claim unsupported),
         ``score`` (the worst claim's probability), ``faithfulness`` (supported claims / claims; None when there is no
         claim, as in a refusal) and a verdict per claim."""
-        hits = [Hit(f"context-{i + 1}", f"context-{i + 1}", 1.0, i + 1, t, 0, len(t)) for i, t in enumerate(contexts)]
-        return self.verdict(self.support(claims_of(answer), hits, question), threshold)
+        return self.judge_many([(question, answer, contexts)], threshold)[0]
+
+    def judge_many(self, rows: Sequence[tuple[str, str, Sequence[str]]], threshold: float = 0.5) -> list[dict]:
+        """``judge`` of each (question, answer, contexts), the verifier reading all their pairs in one call (its
+        batches full and side by side, not a few pairs per answer)."""
+        items = [(question, claims_of(answer), [Hit(f"context-{i + 1}", f"context-{i + 1}", 1.0, i + 1, t, 0, len(t))
+                                                 for i, t in enumerate(contexts)])
+                 for question, answer, contexts in rows]
+        verifier = self.verifier
+        if verifier is not None:
+            pairs = dict.fromkeys(pair for _, claims, hits in items if claims
+                                  for pair in zip(*self.verifier_pairs(claims, hits)))
+            verifier = KnownVerdicts(verifier, list(pairs))
+        return [self.verdict(self.support(claims, hits, question, verifier), threshold)
+                for question, claims, hits in items]
 
     @staticmethod
     def verdict(supports: Sequence[Support], threshold: float = 0.5) -> dict:
