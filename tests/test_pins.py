@@ -61,22 +61,9 @@ def pinned_sample():
     return load_dataset(sample_dataset_path(), queries=QUERIES)
 
 
-def test_shipped_config_results_on_the_sample_are_pinned(workspace, tmp_path):
-    """In a workspace of its own, as the pins were written (``--write``): no table another test built serves these
-    configs; the session's embeddings and re-ranker scores are copied in (keyed by model and text, they are the same
-    numbers), so only the tables are built again."""
-    import sqlite3
-
-    from ragtune.workspace import Workspace
-
-    own = Workspace(tmp_path / "home")
-    own.home.mkdir(parents=True)
-    for path in (Path(workspace.cache.path), workspace.home / "rerank.sqlite"):
-        if path.is_file():
-            with sqlite3.connect(path) as src, sqlite3.connect(own.home / path.name) as dst:
-                src.backup(dst)
+def test_shipped_config_results_on_the_sample_are_pinned(workspace):
     pinned = json.loads(PINS.read_text())["results"]
-    assert shipped_results(own, pinned_sample()) == pinned
+    assert shipped_results(workspace, pinned_sample()) == pinned
 
 
 if __name__ == "__main__":
