@@ -5,6 +5,7 @@ public labelled sets are in BENCHMARKS.md (benchmarks/detectors.py)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ragtune.detectors.entailment import ADAPTER, LABELS, MiniLMVerifier, adapter_meta, add_adapters, base_model, \
@@ -216,3 +217,28 @@ def test_judging_many_answers_reads_all_their_pairs_in_one_call_and_judges_each_
     alone = [scorer.judge(*row) for row in rows]
     assert len(calls) == 3 and many == alone  # the refusal has no claim to verify
     assert [v["hallucinated"] for v in many] == [False, True, False, False]
+
+
+def test_an_evaluation_reads_a_block_of_answers_pairs_in_one_call_and_scores_each_as_alone(sample, tmp_path,
+                                                                                          monkeypatch):
+    """``ragtune eval`` with the verifier: the pairs of a block of answers (``ANSWER_BLOCK``) are read in one call,
+    and every answer's scores equal those of answers scored one at a time."""
+    from ragtune.config import RagConfig
+    from ragtune.evaluation import run
+    from ragtune.workspace import Workspace
+
+    config = RagConfig.from_dict({"generation": {"backend": "extractive"}, "evaluation": {"verifier": "minilm-nli"}})
+    small = sample.subset([q.id for q in sample.judged()[:6]])
+    calls, entailed = [], MiniLMVerifier.entailed
+    monkeypatch.setattr(MiniLMVerifier, "entailed", lambda self, p, h: calls.append(len(p)) or entailed(self, p, h))
+    blocked = run.evaluate(config, small, Workspace(tmp_path / "blocked"))  # each its own (cold) verdict cache
+    in_one = list(calls)
+    calls.clear()
+    monkeypatch.setattr(run, "ANSWER_BLOCK", 1)
+    alone = run.evaluate(config, small, Workspace(tmp_path / "alone"))
+    answered = int((alone.per_query["claims"] > 0).sum())
+    assert answered >= 4 and len(in_one) == 1 and 1 < len(calls) <= answered
+    assert in_one == [sum(calls)]  # the same distinct pairs, each read once
+    scores = ["faithfulness", "hallucination", "hallucination_score", "claims", "unsupported_claims",
+              "answer_relevance", "context_utilization"]
+    pd.testing.assert_frame_equal(blocked.per_query[scores], alone.per_query[scores])

@@ -170,7 +170,7 @@ class PairScoreCache(_Store):
     time that computing it took, so that a score read back still says what it costs (latency and cost per query stay
     what the model spends)."""
 
-    what = "re-ranking cache"
+    what = "pair-score cache"
     schema = ("CREATE TABLE IF NOT EXISTS pairs ("
               " model TEXT NOT NULL, query BLOB NOT NULL, passage BLOB NOT NULL, score REAL NOT NULL, ms REAL NOT NULL)",
               "CREATE UNIQUE INDEX IF NOT EXISTS pairs_key ON pairs (model, query, passage)")

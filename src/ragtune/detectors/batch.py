@@ -10,7 +10,7 @@ from pathlib import Path
 from ragtune.data import read_jsonl
 from ragtune.detectors.injection import InjectionDetector
 from ragtune.errors import DataError
-from ragtune.evaluation.answers import AnswerScorer
+from ragtune.evaluation.answers import ANSWER_BLOCK, AnswerScorer
 from ragtune.workspace import atomic_write_text
 
 
@@ -57,7 +57,7 @@ def guard_file(src: Path, out: Path, backend: str = "ngram", threshold: float | 
 
 
 def judge_file(src: Path, out: Path, scorer: AnswerScorer, progress: bool = True, threshold: float = 0.5,
-               batch_size: int = 32) -> dict:
+               batch_size: int = ANSWER_BLOCK) -> dict:
     """``{"question", "contexts": [..], "answer"}`` per line -> ``{"hallucinated", "score", "faithfulness",
     "claims"}`` per line, in the same order (``scorer``: the offline scorer of ``ragtune eval``)."""
     rows = read_rows(src, {"question": lambda v: isinstance(v, str),

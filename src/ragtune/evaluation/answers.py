@@ -191,6 +191,11 @@ class Support:
                 **({"entailed": round(self.entailed, 4)} if self.entailed is not None else {})}
 
 
+#: answers whose verifier pairs are read in one call by ``ragtune judge`` and ``ragtune eval``: full batches for
+#: every core, few enough that scores come back as the answers do
+ANSWER_BLOCK = 32
+
+
 class KnownVerdicts:
     """A verifier whose verdicts on the pairs given up front are computed in one call and read back; other pairs are
     passed to the verifier it wraps."""
@@ -284,13 +289,18 @@ class AnswerScorer:
         items = [(question, claims_of(answer), [Hit(f"context-{i + 1}", f"context-{i + 1}", 1.0, i + 1, t, 0, len(t))
                                                  for i, t in enumerate(contexts)])
                  for question, answer, contexts in rows]
-        verifier = self.verifier
-        if verifier is not None:
-            pairs = dict.fromkeys(pair for _, claims, hits in items if claims
-                                  for pair in zip(*self.verifier_pairs(claims, hits)))
-            verifier = KnownVerdicts(verifier, list(pairs))
+        verifier = self.known_verdicts([(claims, hits) for _, claims, hits in items])
         return [self.verdict(self.support(claims, hits, question, verifier), threshold)
                 for question, claims, hits in items]
+
+    def known_verdicts(self, items: Sequence[tuple[Sequence[str], Sequence[Hit]]]):
+        """The verifier with the verdicts on every (claims, hits) item's pairs computed in one call (``KnownVerdicts``:
+        full batches side by side, each distinct pair once); None without a verifier."""
+        if self.verifier is None:
+            return None
+        pairs = dict.fromkeys(pair for claims, hits in items if claims
+                              for pair in zip(*self.verifier_pairs(claims, hits)))
+        return KnownVerdicts(self.verifier, list(pairs))
 
     @staticmethod
     def verdict(supports: Sequence[Support], threshold: float = 0.5) -> dict:
@@ -301,8 +311,9 @@ class AnswerScorer:
                 "claims": [s.as_dict() for s in supports]}
 
     def score(self, question: str, answer: Answer, hits: Sequence[Hit], relevant: Mapping[str, int] | None = None,
-              reference: str | None = None, query_vector: np.ndarray | None = None) -> dict[str, float]:
-        """Per-query scores; ``hits`` are the chunks the generator was given, ``relevant`` the query's judgments."""
+              reference: str | None = None, query_vector: np.ndarray | None = None, verifier=None) -> dict[str, float]:
+        """Per-query scores; ``hits`` are the chunks the generator was given, ``relevant`` the query's judgments.
+        ``verifier``: in place of the scorer's own (``known_verdicts`` of many answers)."""
         row = {"faithfulness": NAN, "hallucination": NAN, "answer_relevance": NAN, "context_utilization": NAN,
                "context_precision": NAN, "claims": 0, "unsupported_claims": 0}
         if relevant:
@@ -317,7 +328,7 @@ class AnswerScorer:
             row["claims"] = 0
             row["hallucination_score"] = 0.0
             return row
-        supports = self.support(claims, hits, question)
+        supports = self.support(claims, hits, question, verifier)
         unsupported = sum(not s.supported for s in supports)
         q = query_vector if query_vector is not None else self.embedder.embed_queries([question])[0]
         used = {s.chunk_id for s in supports if s.supported}

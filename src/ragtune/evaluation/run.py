@@ -18,8 +18,9 @@ from ragtune.embedding import EmbedStats
 from ragtune.engine import Engine
 from ragtune.errors import DataError
 from ragtune.evaluation import evaluate_run, span_qrels, span_scores, trec_run_lines
+from ragtune.evaluation.answers import ANSWER_BLOCK, claims_of
 from ragtune.evaluation.slices import metadata_columns, slice_report
-from ragtune.generation import add_usage, cost_usd
+from ragtune.generation import NO_ANSWER, add_usage, cost_usd
 from ragtune.text import split_sentences
 from ragtune.types import Answer, Hit, IndexInfo
 from ragtune.workspace import Workspace, atomic_write_dir
@@ -111,6 +112,15 @@ def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = 
         from tqdm.auto import tqdm
 
         queries = tqdm(judged, desc="queries", unit="q")
+    pending = []  # answered turns whose scores wait for the verifier to read a block of answers' pairs in one call
+
+    def score_pending():
+        verifier = scorer.known_verdicts([(claims_of(t.answer.text), t.context) for _, t in pending
+                                          if not t.answer.degraded and t.answer.text != NO_ANSWER])
+        for q, t in pending:
+            answer_rows[q.id] = _answer_scores(engine, scorer, judge, dataset, q, t, verifier)
+        pending.clear()
+
     for i, q in enumerate(queries):
         turn = engine.answer_one(q.text, retriever, None if vectors is None else vectors[i], flagged=flagged)
         doc_run[q.id] = [h.doc_id for h in turn.found.documents(depth)]
@@ -118,7 +128,11 @@ def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = 
         rows.append({"query_id": q.id, **turn.timings_ms})
         if turn.answer is not None:
             answers[q.id] = turn.answer
-            answer_rows[q.id] = _answer_scores(engine, scorer, judge, dataset, q, turn)
+            pending.append((q, turn))
+            if len(pending) == ANSWER_BLOCK:
+                score_pending()
+    if pending:
+        score_pending()
 
     timings = pd.DataFrame(rows).set_index("query_id")
     answer_scores = pd.DataFrame.from_dict(answer_rows, orient="index") if answering else None
@@ -190,10 +204,10 @@ def summarize(per_query: pd.DataFrame) -> dict[str, float]:
     return summary
 
 
-def _answer_scores(engine: Engine, scorer, judge, dataset: Dataset, q, turn) -> dict:
+def _answer_scores(engine: Engine, scorer, judge, dataset: Dataset, q, turn, verifier=None) -> dict:
     """One answer's scores (against the context it was given), tokens, cost, and the chunks kept from it."""
     ans, gen = turn.answer, engine.config.generation
-    row = scorer.score(q.text, ans, turn.context, dataset.qrels.get(q.id), q.answer, turn.query_vector)
+    row = scorer.score(q.text, ans, turn.context, dataset.qrels.get(q.id), q.answer, turn.query_vector, verifier)
     if judge is not None and not ans.degraded:
         row.update(judge.score(q.text, ans.text, split_sentences(ans.text), turn.context))
     usage = add_usage(ans.usage, turn.found.usage)  # the question's rewriting counts too
