@@ -88,6 +88,7 @@ def test_trec_eval_path_equals_ranx_on_every_measure_both_compute(seed):
         assert fast[m].to_numpy() == pytest.approx(ranx[m].to_numpy(), abs=1e-9), m
 
 
+@pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaTypeSafetyWarning")  # ranx's own code
 def test_metrics_only_ranx_computes_mix_with_the_others():
     from ragtune.evaluation.metrics import trec_measure
 
