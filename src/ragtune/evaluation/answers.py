@@ -303,6 +303,11 @@ class AnswerScorer:
         return KnownVerdicts(self.verifier, list(pairs))
 
     @staticmethod
+    def checked(answer: Answer) -> bool:
+        """Whether ``score`` checks the answer's claims: not a degraded answer nor the generator's no-answer."""
+        return not answer.degraded and answer.text != NO_ANSWER
+
+    @staticmethod
     def verdict(supports: Sequence[Support], threshold: float = 0.5) -> dict:
         """``judge``'s verdict from the claims' supports."""
         score = float(max((s.probability for s in supports), default=0.0))
@@ -321,7 +326,7 @@ class AnswerScorer:
         if reference is not None and not answer.degraded:
             row["answer_f1"] = token_f1(answer.text, reference)
             row["answer_similarity"] = float(np.dot(*self._vectors([_plain(answer.text), reference])))
-        if answer.degraded or answer.text == NO_ANSWER:
+        if not self.checked(answer):
             return row
         claims = claims_of(answer.text)
         if not claims:  # nothing but statements about the passages: a refusal claims nothing to check

@@ -20,7 +20,7 @@ from ragtune.errors import DataError
 from ragtune.evaluation import evaluate_run, span_qrels, span_scores, trec_run_lines
 from ragtune.evaluation.answers import ANSWER_BLOCK, claims_of
 from ragtune.evaluation.slices import metadata_columns, slice_report
-from ragtune.generation import NO_ANSWER, add_usage, cost_usd
+from ragtune.generation import add_usage, cost_usd
 from ragtune.text import split_sentences
 from ragtune.types import Answer, Hit, IndexInfo
 from ragtune.workspace import Workspace, atomic_write_dir
@@ -116,7 +116,7 @@ def evaluate(config: RagConfig, dataset: Dataset, workspace: Workspace | None = 
 
     def score_pending():
         verifier = scorer.known_verdicts([(claims_of(t.answer.text), t.context) for _, t in pending
-                                          if not t.answer.degraded and t.answer.text != NO_ANSWER])
+                                          if scorer.checked(t.answer)])
         for q, t in pending:
             answer_rows[q.id] = _answer_scores(engine, scorer, judge, dataset, q, t, verifier)
         pending.clear()
