@@ -64,10 +64,19 @@ def counted_encodes(monkeypatch) -> dict[str, int]:
 
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory):
-    """One workspace for the whole session: models embed each text once across all tests that share it."""
+    """One workspace for the whole session: models embed each text (and score each pair) once across all tests that
+    share it, in every pytest-xdist worker of the run: the embedding and pair-score caches of each worker's workspace
+    are links to one pair of SQLite files (safe for several processes on one machine: the product's own promise; the
+    LanceDB tables and the catalog stay the worker's). Tests that count model calls use workspaces of their own."""
     from ragtune.workspace import Workspace
 
-    return Workspace(tmp_path_factory.mktemp("ragtune-home"))
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "model-caches"
+    shared.mkdir(exist_ok=True)
+    home = tmp_path_factory.mktemp("ragtune-home")
+    for name in ("embeddings.sqlite", "rerank.sqlite"):  # SQLite puts a link's WAL beside the file it points to
+        (home / name).symlink_to(shared / name)
+    return Workspace(home)
 
 
 @pytest.fixture

@@ -48,8 +48,9 @@ def test_the_readme_journey_runs_in_order_without_a_console_warning(tmp_path, wo
     shutil.copytree(REPO / "src" / "ragtune" / "sample" / "docs" / "hr", handbook)
     home = tmp_path / "home"
     home.mkdir()
-    with sqlite3.connect(workspace.cache.path) as src, sqlite3.connect(home / "embeddings.sqlite") as dst:
-        src.backup(dst)  # the session's embeddings (WAL included): a warm cache, as on a second day of work
+    for cache in (workspace.cache, workspace.pair_scores):  # the session's embeddings and pair scores (WAL included):
+        with sqlite3.connect(cache.path) as src, sqlite3.connect(home / cache.path.name) as dst:  # warm caches, as on
+            src.backup(dst)  # a second day of work
     env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "RAGTUNE_HOME")}
     env.update({"RAGTUNE_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{env['PATH']}", "HF_HUB_OFFLINE": "1"})
     printed: dict[str, str] = {}
