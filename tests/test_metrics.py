@@ -59,17 +59,15 @@ TREC_AND_RANX = ["ndcg@10", "ndcg@3", "ndcg", "map", "map@10", "mrr@10", "mrr", 
                  "precision@5", "hit_rate@5", "r-precision"]
 
 
-def ranx_interpreted(qrels, run, metrics, backend: str | None = "ranx") -> pd.DataFrame:
+def interpreted(qrels, run, metrics, backend: str = "ranx") -> pd.DataFrame:
     """``evaluate_run`` (by default ranx's numbers) with ranx's numba functions run as the Python they are written in
     (``NUMBA_DISABLE_JIT``, in a process of its own): the same code, without the 100 s that compiling its parallel
     functions for twelve measures costs a fresh environment (90 s for f1 and hits alone)."""
     code = ("import json, sys; from ragtune.evaluation import evaluate_run; a = json.load(sys.stdin); "
-            "print(evaluate_run(a['qrels'], a['run'], a['metrics'], **a['backend'])"
+            "print(evaluate_run(a['qrels'], a['run'], a['metrics'], a['backend'])"
             ".to_json(orient='split', double_precision=15))")
     proc = subprocess.run([sys.executable, "-c", code], input=json.dumps({"qrels": qrels, "run": run,
-                                                                          "metrics": metrics,
-                                                                          "backend": {"backend": backend} if backend
-                                                                          else {}}),
+                                                                          "metrics": metrics, "backend": backend}),
                           capture_output=True, text=True, env={**os.environ, "NUMBA_DISABLE_JIT": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return pd.read_json(io.StringIO(proc.stdout), orient="split")
@@ -84,7 +82,7 @@ def test_trec_eval_path_equals_ranx_on_every_measure_both_compute(seed):
     assert all(trec_measure(m) is not None for m in TREC_AND_RANX)
     qrels, run = random_case(seed)
     fast = evaluate_run(qrels, run, TREC_AND_RANX)
-    ranx = ranx_interpreted(qrels, run, TREC_AND_RANX)
+    ranx = interpreted(qrels, run, TREC_AND_RANX)
     assert list(fast.index) == list(ranx.index) and len(fast) == 30
     for m in TREC_AND_RANX:
         assert fast[m].to_numpy() == pytest.approx(ranx[m].to_numpy(), abs=1e-9), m
@@ -95,8 +93,8 @@ def test_metrics_only_ranx_computes_mix_with_the_others():
 
     qrels, run = random_case(6)
     assert trec_measure("f1@10") is None and trec_measure("hits@10") is None
-    mixed = ranx_interpreted(qrels, run, ["ndcg@10", "f1@10", "hits@10"], backend=None)  # trec_eval and ranx mixed
-    alone = ranx_interpreted(qrels, run, ["f1@10", "hits@10"])
+    mixed = interpreted(qrels, run, ["ndcg@10", "f1@10", "hits@10"], backend="auto")  # trec_eval and ranx mixed
+    alone = interpreted(qrels, run, ["f1@10", "hits@10"])
     assert list(mixed.columns) == ["ndcg@10", "f1@10", "hits@10"]
     assert mixed[["f1@10", "hits@10"]].to_numpy() == pytest.approx(alone.to_numpy())
 
